@@ -1,0 +1,71 @@
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Parser as _;
+use netpath::{
+    cli::{Cli, Command, NetworkCommand},
+    netns,
+    ops::{self, Ctx, container, host, network},
+};
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netpath: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("must run as root (netpath needs CAP_NET_ADMIN and CAP_BPF)");
+    }
+    // Before any thread exists, so that every thread netpath starts lives in the namespace.
+    if let Some(ns) = &cli.netns {
+        netns::enter_named(ns)?;
+    }
+    let scope = ops::scope(cli.netns.as_deref())?;
+    if let Command::Exec { name, command } = &cli.command {
+        match container::exec(&scope, name, command)? {}
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut ctx = Ctx::open(&scope)?;
+        let result = dispatch(&mut ctx, cli.command).await;
+        // Saved even after a failure: commands change the state only for what they completed.
+        let saved = ctx.finish();
+        result.and(saved)
+    })
+}
+
+async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::Up { bridge } => host::up(ctx, bridge).await,
+        Command::Down => host::down(ctx).await,
+        Command::Network(NetworkCommand::Create {
+            name,
+            subnet,
+            gateway,
+            bridge,
+        }) => network::create(ctx, &name, subnet, gateway, bridge).await,
+        Command::Network(NetworkCommand::Ls { json }) => network::ls(ctx, json).await,
+        Command::Network(NetworkCommand::Rm { name }) => network::rm(ctx, &name).await,
+        Command::Run {
+            name,
+            network,
+            ip,
+            mode,
+            dns,
+        } => container::run(ctx, &name, &network, ip, &mode, &dns).await,
+        Command::Connect { name, network, ip } => {
+            container::connect(ctx, &name, &network, ip).await
+        }
+        Command::Rm { name } => container::rm(ctx, &name).await,
+        Command::Ps { json } => container::ps(ctx, json).await,
+        Command::Exec { .. } => unreachable!("exec runs before the runtime starts"),
+    }
+}

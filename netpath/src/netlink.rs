@@ -1,0 +1,407 @@
+//! rtnetlink operations: links, IPv4 addresses and routes. The only module that talks rtnetlink.
+//!
+//! Requests are sent as raw messages on the connection rather than through rtnetlink's
+//! `execute()` helpers so that several can be queued before awaiting any (the kernel handles one
+//! socket's messages in order), and so that kernel errors surface as `io::Error`s ("File
+//! exists") that callers can match on with `raw_os_error()`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+
+use anyhow::{Context, Result, anyhow};
+use futures::{Stream, StreamExt};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::{
+    AddressMessageBuilder, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
+
+use crate::netns::{self, Netns};
+
+const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
+const GET: u16 = NLM_F_REQUEST;
+const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// IFLA_INFO_KIND: "bridge", "veth", ...; None for devices without one (e.g. lo, physical NICs).
+    pub kind: Option<String>,
+    /// IFLA_MASTER: index of the bridge (or bond, ...) this link is a port of.
+    pub controller: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    pub index: u32,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    /// None for multipath routes, whose devices are per next hop.
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// An rtnetlink connection, bound to the network namespace it was opened in.
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a connection in the current thread's network namespace. Must be called inside the
+    /// tokio runtime, which drives the connection as a spawned task (ending when `self` drops).
+    pub fn open() -> Result<Netlink> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("opening rtnetlink socket")?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    /// Opens a connection that talks to `ns`: a netlink socket acts on the namespace it was
+    /// created in, so only the socket creation needs to happen inside `ns`.
+    pub fn open_in(ns: &Netns) -> Result<Netlink> {
+        netns::run_in(ns, Netlink::open)?
+    }
+
+    /// Returns None if there is no link called `name`.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        match replies(self.send(RouteNetlinkMessage::GetLink(msg), GET)?).await {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            r => Ok(first_link(r).with_context(|| format!("looking up interface {name}"))?),
+        }
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let msgs = replies(self.send(RouteNetlinkMessage::GetLink(LinkMessage::default()), DUMP)?)
+            .await
+            .context("listing interfaces")?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Creates bridge `name`, up (LinkBridge sets that), and returns its index.
+    pub async fn create_bridge(&self, name: &str) -> Result<u32> {
+        // Without an explicit MAC a bridge takes the lowest one among its ports, so the
+        // containers' gateway MAC would change as containers come and go (stale ARP entries).
+        let msg = LinkBridge::new(name)
+            .address(random_mac()?.to_vec())
+            .build();
+        let create = self.send(RouteNetlinkMessage::NewLink(msg), CREATE)?;
+        // Queued behind the creation so that the index comes back without another round trip.
+        let get = self.send_get_link(name)?;
+        ack(create)
+            .await
+            .with_context(|| format!("creating bridge {name}"))?;
+        Ok(first_link(replies(get).await)
+            .with_context(|| format!("looking up new bridge {name}"))?
+            .with_context(|| format!("new bridge {name} vanished"))?
+            .index)
+    }
+
+    /// Adds `addr/prefix_len` to link `index`, with the broadcast address `ip addr add` would set.
+    pub async fn add_address(&self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        ack(self.send_new_address(index, addr, prefix_len)?)
+            .await
+            .with_context(|| format!("adding address {addr}/{prefix_len} to interface {index}"))
+    }
+
+    pub async fn addresses_v4(&self) -> Result<Vec<Address>> {
+        let mut req = AddressMessage::default();
+        // The kernel dispatches address dumps by family, so this returns IPv4 only.
+        req.header.family = AddressFamily::Inet;
+        let msgs = replies(self.send(RouteNetlinkMessage::GetAddress(req), DUMP)?)
+            .await
+            .context("listing IPv4 addresses")?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_address(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Unicast routes of the main table.
+    pub async fn routes_v4(&self) -> Result<Vec<Route>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        let msgs = replies(self.send(RouteNetlinkMessage::GetRoute(req), DUMP)?)
+            .await
+            .context("listing IPv4 routes")?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Creates a veth pair in one request: `host_name` here, up and a port of the bridge
+    /// `bridge_index`, and its peer directly inside `peer_ns`, named `peer_name` with MAC
+    /// `peer_mac` (down). Creating the peer in place avoids a move-and-rename, and a clash with
+    /// an existing `peer_name` there fails the whole request. Returns the host end's index.
+    pub async fn create_veth(
+        &self,
+        host_name: &str,
+        bridge_index: u32,
+        peer_ns: &Netns,
+        peer_name: &str,
+        peer_mac: [u8; 6],
+    ) -> Result<u32> {
+        let peer = LinkUnspec::new_with_name(peer_name)
+            .address(peer_mac.to_vec())
+            // Only the fd number travels in the message, so it must stay open until the
+            // connection task writes it: during the await below, with `peer_ns` borrowed. Hence
+            // this future must not be dropped before completing (e.g. by a timeout).
+            .setns_by_fd(peer_ns.fd().as_raw_fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host_name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .controller(bridge_index)
+            .up()
+            .build();
+        let create = self.send(RouteNetlinkMessage::NewLink(msg), CREATE)?;
+        let get = self.send_get_link(host_name)?;
+        ack(create)
+            .await
+            .with_context(|| format!("creating veth {host_name} (peer {peer_name})"))?;
+        Ok(first_link(replies(get).await)
+            .with_context(|| format!("looking up new veth {host_name}"))?
+            .with_context(|| format!("new veth {host_name} vanished"))?
+            .index)
+    }
+
+    /// Sets `name` up, adds `addr/prefix_len` to it and, if given, a default route via `gateway`;
+    /// meant for a connection opened in a container's namespace. The three requests are sent
+    /// back to back and the kernel applies them in order, so each finds its predecessor done.
+    pub async fn configure_container_iface(
+        &self,
+        name: &str,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        // Addresses can only be added by index, so this one lookup can't be pipelined.
+        let index = self
+            .link_by_name(name)
+            .await?
+            .with_context(|| format!("configuring {name}: no such interface"))?
+            .index;
+        let up = self.send(
+            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
+            CHANGE,
+        )?;
+        let address = self.send_new_address(index, addr, prefix_len)?;
+        let route = gateway
+            .map(|gw| {
+                let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+                self.send(RouteNetlinkMessage::NewRoute(msg), CREATE)
+            })
+            .transpose()?;
+        ack(up)
+            .await
+            .with_context(|| format!("setting {name} up"))?;
+        ack(address)
+            .await
+            .with_context(|| format!("adding address {addr}/{prefix_len} to {name}"))?;
+        if let (Some(route), Some(gw)) = (route, gateway) {
+            ack(route)
+                .await
+                .with_context(|| format!("adding default route via {gw} on {name}"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_up(&self, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name).up().build();
+        ack(self.send(RouteNetlinkMessage::SetLink(msg), CHANGE)?)
+            .await
+            .with_context(|| format!("setting {name} up"))
+    }
+
+    /// Deletes link `index` (for a veth, its peer goes too).
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).build();
+        ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?)
+            .await
+            .with_context(|| format!("deleting interface {index}"))
+    }
+
+    /// Deletes link `name`; returns false if there was none.
+    pub async fn delete_link_by_name(&self, name: &str) -> Result<bool> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        match ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("deleting interface {name}")),
+        }
+    }
+
+    /// Queues `msg` on the connection and returns the stream of its responses. The request is
+    /// handed to the connection task right away, so calling this several times before awaiting
+    /// pipelines the requests, in order.
+    fn send(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + use<>> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        self.handle
+            .clone()
+            .request(req)
+            .map_err(|_| anyhow!("rtnetlink connection closed"))
+    }
+
+    fn send_get_link(
+        &self,
+        name: &str,
+    ) -> Result<impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + use<>> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        self.send(RouteNetlinkMessage::GetLink(msg), GET)
+    }
+
+    fn send_new_address(
+        &self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + use<>> {
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(addr, prefix_len)
+            .build();
+        self.send(RouteNetlinkMessage::NewAddress(msg), CREATE)
+    }
+}
+
+/// A random unicast, locally administered MAC address.
+fn random_mac() -> Result<[u8; 6]> {
+    let mut mac = [0; 6];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut mac))
+        .context("reading /dev/urandom")?;
+    mac[0] = (mac[0] & !0x01) | 0x02;
+    Ok(mac)
+}
+
+/// Collects the replies to one request, failing with the kernel's errno if it sent one.
+async fn replies(
+    responses: impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>>,
+) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut responses = pin!(responses);
+    let mut out = Vec::new();
+    while let Some(msg) = responses.next().await {
+        match msg.payload {
+            NetlinkPayload::InnerMessage(m) => out.push(m),
+            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn ack(responses: impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>>) -> io::Result<()> {
+    replies(responses).await.map(drop)
+}
+
+fn first_link(replies: io::Result<Vec<RouteNetlinkMessage>>) -> io::Result<Option<Link>> {
+    Ok(replies?.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+        _ => None,
+    }))
+}
+
+fn parse_link(msg: LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        controller: None,
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => link.name = name,
+            LinkAttribute::Controller(index) => link.controller = Some(index),
+            LinkAttribute::LinkInfo(infos) => {
+                link.kind = infos.into_iter().find_map(|info| match info {
+                    LinkInfo::Kind(kind) => Some(kind.to_string()),
+                    _ => None,
+                })
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_address(msg: AddressMessage) -> Option<Address> {
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS differs from it only on
+    // point-to-point links (where it is the peer's), and is the only one sent by some drivers.
+    let mut local = None;
+    let mut address = None;
+    for attr in msg.attributes {
+        match attr {
+            AddressAttribute::Local(std::net::IpAddr::V4(a)) => local = Some(a),
+            AddressAttribute::Address(std::net::IpAddr::V4(a)) => address = Some(a),
+            _ => {}
+        }
+    }
+    Some(Address {
+        index: msg.header.index,
+        addr: local.or(address)?,
+        prefix_len: msg.header.prefix_len,
+    })
+}
+
+fn parse_route(msg: RouteMessage) -> Option<Route> {
+    if msg.header.kind != RouteType::Unicast {
+        return None;
+    }
+    // The header's table is only 8 bits; RTA_TABLE, when present, is authoritative.
+    let mut table = u32::from(msg.header.table);
+    let mut route = Route {
+        dst: Ipv4Addr::UNSPECIFIED,
+        prefix_len: msg.header.destination_prefix_length,
+        oif: None,
+        gateway: None,
+    };
+    for attr in msg.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = t,
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => route.dst = a,
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => route.gateway = Some(a),
+            RouteAttribute::Oif(index) => route.oif = Some(index),
+            _ => {}
+        }
+    }
+    (table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some(route)
+}

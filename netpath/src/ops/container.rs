@@ -1,0 +1,408 @@
+//! Containers: a named network namespace (`ip netns` sees it) with one veth per network,
+//! or one of Docker's other network modes.
+use std::{
+    collections::BTreeSet,
+    ffi::CString,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, unshare},
+};
+use serde::Serialize;
+
+use super::{Ctx, Teardown, check_name};
+use crate::{
+    ipam,
+    netlink::Netlink,
+    netns::{self, Netns},
+    state::{Container, Endpoint, NetMode, State, Store},
+};
+
+const ETC_NETNS: &str = "/etc/netns";
+
+fn parse_mode(mode: &str) -> Result<NetMode> {
+    Ok(match mode {
+        "bridge" => NetMode::Bridge,
+        "none" => NetMode::None,
+        "host" => NetMode::Host,
+        other => match other.strip_prefix("container:") {
+            Some(target) if !target.is_empty() => NetMode::Container(target.to_owned()),
+            _ => bail!("invalid network mode {mode:?}: use bridge, none, host or container:NAME"),
+        },
+    })
+}
+
+pub async fn run(
+    ctx: &mut Ctx,
+    name: &str,
+    network: &str,
+    ip: Option<Ipv4Addr>,
+    mode: &str,
+    dns: &[Ipv4Addr],
+) -> Result<()> {
+    check_name("container", name)?;
+    if ctx.state.containers.contains_key(name) {
+        bail!("container {name} already exists");
+    }
+    let mode = parse_mode(mode)?;
+    let endpoints = match &mode {
+        NetMode::Bridge => vec![plan_endpoint(&ctx.state, name, network, ip, 0)?],
+        NetMode::Container(target) => {
+            if !ctx.state.container(target)?.owns_netns() {
+                bail!("container {target} has no network namespace of its own to share");
+            }
+            vec![]
+        }
+        NetMode::None | NetMode::Host => vec![],
+    };
+    let container = Container { mode, endpoints };
+    if container.owns_netns() {
+        let ns = netns::create_named(name)?;
+        if let Err(e) = build(ctx, name, &ns, &container, dns).await {
+            drop(ns);
+            let _ = netns::delete_named(name);
+            let _ = fs::remove_dir_all(etc_dir(name));
+            return Err(e);
+        }
+    }
+    for e in &container.endpoints {
+        println!("{name}: {} {} on network {}", e.ifname, e.ip, e.network);
+    }
+    ctx.state.containers.insert(name.to_owned(), container);
+    Ok(())
+}
+
+/// Wires up a fresh namespace: resolv.conf, lo, and the planned endpoints. Each endpoint
+/// cleans up after itself on failure; the caller removes the namespace.
+async fn build(
+    ctx: &Ctx,
+    name: &str,
+    ns: &Netns,
+    container: &Container,
+    dns: &[Ipv4Addr],
+) -> Result<()> {
+    write_resolv_conf(name, dns)?;
+    let cnl = Netlink::open_in(ns)?;
+    cnl.set_up("lo").await?;
+    for (i, e) in container.endpoints.iter().enumerate() {
+        wire_endpoint(ctx, &cnl, ns, e, i == 0).await?;
+    }
+    Ok(())
+}
+
+/// Chooses (or validates) the address and names of a container's interface on `network`.
+fn plan_endpoint(
+    state: &State,
+    container: &str,
+    network: &str,
+    ip: Option<Ipv4Addr>,
+    slot: usize,
+) -> Result<Endpoint> {
+    let net = state.network(network).with_context(|| {
+        if network == super::DEFAULT_NETWORK {
+            "the default network does not exist: run `netpath up` first".to_owned()
+        } else {
+            format!("cannot attach {container}")
+        }
+    })?;
+    let taken: BTreeSet<Ipv4Addr> = state.taken(network);
+    let ip = match ip {
+        Some(ip) => {
+            net.subnet.check_host(ip)?;
+            if ip == net.gateway {
+                bail!("address {ip} is the gateway of network {network}");
+            }
+            if taken.contains(&ip) {
+                bail!("address {ip} is already in use on network {network}");
+            }
+            ip
+        }
+        None => ipam::next_free(&net.subnet, &taken)
+            .with_context(|| format!("network {network} is full"))?,
+    };
+    let ifname = format!("eth{slot}");
+    Ok(Endpoint {
+        network: network.to_owned(),
+        host_veth: host_veth_name(container, &ifname),
+        ifname,
+        ip,
+    })
+}
+
+/// `np` + a hash of container and interface: unique per endpoint, stable, within 15 bytes.
+fn host_veth_name(container: &str, ifname: &str) -> String {
+    let hash = container
+        .bytes()
+        .chain([0])
+        .chain(ifname.bytes())
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    format!("np{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// Creates the veth (host end on the bridge, peer already inside the namespace) and configures
+/// the container side. The first interface also gets the default route.
+async fn wire_endpoint(
+    ctx: &Ctx,
+    cnl: &Netlink,
+    ns: &Netns,
+    e: &Endpoint,
+    default_route: bool,
+) -> Result<()> {
+    let net = ctx.state.network(&e.network)?;
+    let bridge = ctx.nl.link_by_name(&net.bridge).await?.with_context(|| {
+        format!(
+            "bridge {} of network {} is missing: run `netpath up` to repair",
+            net.bridge, e.network
+        )
+    })?;
+    let index = ctx
+        .nl
+        .create_veth(
+            &e.host_veth,
+            bridge.index,
+            ns,
+            &e.ifname,
+            ipam::mac_for(e.ip),
+        )
+        .await?;
+    let gateway = default_route.then_some(net.gateway);
+    let configured = cnl
+        .configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
+        .await;
+    if configured.is_err() {
+        let _ = ctx.nl.delete_link(index).await;
+    }
+    configured
+}
+
+pub async fn connect(ctx: &mut Ctx, name: &str, network: &str, ip: Option<Ipv4Addr>) -> Result<()> {
+    let container = ctx.state.container(name)?;
+    if !matches!(container.mode, NetMode::Bridge | NetMode::None) {
+        bail!("container {name} shares another network namespace and cannot be connected");
+    }
+    if container.endpoints.iter().any(|e| e.network == network) {
+        bail!("container {name} is already connected to network {network}");
+    }
+    let slot = (0..)
+        .find(|i| {
+            !container
+                .endpoints
+                .iter()
+                .any(|e| e.ifname == format!("eth{i}"))
+        })
+        .expect("a free slot");
+    let default_route = container.endpoints.is_empty();
+    let endpoint = plan_endpoint(&ctx.state, name, network, ip, slot)?;
+    let ns = Netns::open_named(name)?;
+    let cnl = Netlink::open_in(&ns)?;
+    wire_endpoint(ctx, &cnl, &ns, &endpoint, default_route).await?;
+    println!(
+        "{name}: {} {} on network {network}",
+        endpoint.ifname, endpoint.ip
+    );
+    ctx.state
+        .containers
+        .get_mut(name)
+        .expect("checked above")
+        .endpoints
+        .push(endpoint);
+    Ok(())
+}
+
+pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
+    let container = ctx.state.container(name)?.clone();
+    let users = ctx.state.sharing(name);
+    if !users.is_empty() {
+        bail!(
+            "container {name} shares its network namespace with {}; remove them first",
+            users.join(", ")
+        );
+    }
+    let t = teardown(ctx, name, &container).await;
+    if t.errors.is_empty() {
+        ctx.state.containers.remove(name);
+    }
+    t.finish()
+}
+
+/// Removes the container's host-side veths (their peers go with them), its namespace and its
+/// /etc/netns directory. Pieces already gone are skipped, not errors.
+pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
+    let mut t = Teardown::default();
+    for e in &container.endpoints {
+        match ctx.nl.delete_link_by_name(&e.host_veth).await {
+            Ok(false) => {}
+            deleted => {
+                t.step(format!("veth {} of {name}", e.host_veth), deleted);
+            }
+        }
+    }
+    if container.owns_netns() {
+        if Path::new(netns::NETNS_RUN_DIR).join(name).exists() {
+            t.step(
+                format!("network namespace {name}"),
+                netns::delete_named(name),
+            );
+        }
+        let etc = etc_dir(name);
+        if etc.exists() {
+            let removed = fs::remove_dir_all(&etc).with_context(|| etc.display().to_string());
+            t.step(etc.display(), removed);
+        }
+    }
+    t
+}
+
+#[derive(Serialize)]
+struct ContainerView<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    container: &'a Container,
+    /// What exists in the state but is gone from the kernel (deleted behind netpath's back).
+    missing: Vec<String>,
+}
+
+pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
+    let links = ctx.nl.links().await?;
+    let views: Vec<ContainerView> = ctx
+        .state
+        .containers
+        .iter()
+        .map(|(name, c)| {
+            let mut missing = Vec::new();
+            if c.owns_netns() && !Path::new(netns::NETNS_RUN_DIR).join(name).exists() {
+                missing.push(format!("network namespace {name}"));
+            }
+            for e in &c.endpoints {
+                if !links.iter().any(|l| l.name == e.host_veth) {
+                    missing.push(format!("veth {}", e.host_veth));
+                }
+            }
+            ContainerView {
+                name,
+                container: c,
+                missing,
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    println!("{:<20} {:<22} {:<40} STATUS", "NAME", "MODE", "ADDRESSES");
+    for v in views {
+        let mode = match &v.container.mode {
+            NetMode::Bridge => "bridge".to_owned(),
+            NetMode::None => "none".to_owned(),
+            NetMode::Host => "host".to_owned(),
+            NetMode::Container(t) => format!("container:{t}"),
+        };
+        let addrs: Vec<String> = v
+            .container
+            .endpoints
+            .iter()
+            .map(|e| format!("{}={}@{}", e.ifname, e.ip, e.network))
+            .collect();
+        let status = if v.missing.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!("missing: {} (netpath rm to clean up)", v.missing.join(", "))
+        };
+        println!("{:<20} {mode:<22} {:<40} {status}", v.name, addrs.join(" "));
+    }
+    Ok(())
+}
+
+fn etc_dir(name: &str) -> PathBuf {
+    Path::new(ETC_NETNS).join(name)
+}
+
+/// The container's resolv.conf: `--dns` servers, else the host's, minus loopback servers
+/// that cannot answer from inside another namespace (as Docker filters them).
+fn write_resolv_conf(name: &str, dns: &[Ipv4Addr]) -> Result<()> {
+    let mut out = String::new();
+    if dns.is_empty() {
+        let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for line in host.lines() {
+            let loopback = line
+                .strip_prefix("nameserver")
+                .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback());
+            if !loopback {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    } else {
+        for server in dns {
+            out.push_str(&format!("nameserver {server}\n"));
+        }
+    }
+    let dir = etc_dir(name);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(dir.join("resolv.conf"), out)
+        .with_context(|| format!("writing {}/resolv.conf", dir.display()))
+}
+
+/// `netpath exec`: runs before any runtime or thread exists, so the whole process can switch
+/// namespaces. Like `ip netns exec`, it gives the command a private mount namespace with the
+/// container's resolv.conf and a /sys that shows the container's interfaces.
+pub fn exec(scope: &str, name: &str, command: &[String]) -> Result<std::convert::Infallible> {
+    let netns_name = {
+        let store = Store::open(scope)?;
+        let state = store.load()?;
+        let container = state.container(name)?;
+        match &container.mode {
+            NetMode::Bridge | NetMode::None => Some(name.to_owned()),
+            NetMode::Container(target) => Some(target.clone()),
+            NetMode::Host => None,
+        }
+    };
+    if let Some(ns) = &netns_name {
+        netns::enter_named(ns)?;
+        unshare(CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .context("making / a slave mount")?;
+        let resolv = etc_dir(ns).join("resolv.conf");
+        if resolv.exists() {
+            mount(
+                Some(&resolv),
+                "/etc/resolv.conf",
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .context("bind-mounting the container's resolv.conf")?;
+        }
+        if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
+            mount(
+                Some("sysfs"),
+                "/sys",
+                Some("sysfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .context("mounting the container's /sys")?;
+        }
+    }
+    let args: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .context("command contains a NUL byte")?;
+    let err = nix::unistd::execvp(&args[0], &args).unwrap_err();
+    bail!("running {}: {err}", command[0])
+}

@@ -1,0 +1,116 @@
+//! `netpath up` and `netpath down`: the default network, IP forwarding and the datapath of
+//! the whole namespace.
+use std::fs;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, Teardown, check_ifname, container, network};
+use crate::state::{NetMode, Network};
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+pub async fn up(ctx: &mut Ctx, bridge: Option<String>) -> Result<()> {
+    if let Some(bridge) = &bridge {
+        check_ifname(bridge)?;
+    }
+    if !ctx.state.networks.contains_key(DEFAULT_NETWORK) {
+        let name = bridge.as_deref().unwrap_or(DEFAULT_BRIDGE);
+        let mut net = if ctx.nl.link_by_name(name).await?.is_some() {
+            network::adopt(ctx, name).await?
+        } else {
+            Network {
+                id: ctx.state.next_network_id(),
+                subnet: network::pick_subnet(ctx, None).await?,
+                gateway: std::net::Ipv4Addr::UNSPECIFIED,
+                bridge: name.to_owned(),
+                ifindex: 0,
+                bridge_created: true,
+            }
+        };
+        if net.bridge_created {
+            net.gateway = net.subnet.first_host();
+        }
+        net.ifindex = network::realize(ctx, &net).await?;
+        ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
+    } else if let Some(bridge) = bridge {
+        let current = &ctx.state.networks[DEFAULT_NETWORK].bridge;
+        if *current != bridge {
+            bail!(
+                "the default network already uses bridge {current}; run `netpath down` to change it"
+            );
+        }
+    }
+    // Re-attach everything: repairs bridges deleted behind netpath's back and replaces the
+    // programs of an earlier netpath atomically.
+    let names: Vec<String> = ctx.state.networks.keys().cloned().collect();
+    for name in names {
+        let ifindex = network::realize(ctx, &ctx.state.networks[&name])
+            .await
+            .with_context(|| format!("network {name}"))?;
+        ctx.state
+            .networks
+            .get_mut(&name)
+            .expect("listed above")
+            .ifindex = ifindex;
+    }
+    let forward =
+        fs::read_to_string(IP_FORWARD).with_context(|| format!("reading {IP_FORWARD}"))?;
+    if forward.trim() != "1" {
+        fs::write(IP_FORWARD, "1").with_context(|| format!("enabling {IP_FORWARD}"))?;
+        ctx.state
+            .ip_forward_before
+            .get_or_insert(forward.trim().to_owned());
+    }
+    let net = &ctx.state.networks[DEFAULT_NETWORK];
+    println!(
+        "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s)",
+        net.bridge,
+        net.subnet,
+        net.gateway,
+        ctx.state.networks.len(),
+        ctx.state.containers.len()
+    );
+    Ok(())
+}
+
+/// Removes everything netpath created in the namespace, continuing past failures. Whatever
+/// failed stays in the state, so that running `down` again retries it.
+pub async fn down(ctx: &mut Ctx) -> Result<()> {
+    let mut t = Teardown::default();
+    // Containers that borrow another's namespace go first.
+    let mut names: Vec<(String, bool)> = ctx
+        .state
+        .containers
+        .iter()
+        .map(|(n, c)| (n.clone(), matches!(c.mode, NetMode::Container(_))))
+        .collect();
+    names.sort_by_key(|(_, borrows)| !borrows);
+    for (name, _) in names {
+        let c = ctx.state.containers[&name].clone();
+        let ct = container::teardown(ctx, &name, &c).await;
+        if ct.errors.is_empty() {
+            ctx.state.containers.remove(&name);
+        }
+        t.merge(ct);
+        t.step(format!("container {name}"), Ok(()));
+    }
+    let names: Vec<String> = ctx.state.networks.keys().cloned().collect();
+    for name in names {
+        let net = ctx.state.networks[&name].clone();
+        let nt = network::teardown(ctx, &net).await;
+        if nt.errors.is_empty() {
+            ctx.state.networks.remove(&name);
+        }
+        t.merge(nt);
+        t.step(format!("network {name}"), Ok(()));
+    }
+    if let Some(before) = ctx.state.ip_forward_before.take() {
+        let restored =
+            fs::write(IP_FORWARD, &before).with_context(|| format!("restoring {IP_FORWARD}"));
+        if restored.is_err() {
+            ctx.state.ip_forward_before = Some(before.clone());
+        }
+        t.step(format!("ip_forward=1 (restored to {before})"), restored);
+    }
+    t.finish()
+}

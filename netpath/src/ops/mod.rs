@@ -1,0 +1,143 @@
+//! What each command does: the glue between the CLI, the state store, netlink and the
+//! datapath. Each command runs with the scope's lock held and saves the state once at the end,
+//! or undoes what it built when it fails.
+pub mod container;
+pub mod host;
+pub mod network;
+
+use std::fmt::Display;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    datapath::Datapath,
+    netlink::Netlink,
+    netns::Netns,
+    state::{State, Store},
+};
+
+pub const DEFAULT_NETWORK: &str = "default";
+pub const DEFAULT_BRIDGE: &str = "netpath0";
+
+/// Everything a command needs: the locked state of its scope and a netlink socket there.
+pub struct Ctx {
+    pub scope: String,
+    pub store: Store,
+    pub state: State,
+    pub nl: Netlink,
+}
+
+impl Ctx {
+    pub fn open(scope: &str) -> Result<Ctx> {
+        let store = Store::open(scope)?;
+        let state = store.load()?;
+        Ok(Ctx {
+            scope: scope.to_owned(),
+            store,
+            state,
+            nl: Netlink::open()?,
+        })
+    }
+
+    /// Persists the state; a scope left with nothing in it is removed entirely (state
+    /// directory and pins), so that a failed first command or a `down` leaves no trace.
+    pub fn finish(self) -> Result<()> {
+        let s = &self.state;
+        if !s.networks.is_empty() || !s.containers.is_empty() || s.ip_forward_before.is_some() {
+            return self.store.save(s);
+        }
+        if let Some(dp) = Datapath::existing(&self.scope) {
+            dp.remove()?;
+        }
+        self.store.remove()
+    }
+}
+
+/// The scope of a process: the `--netns` name, "host" in the initial network namespace, or
+/// the namespace's inode for an anonymous one (so two namespaces never share state or pins).
+pub fn scope(netns: Option<&str>) -> Result<String> {
+    if let Some(name) = netns {
+        return Ok(name.to_owned());
+    }
+    let current = Netns::current()?.inode()?;
+    let init = std::fs::metadata("/proc/1/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    Ok(match init {
+        Ok(init) if init == current => "host".to_owned(),
+        _ => format!("netns-{current}"),
+    })
+}
+
+/// Names of networks and containers: what Docker accepts, and safe as file names.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!(
+            "invalid {kind} name {name:?}: use 1-64 characters [a-zA-Z0-9_.-], starting with a letter or digit"
+        );
+    }
+    Ok(())
+}
+
+/// Interface names as the kernel takes them (IFNAMSIZ is 16 with the NUL).
+pub fn check_ifname(name: &str) -> Result<()> {
+    if name.len() > 15 {
+        bail!("interface name {name:?} is longer than 15 bytes");
+    }
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        bail!("invalid interface name {name:?}");
+    }
+    Ok(())
+}
+
+/// Collects what a teardown removed and every failure on the way, so that one failure never
+/// stops the rest; the caller reports all of them.
+#[derive(Default)]
+pub struct Teardown {
+    pub removed: Vec<String>,
+    pub errors: Vec<anyhow::Error>,
+}
+
+impl Teardown {
+    pub fn step<T>(&mut self, what: impl Display, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.removed.push(what.to_string());
+                Some(v)
+            }
+            Err(e) => {
+                self.errors.push(e.context(format!("removing {what}")));
+                None
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Teardown) {
+        self.removed.extend(other.removed);
+        self.errors.extend(other.errors);
+    }
+
+    /// Prints what was removed; fails listing every error if there was any.
+    pub fn finish(self) -> Result<()> {
+        for what in &self.removed {
+            println!("removed {what}");
+        }
+        match self.errors.len() {
+            0 => Ok(()),
+            n => {
+                let lines: Vec<String> = self.errors.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} teardown step(s) failed: {}", lines.join("; "))
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! netpath's record of what it created in one network namespace ("scope"), kept under
+//! `/run/netpath/<scope>/`. Every command holds the scope's lock from start to end, so
+//! concurrent invocations serialize; writes go to a temporary file renamed into place.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::{self, File},
+    io::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::Subnet;
+
+pub const RUN_DIR: &str = "/run/netpath";
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub networks: BTreeMap<String, Network>,
+    pub containers: BTreeMap<String, Container>,
+    /// The value of net.ipv4.ip_forward before `up` turned it on, restored by `down`.
+    pub ip_forward_before: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    /// Identifies the network in the datapath's maps; never 0, never reused while alive.
+    pub id: u32,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    pub bridge: String,
+    /// The bridge's ifindex when the datapath was last attached to it (its key in the maps).
+    pub ifindex: u32,
+    /// False when `up --bridge` adopted a bridge that existed before: netpath never deletes it.
+    pub bridge_created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "target")]
+pub enum NetMode {
+    /// Own namespace with one interface per network.
+    Bridge,
+    /// Own namespace with only `lo`.
+    None,
+    /// No namespace of its own: the scope's namespace.
+    Host,
+    /// Shares the namespace of the named container.
+    Container(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Container {
+    pub mode: NetMode,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    /// The interface inside the container: eth0, eth1, ...
+    pub ifname: String,
+    /// The veth end on the bridge, in the scope's namespace.
+    pub host_veth: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Container {
+    /// Whether the container owns a named network namespace (`/run/netns/<name>`).
+    pub fn owns_netns(&self) -> bool {
+        matches!(self.mode, NetMode::Bridge | NetMode::None)
+    }
+}
+
+impl State {
+    /// Addresses of `network` already in use: its gateway and every container's.
+    pub fn taken(&self, network: &str) -> BTreeSet<Ipv4Addr> {
+        let gateway = self.networks.get(network).map(|n| n.gateway);
+        self.containers
+            .values()
+            .flat_map(|c| &c.endpoints)
+            .filter(|e| e.network == network)
+            .map(|e| e.ip)
+            .chain(gateway)
+            .collect()
+    }
+
+    /// Containers that use `name`'s network namespace (`--net container:NAME`).
+    pub fn sharing(&self, name: &str) -> Vec<String> {
+        self.containers
+            .iter()
+            .filter(|(_, c)| matches!(&c.mode, NetMode::Container(t) if t == name))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    pub fn next_network_id(&self) -> u32 {
+        self.networks.values().map(|n| n.id).max().unwrap_or(0) + 1
+    }
+
+    pub fn network(&self, name: &str) -> Result<&Network> {
+        self.networks
+            .get(name)
+            .with_context(|| format!("no such network: {name}"))
+    }
+
+    pub fn container(&self, name: &str) -> Result<&Container> {
+        self.containers
+            .get(name)
+            .with_context(|| format!("no such container: {name}"))
+    }
+}
+
+/// The scope's state directory, held locked for as long as this value lives.
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Store {
+    pub fn open(scope: &str) -> Result<Store> {
+        let dir = Path::new(RUN_DIR).join(scope);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = File::create(dir.join("lock"))
+            .with_context(|| format!("opening {}/lock", dir.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", dir.display()))?;
+        Ok(Store { dir, _lock: lock })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub fn load(&self) -> Result<State> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: STATE_VERSION,
+                    ..State::default()
+                });
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let state: State = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
+        if state.version != STATE_VERSION {
+            bail!(
+                "{} has state version {}, this netpath understands {STATE_VERSION}",
+                path.display(),
+                state.version
+            );
+        }
+        Ok(state)
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let path = self.path();
+        let tmp = self.dir.join("state.json.tmp");
+        let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
+        fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+    }
+
+    /// Removes the scope's directory: called by `down` once nothing is left.
+    pub fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("removing {}", self.dir.display()))?;
+        // The shared parent goes too once the last scope is gone.
+        let _ = fs::remove_dir(RUN_DIR);
+        Ok(())
+    }
+}
