@@ -1,1 +1,142 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | build-ebpf | test | demo | bench-containers`.
+//! Every task first makes sure the toolchain and packages it needs are installed (once,
+//! idempotently), so that each works on a fresh machine.
+mod bench;
+mod demo;
+mod setup;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: Debian packages, rust-src for nightly, bpf-linker.
+    Setup,
+    /// Build the eBPF programs (through netpath's build script) and copy the object to
+    /// target/netpath-ebpf.o for inspection with bpftool or llvm-objdump.
+    BuildEbpf,
+    /// Run every check: formatting, clippy (userspace and eBPF), unit, packet and
+    /// integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build a sandbox of namespaces, run netpath in it, send real traffic, show the state,
+    /// and tear it all down.
+    Demo,
+    /// Create and remove containers through the CLI and print median times.
+    BenchContainers {
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::ensure()?;
+    match cli.task {
+        Task::Setup => Ok(()),
+        Task::BuildEbpf => build_ebpf(),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo::run(&build_netpath(true)?),
+        Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command from the workspace root, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Builds the netpath binary and returns its path.
+fn build_netpath(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "netpath"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("netpath"))
+}
+
+fn build_ebpf() -> Result<()> {
+    build_netpath(true)?;
+    // The build script leaves the object in its OUT_DIR; the newest one is the one embedded.
+    let build_dir = workspace_root().join("target/release/build");
+    let object = std::fs::read_dir(&build_dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("netpath-"))
+        .map(|e| e.path().join("out/netpath"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .context("the build script produced no eBPF object")?;
+    let dest = workspace_root().join("target/netpath-ebpf.o");
+    std::fs::copy(&object, &dest)?;
+    println!("eBPF object: {}", dest.display());
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The programs only build for the BPF target; lint them there with the same flags.
+    run(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "netpath-ebpf",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+        "target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Integration tests drive the CLI binary, so build it first.
+    build_netpath(false)?;
+    run(cargo().args(["test", "--workspace"]).args(args))
+}
