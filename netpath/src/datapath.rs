@@ -81,12 +81,16 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("loading {}", programs::ISOLATE))?;
             let pin = self.link_pin(bridge);
-            let link_id = match PinnedLink::from_pin(&pin) {
-                Ok(old) => {
-                    fs::remove_file(&pin)?;
-                    prog.attach_to_link(FdLink::from(old).try_into()?)?
-                }
-                Err(_) => prog.attach(bridge, TcAttachType::Egress)?,
+            // Replace the program of a live link in place; a link severed by the bridge's
+            // deletion (ENOLINK) cannot be updated and is replaced by a new attachment.
+            let replaced = PinnedLink::from_pin(&pin).ok().and_then(|old| {
+                let _ = fs::remove_file(&pin);
+                let link = FdLink::from(old).try_into().ok()?;
+                prog.attach_to_link(link).ok()
+            });
+            let link_id = match replaced {
+                Some(id) => id,
+                None => prog.attach(bridge, TcAttachType::Egress)?,
             };
             let link: FdLink = prog.take_link(link_id)?.try_into()?;
             link.pin(&pin)
