@@ -1,11 +1,24 @@
 //! Types and names shared by the eBPF programs and userspace. Everything that crosses the
 //! kernel/userspace boundary is defined here once, `#[repr(C)]`, with no implicit padding.
+//! Addresses are stored as their four bytes and ports in host byte order, so that `bpftool
+//! map dump` shows readable values.
 #![no_std]
 
-/// Program names, as the `#[classifier]` functions are called in netpath-ebpf.
+/// Program names, as the functions are called in netpath-ebpf.
 pub mod programs {
-    /// TC egress on every netpath bridge: drops traffic routed in from another netpath network.
+    /// TC egress on every netpath bridge: drops traffic routed in from another netpath
+    /// network, unless it belongs to a translated (published) flow.
     pub const ISOLATE: &str = "np_isolate";
+    /// TC ingress on the external interfaces: DNAT of published ports.
+    pub const EXT_IN: &str = "np_ext_in";
+    /// TC ingress on every netpath bridge: reverse translation of replies and hairpin NAT.
+    pub const BR_IN: &str = "np_br_in";
+    /// cgroup connect4 / sendmsg4 / recvmsg4 / getpeername4: published ports reached from the
+    /// host itself (local traffic never crosses a TC hook of an external interface).
+    pub const CONNECT4: &str = "np_connect4";
+    pub const SENDMSG4: &str = "np_sendmsg4";
+    pub const RECVMSG4: &str = "np_recvmsg4";
+    pub const GETPEERNAME4: &str = "np_getpeername4";
 }
 
 /// Map names (kernel map names are cut at 15 bytes, so keep them short and prefixed).
@@ -14,10 +27,33 @@ pub mod maps {
     pub const BRIDGES: &str = "NP_BRIDGES";
     /// Per-CPU `u64` counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "NP_COUNTERS";
+    /// [`crate::PublishKey`] -> [`crate::PublishTarget`]: the published ports.
+    pub const PUBLISH: &str = "NP_PUBLISH";
+    /// [`crate::CtKey`] -> [`crate::CtEntry`]: connection tracking, one entry per direction.
+    pub const CONNTRACK: &str = "NP_CT";
+    /// IPv4 address (4 bytes) -> `u32` 1: the addresses local to the namespace, where
+    /// publishes without a host address apply.
+    pub const LOCAL_ADDRS: &str = "NP_LOCAL_ADDRS";
+    /// Socket cookie -> [`crate::SockOrig`]: what a socket program rewrote, to undo it on
+    /// recvmsg/getpeername.
+    pub const SOCK_ORIG: &str = "NP_SOCK_ORIG";
+    /// Single-slot array of [`crate::Config`].
+    pub const CONFIG: &str = "NP_CONFIG";
 }
 
 /// Most netpath networks (bridges) one namespace can hold.
 pub const MAX_NETWORKS: u32 = 1024;
+/// Most published (host address, port, protocol) triples; a range counts one per port.
+pub const MAX_PUBLISH: u32 = 65536;
+/// Conntrack entries (two per connection); the LRU evicts the least recently used.
+pub const MAX_CONNTRACK: u32 = 262144;
+/// Local addresses of the namespace known to the socket programs.
+pub const MAX_LOCAL_ADDRS: u32 = 256;
+/// Sockets with a translated destination remembered at once (LRU).
+pub const MAX_SOCK_ORIG: u32 = 65536;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
 
 /// What the datapath knows about one bridge, keyed by its ifindex.
 #[repr(C)]
@@ -28,20 +64,139 @@ pub struct BridgeInfo {
 }
 const _: () = assert!(size_of::<BridgeInfo>() == 4);
 
+/// A published port: `host_addr` all zero publishes on every local address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PublishKey {
+    pub host_addr: [u8; 4],
+    pub host_port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PublishKey>() == 8);
+
+/// Where a published port leads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PublishTarget {
+    pub container_addr: [u8; 4],
+    /// The gateway of the container's network: the source address hairpin traffic from other
+    /// containers gets, so that the replies come back through the host.
+    pub gateway_addr: [u8; 4],
+    /// The bridge of the container's network.
+    pub bridge_ifindex: u32,
+    pub container_port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<PublishTarget>() == 16);
+
+/// A connection tuple as seen on the wire, in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CtKey {
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<CtKey>() == 16);
+
+/// Connection states; the timeouts live in the programs (`netpath-ebpf/src/conntrack.rs`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtState {
+    /// TCP: SYN seen, no reply yet. UDP: no reply yet.
+    New = 0,
+    /// Both directions seen.
+    Established = 1,
+    /// TCP: a FIN was seen.
+    Closing = 2,
+    /// TCP: a RST was seen.
+    Closed = 3,
+}
+
+/// One direction of a translated connection: the tuple to rewrite the packet to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CtEntry {
+    /// The tuple after translation.
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Send the translated packet straight out of this interface (`bpf_redirect_neigh`)
+    /// instead of handing it back to the stack; 0 lets the stack route it.
+    pub redirect_ifindex: u32,
+    /// A [`CtState`].
+    pub state: u8,
+    /// [`CT_FLAG_REPLY`] and friends.
+    pub flags: u8,
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_coarse_ns` of the last packet in this direction.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<CtEntry>() == 32);
+
+/// The entry is the reply direction of its connection.
+pub const CT_FLAG_REPLY: u8 = 1;
+
+/// The original destination of a socket whose destination a socket program rewrote.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SockOrig {
+    /// What the application asked for.
+    pub orig_addr: [u8; 4],
+    /// What the socket really talks to.
+    pub real_addr: [u8; 4],
+    pub orig_port: u16,
+    pub real_port: u16,
+}
+const _: () = assert!(size_of::<SockOrig>() == 12);
+
+/// Settings of one netpath namespace, read by the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Config {
+    /// The network namespace the socket programs act in (`bpf_get_netns_cookie`): they are
+    /// attached to a cgroup, which spans namespaces, and must leave others alone.
+    pub netns_cookie: u64,
+}
+const _: () = assert!(size_of::<Config>() == 8);
+
 /// Event counters kept per CPU; userspace sums them.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     /// A packet routed from one netpath network into another was dropped.
     DropIsolation = 0,
+    /// A new connection to a published port was translated.
+    NatNew = 1,
+    /// A packet of a tracked connection was translated.
+    NatHit = 2,
+    /// Hairpin NAT found no free source port for a new connection; the packet was dropped.
+    DropNoPort = 3,
+    /// A rewrite or redirect helper failed; the packet was dropped.
+    DropRewrite = 4,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 1] = [Counter::DropIsolation];
+    pub const ALL: [Counter; 5] = [
+        Counter::DropIsolation,
+        Counter::NatNew,
+        Counter::NatHit,
+        Counter::DropNoPort,
+        Counter::DropRewrite,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Counter::DropIsolation => "drop_isolation",
+            Counter::NatNew => "nat_new",
+            Counter::NatHit => "nat_hit",
+            Counter::DropNoPort => "drop_no_port",
+            Counter::DropRewrite => "drop_rewrite",
         }
     }
 }
@@ -50,5 +205,14 @@ impl Counter {
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
 #[cfg(feature = "user")]
-// SAFETY: BridgeInfo is repr(C), has no padding and every bit pattern is valid.
-unsafe impl aya::Pod for BridgeInfo {}
+mod user {
+    use super::*;
+    // SAFETY (all): repr(C), no padding, every bit pattern valid.
+    unsafe impl aya::Pod for BridgeInfo {}
+    unsafe impl aya::Pod for PublishKey {}
+    unsafe impl aya::Pod for PublishTarget {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for SockOrig {}
+    unsafe impl aya::Pod for Config {}
+}

@@ -1,28 +1,52 @@
 //! The eBPF side as userspace sees it: load the object, pin maps and links under
 //! `/sys/fs/bpf/netpath/<scope>/` so the datapath outlives the netpath process, attach
-//! programs to interfaces and fill maps. Nothing else in netpath touches aya.
+//! programs to interfaces and cgroups, and fill maps. Nothing else in netpath touches aya.
 use std::{
     fs,
     io::ErrorKind,
+    net::Ipv4Addr,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
     programs::{
-        SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
     },
 };
-use netpath_common::{BridgeInfo, Counter, maps, programs};
+use netpath_common::{
+    BridgeInfo, Config, Counter, CtEntry, CtKey, PublishKey, PublishTarget, maps, programs,
+};
 
 /// The eBPF object built by build.rs from netpath-ebpf.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
 
 pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const SO_NETNS_COOKIE: i32 = 71;
+
+/// Every map of the object, all pinned.
+const MAPS: [&str; 7] = [
+    maps::BRIDGES,
+    maps::COUNTERS,
+    maps::PUBLISH,
+    maps::CONNTRACK,
+    maps::LOCAL_ADDRS,
+    maps::SOCK_ORIG,
+    maps::CONFIG,
+];
+
+/// The socket programs and the cgroup hook each goes to.
+const SOCK_PROGRAMS: [&str; 4] = [
+    programs::CONNECT4,
+    programs::SENDMSG4,
+    programs::RECVMSG4,
+    programs::GETPEERNAME4,
+];
 
 pub struct Datapath {
     dir: PathBuf,
@@ -50,9 +74,9 @@ impl Datapath {
     /// Loads the object with every map bound to its pin (created on first use, reused after).
     fn load(&self) -> Result<Ebpf> {
         let mut loader = EbpfLoader::new();
-        let pins: Vec<_> = [maps::BRIDGES, maps::COUNTERS]
-            .into_iter()
-            .map(|name| (name, self.dir.join(name)))
+        let pins: Vec<_> = MAPS
+            .iter()
+            .map(|name| (*name, self.dir.join(name)))
             .collect();
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
@@ -60,53 +84,39 @@ impl Datapath {
         loader.load(EBPF_OBJECT).context("loading the eBPF object")
     }
 
-    fn link_pin(&self, bridge: &str) -> PathBuf {
-        self.dir.join(format!("link_isolate_{bridge}"))
+    fn link_pin(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("link_{what}"))
     }
 
-    /// Registers a bridge and attaches the isolation program to its egress. An existing
-    /// link (from an earlier run) is replaced atomically rather than detached first.
-    pub fn attach_bridge(&self, bridge: &str, ifindex: u32, network_id: u32) -> Result<()> {
+    /// Attaches a TC program and pins its link as `link_<pin>`. An existing live link (from
+    /// an earlier run) gets the new program atomically; a link severed by the deletion of its
+    /// interface (ENOLINK) is replaced by a new attachment.
+    fn attach_tc(&self, prog: &str, ifname: &str, at: TcAttachType, pin: &str) -> Result<()> {
         let mut ebpf = self.load()?;
-        let mut bridges: HashMap<_, u32, BridgeInfo> =
-            HashMap::try_from(ebpf.take_map(maps::BRIDGES).context("map missing")?)?;
-        bridges
-            .insert(ifindex, BridgeInfo { network_id }, 0)
-            .with_context(|| format!("registering bridge {bridge} in {}", maps::BRIDGES))?;
-        let attached = (|| -> Result<()> {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(programs::ISOLATE)
-                .context("program missing from the object")?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("loading {}", programs::ISOLATE))?;
-            let pin = self.link_pin(bridge);
-            // Replace the program of a live link in place; a link severed by the bridge's
-            // deletion (ENOLINK) cannot be updated and is replaced by a new attachment.
-            let replaced = PinnedLink::from_pin(&pin).ok().and_then(|old| {
-                let _ = fs::remove_file(&pin);
-                let link = FdLink::from(old).try_into().ok()?;
-                prog.attach_to_link(link).ok()
-            });
-            let link_id = match replaced {
-                Some(id) => id,
-                None => prog.attach(bridge, TcAttachType::Egress)?,
-            };
-            let link: FdLink = prog.take_link(link_id)?.try_into()?;
-            link.pin(&pin)
-                .with_context(|| format!("pinning {}", pin.display()))?;
-            Ok(())
-        })()
-        .with_context(|| format!("attaching {} to {bridge}", programs::ISOLATE));
-        if attached.is_err() {
-            let _ = bridges.remove(&ifindex);
-        }
-        attached
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(prog)
+            .with_context(|| format!("{prog} missing from the object"))?
+            .try_into()?;
+        program.load().with_context(|| format!("loading {prog}"))?;
+        let pin = self.link_pin(pin);
+        let replaced = PinnedLink::from_pin(&pin).ok().and_then(|old| {
+            let _ = fs::remove_file(&pin);
+            let link = FdLink::from(old).try_into().ok()?;
+            program.attach_to_link(link).ok()
+        });
+        let link_id = match replaced {
+            Some(id) => id,
+            None => program.attach(ifname, at)?,
+        };
+        let link: FdLink = program.take_link(link_id)?.try_into()?;
+        link.pin(&pin)
+            .with_context(|| format!("pinning {}", pin.display()))?;
+        Ok(())
     }
 
-    /// Detaches the bridge's program (by dropping its pinned link) and forgets the bridge.
-    pub fn detach_bridge(&self, bridge: &str, ifindex: u32) -> Result<()> {
-        let pin = self.link_pin(bridge);
+    /// Detaches by unpinning: the pin holds the link's last reference.
+    fn detach(&self, pin: &str) -> Result<()> {
+        let pin = self.link_pin(pin);
         match PinnedLink::from_pin(&pin) {
             Ok(link) => drop(
                 link.unpin()
@@ -115,18 +125,158 @@ impl Datapath {
             Err(_) if !pin.exists() => {}
             Err(e) => return Err(e).with_context(|| format!("opening {}", pin.display())),
         }
-        let mut bridges: HashMap<_, u32, BridgeInfo> =
-            HashMap::try_from(self.pinned_map(maps::BRIDGES)?)?;
+        Ok(())
+    }
+
+    /// Registers a bridge, attaches isolation to its egress and translation to its ingress.
+    /// On failure the bridge is left as it was found.
+    pub fn attach_bridge(&self, bridge: &str, ifindex: u32, network_id: u32) -> Result<()> {
+        let mut bridges: HashMap<_, u32, BridgeInfo> = HashMap::try_from(self.map(maps::BRIDGES)?)?;
+        bridges
+            .insert(ifindex, BridgeInfo { network_id }, 0)
+            .with_context(|| format!("registering bridge {bridge} in {}", maps::BRIDGES))?;
+        let attached = self
+            .attach_tc(
+                programs::ISOLATE,
+                bridge,
+                TcAttachType::Egress,
+                &format!("isolate_{bridge}"),
+            )
+            .and_then(|()| {
+                self.attach_tc(
+                    programs::BR_IN,
+                    bridge,
+                    TcAttachType::Ingress,
+                    &format!("br_in_{bridge}"),
+                )
+            })
+            .with_context(|| format!("attaching to bridge {bridge}"));
+        if attached.is_err() {
+            let _ = self.detach_bridge(bridge, ifindex);
+        }
+        attached
+    }
+
+    /// Detaches the bridge's programs and forgets the bridge.
+    pub fn detach_bridge(&self, bridge: &str, ifindex: u32) -> Result<()> {
+        self.detach(&format!("isolate_{bridge}"))?;
+        self.detach(&format!("br_in_{bridge}"))?;
+        let mut bridges: HashMap<_, u32, BridgeInfo> = HashMap::try_from(self.map(maps::BRIDGES)?)?;
         match bridges.remove(&ifindex) {
-            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
             Err(e) => {
                 Err(e).with_context(|| format!("removing bridge {bridge} from {}", maps::BRIDGES))
             }
         }
     }
 
-    fn pinned_map(&self, name: &str) -> Result<Map> {
+    /// Attaches port publishing (DNAT) to the ingress of an interface that faces clients.
+    pub fn attach_external(&self, ifname: &str) -> Result<()> {
+        self.attach_tc(
+            programs::EXT_IN,
+            ifname,
+            TcAttachType::Ingress,
+            &format!("ext_in_{ifname}"),
+        )
+        .with_context(|| format!("attaching to external interface {ifname}"))
+    }
+
+    pub fn detach_external(&self, ifname: &str) -> Result<()> {
+        self.detach(&format!("ext_in_{ifname}"))
+    }
+
+    /// Attaches the socket programs to the root of the cgroup v2 hierarchy, so that every
+    /// process of this namespace reaches published ports through local addresses; they only
+    /// act on sockets of this namespace (its cookie goes into the config map first).
+    pub fn attach_sockets(&self) -> Result<()> {
+        let mut config: Array<_, Config> = Array::try_from(self.map(maps::CONFIG)?)?;
+        config.set(
+            0,
+            Config {
+                netns_cookie: netns_cookie()?,
+            },
+            0,
+        )?;
+        let cgroup = cgroup2_root()?;
+        let cgroup =
+            fs::File::open(&cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+        for prog in SOCK_PROGRAMS {
+            let pin = self.link_pin(prog);
+            if pin.exists() {
+                continue;
+            }
+            let mut ebpf = self.load()?;
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("{prog} missing from the object"))?
+                .try_into()?;
+            program.load().with_context(|| format!("loading {prog}"))?;
+            let id = program
+                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .with_context(|| format!("attaching {prog} to the root cgroup"))?;
+            let link: FdLink = program.take_link(id)?.try_into()?;
+            link.pin(&pin)
+                .with_context(|| format!("pinning {}", pin.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn detach_sockets(&self) -> Result<()> {
+        SOCK_PROGRAMS.iter().try_for_each(|prog| self.detach(prog))
+    }
+
+    /// Applies a batch of publish changes: removals first, so that a changed target is an
+    /// update. Existing connections keep their conntrack entries either way.
+    pub fn update_publishes(
+        &self,
+        add: &[(PublishKey, PublishTarget)],
+        remove: &[PublishKey],
+    ) -> Result<()> {
+        let mut publish: HashMap<_, PublishKey, PublishTarget> =
+            HashMap::try_from(self.map(maps::PUBLISH)?)?;
+        for key in remove {
+            match publish.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing a publish"),
+            }
+        }
+        for (key, target) in add {
+            publish.insert(key, target, 0).context("adding a publish")?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the set of local addresses the socket programs know.
+    pub fn set_local_addrs(&self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let mut local: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(maps::LOCAL_ADDRS)?)?;
+        let stale: Vec<[u8; 4]> = local
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !addrs.contains(&Ipv4Addr::from(*k)))
+            .collect();
+        for key in stale {
+            let _ = local.remove(&key);
+        }
+        for addr in addrs {
+            local
+                .insert(addr.octets(), 1, 0)
+                .context("adding a local address")?;
+        }
+        Ok(())
+    }
+
+    /// Every conntrack entry.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        let ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
+        ct.iter().map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn map(&self, name: &str) -> Result<Map> {
         let path = self.dir.join(name);
+        if !path.exists() {
+            // First use: loading the object creates and pins every map.
+            self.load()?;
+        }
         let data =
             MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Map::from_map_data(data)?)
@@ -134,18 +284,17 @@ impl Datapath {
 
     /// Per-CPU counters, summed.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
-        let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.pinned_map(maps::COUNTERS)?)?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(maps::COUNTERS)?)?;
         Counter::ALL
             .into_iter()
             .map(|c| Ok((c, counters.get(&(c as u32), 0)?.iter().sum())))
             .collect()
     }
 
-    /// Removes every pin of the scope. Links must be gone already (see `detach_bridge`);
-    /// whatever is left is reported, not silently unpinned.
+    /// Removes every pin of the scope. Links must be gone already; whatever is left is
+    /// reported, not silently unpinned.
     pub fn remove(self) -> Result<()> {
-        for name in [maps::BRIDGES, maps::COUNTERS] {
+        for name in MAPS {
             match fs::remove_file(self.dir.join(name)) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("removing pin {name}"));
@@ -180,4 +329,40 @@ fn ensure_bpffs() -> Result<()> {
         .with_context(|| format!("mounting bpffs at {BPFFS}"))?;
     }
     Ok(())
+}
+
+/// The cookie of the current network namespace, as `bpf_get_netns_cookie` returns it.
+fn netns_cookie() -> Result<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .context("opening a socket for the netns cookie")?;
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid socket, and a buffer of the size the kernel writes.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading SO_NETNS_COOKIE");
+    }
+    Ok(cookie)
+}
+
+/// Where the cgroup v2 hierarchy is mounted (the unified one on hybrid hosts).
+fn cgroup2_root() -> Result<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some(_), Some(path), Some("cgroup2")) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            return Ok(PathBuf::from(path));
+        }
+    }
+    bail!("no cgroup v2 hierarchy is mounted; publishing to the host's own sockets needs one")
 }

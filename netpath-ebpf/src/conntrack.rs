@@ -1,0 +1,151 @@
+//! Connection tracking in an LRU hash: one entry per direction, keyed by the tuple as it
+//! arrives and holding the tuple to rewrite it to. An entry idle for longer than its state's
+//! timeout counts as absent, so correctness needs no garbage collector; the LRU reclaims
+//! the least recently used entries when the map is full.
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
+use netpath_common::{CT_FLAG_REPLY, CtEntry, CtKey, CtState, PROTO_TCP};
+
+use crate::{
+    maps::NP_CT,
+    parse::{Packet, TCP_FIN, TCP_RST},
+};
+
+const SEC: u64 = 1_000_000_000;
+/// Source ports tried for a new connection whose own source port is taken.
+const PORT_TRIES: u32 = 16;
+const EPHEMERAL_FIRST: u32 = 32768;
+const EPHEMERAL_COUNT: u32 = 28232;
+
+/// Per-state idle timeouts, as netfilter's defaults.
+#[inline(always)]
+fn timeout(proto: u8, state: u8) -> u64 {
+    match (proto, state) {
+        (PROTO_TCP, s) if s == CtState::New as u8 => 120 * SEC,
+        (PROTO_TCP, s) if s == CtState::Established as u8 => 5 * 24 * 3600 * SEC,
+        (PROTO_TCP, s) if s == CtState::Closing as u8 => 120 * SEC,
+        (PROTO_TCP, _) => 10 * SEC,
+        (_, s) if s == CtState::New as u8 => 30 * SEC,
+        _ => 180 * SEC,
+    }
+}
+
+pub fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The key of the other direction: the reverse of the translated tuple.
+#[inline(always)]
+pub fn counterpart(e: &CtEntry, proto: u8) -> CtKey {
+    CtKey {
+        src_addr: e.dst_addr,
+        dst_addr: e.src_addr,
+        src_port: e.dst_port,
+        dst_port: e.src_port,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+#[inline(always)]
+fn fresh(e: &CtEntry, proto: u8, now: u64) -> bool {
+    now.saturating_sub(e.last_seen_ns) <= timeout(proto, e.state)
+}
+
+/// The live entry for `key`. A direction that has gone quiet is still live while the other
+/// direction is (one-way streams).
+#[inline(always)]
+pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
+    let e = NP_CT.get_ptr_mut(key)?;
+    // SAFETY: map values stay valid for the program's run; fields are plain data.
+    let entry = unsafe { &*e };
+    if fresh(entry, key.proto, now) {
+        return Some(e);
+    }
+    let other = NP_CT.get_ptr(counterpart(entry, key.proto))?;
+    fresh(unsafe { &*other }, key.proto, now).then_some(e)
+}
+
+/// Whether a packet should start a new connection over an existing entry: a TCP SYN on a
+/// connection that was closing or closed reuses the tuple (as netfilter reopens TIME_WAIT).
+#[inline(always)]
+pub fn reopens(e: &CtEntry, p: &Packet) -> bool {
+    p.is_tcp_syn() && e.state >= CtState::Closing as u8
+}
+
+/// Removes both entries of a connection, `e` being the one found under `key`.
+#[inline(always)]
+pub fn forget(key: &CtKey, e: &CtEntry) {
+    let _ = NP_CT.remove(counterpart(e, key.proto));
+    let _ = NP_CT.remove(key);
+}
+
+/// Advances the connection's state with this packet and marks the direction as seen.
+#[inline(always)]
+pub fn track(e: *mut CtEntry, p: &Packet, now: u64) {
+    // SAFETY: as in `lookup`; concurrent updates race benignly (last writer wins).
+    let entry = unsafe { &mut *e };
+    let state = if p.tcp_flags & TCP_RST != 0 {
+        CtState::Closed as u8
+    } else if p.tcp_flags & TCP_FIN != 0 {
+        CtState::Closing as u8
+    } else if entry.state == CtState::New as u8 && entry.flags & CT_FLAG_REPLY != 0 {
+        CtState::Established as u8
+    } else {
+        entry.state
+    };
+    // States only move forward (New, Established, Closing, Closed) until a SYN reopens.
+    if state > entry.state {
+        entry.state = state;
+        if let Some(other) = NP_CT.get_ptr_mut(counterpart(entry, p.tuple.proto)) {
+            // SAFETY: as above.
+            unsafe { (*other).state = state };
+        }
+    }
+    entry.last_seen_ns = now;
+}
+
+/// Creates both entries of a new connection from `orig` (as it arrived) to `xlat` (what it
+/// becomes). If the reply tuple is already taken, other source ports are tried for `xlat`;
+/// returns the forward entry, or `None` when no port was free.
+#[inline(always)]
+pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -> Option<CtEntry> {
+    let reply = CtEntry {
+        src_addr: orig.dst_addr,
+        dst_addr: orig.src_addr,
+        src_port: orig.dst_port,
+        dst_port: orig.src_port,
+        redirect_ifindex: reply_redirect,
+        state: CtState::New as u8,
+        flags: CT_FLAG_REPLY,
+        _pad: [0; 6],
+        last_seen_ns: now,
+    };
+    // SAFETY: no preconditions.
+    let start = unsafe { bpf_get_prandom_u32() };
+    for i in 0..=PORT_TRIES {
+        if i > 0 {
+            xlat.src_port =
+                (EPHEMERAL_FIRST + (start.wrapping_add(i * 7919)) % EPHEMERAL_COUNT) as u16;
+        }
+        let reply_key = counterpart(xlat, orig.proto);
+        if let Some(existing) = NP_CT.get_ptr(reply_key) {
+            // SAFETY: as in `lookup`.
+            if fresh(unsafe { &*existing }, orig.proto, now) {
+                continue;
+            }
+        }
+        if NP_CT.insert(reply_key, reply, 0).is_err() {
+            return None;
+        }
+        xlat.state = CtState::New as u8;
+        xlat.flags = 0;
+        xlat.last_seen_ns = now;
+        if NP_CT.insert(orig, *xlat, 0).is_err() {
+            let _ = NP_CT.remove(reply_key);
+            return None;
+        }
+        return Some(*xlat);
+    }
+    None
+}

@@ -1,0 +1,63 @@
+//! Every map of the object, shared by all programs; userspace pins each under its name.
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use netpath_common::{
+    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, MAX_CONNTRACK, MAX_LOCAL_ADDRS,
+    MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig,
+};
+
+#[btf_map]
+pub static NP_BRIDGES: HashMap<u32, BridgeInfo, { MAX_NETWORKS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static NP_COUNTERS: PerCpuArray<u64, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static NP_PUBLISH: HashMap<PublishKey, PublishTarget, { MAX_PUBLISH as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub static NP_CT: LruHashMap<CtKey, CtEntry, { MAX_CONNTRACK as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static NP_LOCAL_ADDRS: HashMap<[u8; 4], u32, { MAX_LOCAL_ADDRS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static NP_SOCK_ORIG: LruHashMap<u64, SockOrig, { MAX_SOCK_ORIG as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static NP_CONFIG: Array<Config, 1> = Array::new();
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = NP_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The published target of `(addr, port, proto)`: an exact host-address entry first, then
+/// the every-address one if `is_local` says the address belongs to this namespace.
+#[inline(always)]
+pub fn find_publish(
+    addr: [u8; 4],
+    port: u16,
+    proto: u8,
+    is_local: impl FnOnce() -> bool,
+) -> Option<PublishTarget> {
+    let mut key = PublishKey {
+        host_addr: addr,
+        host_port: port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: plain data read once; a concurrent update can only replace it whole.
+    if let Some(t) = unsafe { NP_PUBLISH.get(key) } {
+        return Some(*t);
+    }
+    key.host_addr = [0; 4];
+    let target = unsafe { NP_PUBLISH.get(key) }.copied()?;
+    is_local().then_some(target)
+}
