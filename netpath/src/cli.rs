@@ -1,9 +1,12 @@
 //! The command line. Parsing only: every command is carried out in `ops`.
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::ipam::Subnet;
+use crate::{
+    ipam::Subnet,
+    publish::{PortSpec, Spec},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,10 +25,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create the default network (bridge netpath0) and attach the datapath.
+    ///
+    /// Run again, it re-applies everything (external interfaces, published ports) and repairs
+    /// what was deleted behind netpath's back.
     Up {
         /// Bridge of the default network; an existing bridge with an address is adopted.
         #[arg(long, value_name = "IFNAME")]
         bridge: Option<String>,
+        /// Publish ports, as `netpath publish SPEC` (repeatable); publishing again what is
+        /// already published is no error here, so that `up` can be re-run.
+        #[arg(long, value_name = "SPEC")]
+        publish: Vec<Spec>,
+        /// Interface that faces clients, where published ports are reachable (repeatable).
+        /// Replaces the set of the last `up`; default: that set, or at the first `up` the
+        /// interfaces of the default routes.
+        #[arg(long, value_name = "IFACE")]
+        external: Vec<String>,
     },
     /// Remove every container, network, program and pin netpath created in this namespace.
     Down,
@@ -47,6 +62,34 @@ pub enum Command {
         /// DNS server for the container's resolv.conf (repeatable); default: the host's.
         #[arg(long)]
         dns: Vec<Ipv4Addr>,
+        /// Publish ports of the container's eth0 (repeatable): HOST_PORT:CONTAINER_PORT,
+        /// in full [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp].
+        #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+        publish: Vec<PortSpec>,
+    },
+    /// Publish ports; with no SPEC and no --from-file, list them.
+    ///
+    /// SPEC is [HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:CONTAINER_PORT[-END][/tcp|/udp], e.g.
+    /// 8088:172.17.0.2:80 or 192.0.2.1:8000-8009:172.17.0.2:9000-9009/udp. Without HOST_IP (or
+    /// with 0.0.0.0) the port is published on every address of the namespace; TCP by default;
+    /// a range publishes one port per pair. The list has one SPEC per line, as --from-file
+    /// reads them.
+    Publish {
+        #[arg(value_name = "SPEC")]
+        specs: Vec<Spec>,
+        /// Also read SPECs from FILE (- for stdin): one per line, # starts a comment.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// Unpublish ports, given as they were published (SPEC as for publish).
+    ///
+    /// Every port of every SPEC must be published, to that container address and port.
+    Unpublish {
+        #[arg(value_name = "SPEC")]
+        specs: Vec<Spec>,
+        /// Also read SPECs from FILE (- for stdin): one per line, # starts a comment.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
     },
     /// Run a command inside a container's network namespace.
     Exec {
@@ -61,9 +104,9 @@ pub enum Command {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
-    /// Remove a container.
+    /// Remove a container and the ports published to it.
     Rm { name: String },
-    /// List containers.
+    /// List containers with their published ports.
     Ps {
         #[arg(long)]
         json: bool,

@@ -211,8 +211,10 @@ impl Datapath {
                 .with_context(|| format!("{prog} missing from the object"))?
                 .try_into()?;
             program.load().with_context(|| format!("loading {prog}"))?;
+            // A cgroup link always allows other programs beside it; aya turns AllowMultiple into
+            // BPF_F_ALLOW_MULTI, which the kernel refuses on links.
             let id = program
-                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .attach(&cgroup, CgroupAttachMode::Single)
                 .with_context(|| format!("attaching {prog} to the root cgroup"))?;
             let link: FdLink = program.take_link(id)?.try_into()?;
             link.pin(&pin)

@@ -1,10 +1,11 @@
 //! netpath's userspace. Data flows one way: `cli` parses, `ops` decides, and only `netlink`
 //! (links, addresses, routes), `netns` (namespaces) and `datapath` (eBPF programs and maps)
-//! touch the kernel; `state` and `ipam` are plain data.
+//! touch the kernel; `state`, `ipam` and `publish` are plain data.
 pub mod cli;
 pub mod datapath;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod ops;
+pub mod publish;
 pub mod state;

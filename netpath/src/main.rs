@@ -5,7 +5,7 @@ use clap::Parser as _;
 use netpath::{
     cli::{Cli, Command, NetworkCommand},
     netns,
-    ops::{self, Ctx, container, host, network},
+    ops::{self, Ctx, container, host, network, publish},
 };
 
 fn main() -> ExitCode {
@@ -55,7 +55,11 @@ fn run(cli: Cli) -> Result<()> {
 
 async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
     match command {
-        Command::Up { bridge } => host::up(ctx, bridge).await,
+        Command::Up {
+            bridge,
+            publish,
+            external,
+        } => host::up(ctx, bridge, publish, external).await,
         Command::Down => host::down(ctx).await,
         Command::Network(NetworkCommand::Create {
             name,
@@ -71,7 +75,14 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
             ip,
             mode,
             dns,
-        } => container::run(ctx, &name, &network, ip, &mode, &dns).await,
+            publish: ports,
+        } => container::run(ctx, &name, &network, ip, &mode, &dns, &ports).await,
+        Command::Publish { specs, from_file } => {
+            publish::publish(ctx, specs, from_file.as_deref()).await
+        }
+        Command::Unpublish { specs, from_file } => {
+            publish::unpublish(ctx, specs, from_file.as_deref()).await
+        }
         Command::Connect { name, network, ip } => {
             container::connect(ctx, &name, &network, ip).await
         }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::ipam::Subnet;
+use crate::{ipam::Subnet, publish::Publishes};
 
 pub const RUN_DIR: &str = "/run/netpath";
 const STATE_VERSION: u32 = 1;
@@ -25,6 +25,12 @@ pub struct State {
     pub containers: BTreeMap<String, Container>,
     /// The value of net.ipv4.ip_forward before `up` turned it on, restored by `down`.
     pub ip_forward_before: Option<String>,
+    /// Interfaces that face clients, with port publishing attached to their ingress.
+    #[serde(default)]
+    pub externals: BTreeSet<String>,
+    /// Published ports, stored as the fewest specs that describe them.
+    #[serde(default)]
+    pub publishes: Publishes,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

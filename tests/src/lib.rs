@@ -2,9 +2,16 @@
 //! in which netpath runs (`--netns`) and every container it names; all of it is removed on
 //! drop, also when a test fails, so tests run in parallel and leave nothing behind.
 use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
+    process::{Child, ChildStdin, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread::sleep,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -102,6 +109,79 @@ impl Sandbox {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs `netpath --netns <host> ARGS` with `input` on its stdin.
+    pub fn netpath_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = Command::new(&self.bin)
+            .arg("--netns")
+            .arg(&self.host)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running netpath");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.to_owned();
+        // A writer thread: netpath may answer (and exit) before reading everything.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("waiting for netpath");
+        let _ = writer.join();
+        out
+    }
+
+    /// Creates the client namespace `<prefix>-client`, wired to the host namespace by a
+    /// veth pair: `ext0` [`EXT_ADDR`]/24 in the host, `eth0` [`CLIENT_ADDR`]/24 in the
+    /// client, and the host's default route via the client, so that `ext0` is the default
+    /// external interface. Create it before `netpath up`. Removed on drop (and by the
+    /// sandbox's drop, since it carries the sandbox's prefix).
+    pub fn client(&self) -> Result<Client> {
+        let client = Client {
+            netns: self.name("client"),
+        };
+        ip(&["netns", "add", &client.netns])?;
+        let n = &client.netns;
+        let h = &self.host;
+        for args in [
+            vec![
+                "-n", h, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", n,
+            ],
+            vec!["-n", h, "addr", "add", "203.0.113.1/24", "dev", "ext0"],
+            vec!["-n", h, "link", "set", "ext0", "up"],
+            vec!["-n", n, "addr", "add", "203.0.113.2/24", "dev", "eth0"],
+            vec!["-n", n, "link", "set", "eth0", "up"],
+            vec!["-n", n, "link", "set", "lo", "up"],
+            vec!["-n", h, "route", "add", "default", "via", CLIENT_ADDR],
+        ] {
+            ip(&args)?;
+        }
+        Ok(client)
+    }
+
+    /// Starts `cmd` inside `netns` in the background (`ip netns exec`), stdin and stdout
+    /// piped; killed with its whole process group when the returned guard drops.
+    pub fn spawn(&self, netns: &str, cmd: &[&str]) -> Result<Proc> {
+        Proc::spawn(netns, cmd)
+    }
+
+    /// `bpftool -j map dump pinned` of one of this sandbox's pinned maps, parsed (an empty
+    /// array when the map is empty).
+    pub fn map_dump(&self, map: &str) -> Result<serde_json::Value> {
+        let path = format!("/sys/fs/bpf/netpath/{}/{map}", self.host);
+        let out = Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned", &path])
+            .output()
+            .context("running bpftool")?;
+        if !out.status.success() {
+            bail!(
+                "bpftool map dump {path}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("parsing bpftool -j output")
+    }
+
     /// Runs a command inside a namespace (a container's or the host's) with `ip netns exec`.
     pub fn exec(&self, netns: &str, cmd: &[&str]) -> Output {
         Command::new("ip")
@@ -141,6 +221,120 @@ impl Drop for Sandbox {
         let _ = std::fs::remove_dir_all(format!("/run/netpath/{}", self.host));
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/netpath/{}", self.host));
     }
+}
+
+/// The host namespace's address on `ext0`, facing the client (see [`Sandbox::client`]).
+pub const EXT_ADDR: &str = "203.0.113.1";
+/// The client namespace's address.
+pub const CLIENT_ADDR: &str = "203.0.113.2";
+
+/// A client namespace outside the host (see [`Sandbox::client`]); deleted on drop.
+pub struct Client {
+    pub netns: String,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.netns]);
+    }
+}
+
+/// A background process in a namespace: stdin writable, stdout read line by line with a
+/// timeout; the process and its group are killed on drop.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(netns: &str, cmd: &[&str]) -> Result<Proc> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?} in {netns}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Proc {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// The next line of its stdout, waiting at most `timeout`; None on timeout or exit.
+    pub fn line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for the line `expected` (e.g. a server's "ready"), skipping others.
+    pub fn wait_for(&self, expected: &str, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.line(left) {
+                Some(line) if line.trim() == expected => return Ok(()),
+                Some(_) => {}
+                None => bail!("no {expected:?} line within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Writes one line to its stdin.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Closes its stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stdin = None;
+        // SAFETY: kill has no memory preconditions; the group is the child's own.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` up to `tries` times, `every` apart; true as soon as it holds.
+pub fn wait_until(tries: u32, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    for i in 0..tries {
+        if cond() {
+            return true;
+        }
+        if i + 1 < tries {
+            sleep(every);
+        }
+    }
+    false
 }
 
 pub fn is_root() -> bool {

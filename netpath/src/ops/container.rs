@@ -15,11 +15,12 @@ use nix::{
 };
 use serde::Serialize;
 
-use super::{Ctx, Teardown, check_name};
+use super::{Ctx, Teardown, check_name, publish};
 use crate::{
     ipam,
     netlink::Netlink,
     netns::{self, Netns},
+    publish::{PortSpec, Spec},
     state::{Container, Endpoint, NetMode, State, Store},
 };
 
@@ -44,6 +45,7 @@ pub async fn run(
     ip: Option<Ipv4Addr>,
     mode: &str,
     dns: &[Ipv4Addr],
+    ports: &[PortSpec],
 ) -> Result<()> {
     check_name("container", name)?;
     if ctx.state.containers.contains_key(name) {
@@ -60,10 +62,27 @@ pub async fn run(
         }
         NetMode::None | NetMode::Host => vec![],
     };
+    let specs: Vec<Spec> = match (ports, endpoints.first()) {
+        ([], _) => vec![],
+        (_, Some(eth0)) => ports.iter().map(|p| p.to_spec(eth0.ip)).collect(),
+        (_, None) => {
+            bail!("publishing ports (-p) needs a container on a bridge network (--net bridge)")
+        }
+    };
+    let publishes = if specs.is_empty() {
+        None
+    } else {
+        Some(publish::plan(ctx, &specs).await?)
+    };
     let container = Container { mode, endpoints };
     if container.owns_netns() {
         let ns = netns::create_named(name)?;
-        if let Err(e) = build(ctx, name, &ns, &container, dns).await {
+        let built = async {
+            build(ctx, name, &ns, &container, dns).await?;
+            publishes.map_or(Ok(0), |p| p.commit(ctx))
+        }
+        .await;
+        if let Err(e) = built {
             drop(ns);
             let _ = netns::delete_named(name);
             let _ = fs::remove_dir_all(etc_dir(name));
@@ -72,6 +91,9 @@ pub async fn run(
     }
     for e in &container.endpoints {
         println!("{name}: {} {} on network {}", e.ifname, e.ip, e.network);
+    }
+    for spec in &specs {
+        println!("{name}: published {spec}");
     }
     ctx.state.containers.insert(name.to_owned(), container);
     Ok(())
@@ -225,7 +247,10 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
             users.join(", ")
         );
     }
-    let t = teardown(ctx, name, &container).await;
+    // As Docker drops a container's port mappings with it.
+    let ips: Vec<Ipv4Addr> = container.endpoints.iter().map(|e| e.ip).collect();
+    let mut t = publish::unpublish_where(ctx, &format!(" of {name}"), |ip| ips.contains(&ip));
+    t.merge(teardown(ctx, name, &container).await);
     if t.errors.is_empty() {
         ctx.state.containers.remove(name);
     }
@@ -265,12 +290,15 @@ struct ContainerView<'a> {
     name: &'a str,
     #[serde(flatten)]
     container: &'a Container,
+    /// Ports published to the container's addresses, as SPECs.
+    ports: Vec<Spec>,
     /// What exists in the state but is gone from the kernel (deleted behind netpath's back).
     missing: Vec<String>,
 }
 
 pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
     let links = ctx.nl.links().await?;
+    let published = ctx.state.publishes.specs();
     let views: Vec<ContainerView> = ctx
         .state
         .containers
@@ -285,9 +313,15 @@ pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
                     missing.push(format!("veth {}", e.host_veth));
                 }
             }
+            let ports = published
+                .iter()
+                .filter(|s| c.endpoints.iter().any(|e| e.ip == s.container_ip))
+                .copied()
+                .collect();
             ContainerView {
                 name,
                 container: c,
+                ports,
                 missing,
             }
         })
@@ -296,7 +330,10 @@ pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
     }
-    println!("{:<20} {:<22} {:<40} STATUS", "NAME", "MODE", "ADDRESSES");
+    println!(
+        "{:<20} {:<22} {:<40} {:<30} STATUS",
+        "NAME", "MODE", "ADDRESSES", "PORTS"
+    );
     for v in views {
         let mode = match &v.container.mode {
             NetMode::Bridge => "bridge".to_owned(),
@@ -315,7 +352,13 @@ pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
         } else {
             format!("missing: {} (netpath rm to clean up)", v.missing.join(", "))
         };
-        println!("{:<20} {mode:<22} {:<40} {status}", v.name, addrs.join(" "));
+        let ports: Vec<String> = v.ports.iter().map(Spec::docker_form).collect();
+        println!(
+            "{:<20} {mode:<22} {:<40} {:<30} {status}",
+            v.name,
+            addrs.join(" "),
+            ports.join(", ")
+        );
     }
     Ok(())
 }

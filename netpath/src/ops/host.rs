@@ -4,41 +4,47 @@ use std::fs;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, Teardown, check_ifname, container, network};
-use crate::state::{NetMode, Network};
+use super::{Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, network, publish};
+use crate::{
+    publish::Spec,
+    state::{NetMode, Network},
+};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-pub async fn up(ctx: &mut Ctx, bridge: Option<String>) -> Result<()> {
+pub async fn up(
+    ctx: &mut Ctx,
+    bridge: Option<String>,
+    specs: Vec<Spec>,
+    externals: Vec<String>,
+) -> Result<()> {
     if let Some(bridge) = &bridge {
         check_ifname(bridge)?;
     }
-    if !ctx.state.networks.contains_key(DEFAULT_NETWORK) {
-        let name = bridge.as_deref().unwrap_or(DEFAULT_BRIDGE);
-        let mut net = if ctx.nl.link_by_name(name).await?.is_some() {
-            network::adopt(ctx, name).await?
-        } else {
-            Network {
-                id: ctx.state.next_network_id(),
-                subnet: network::pick_subnet(ctx, None).await?,
-                gateway: std::net::Ipv4Addr::UNSPECIFIED,
-                bridge: name.to_owned(),
-                ifindex: 0,
-                bridge_created: true,
-            }
-        };
-        if net.bridge_created {
-            net.gateway = net.subnet.first_host();
+    // Everything is planned and checked before anything is created, so that bad input
+    // (a --publish or --external included) changes nothing.
+    let new_default = match (ctx.state.networks.get(DEFAULT_NETWORK), bridge) {
+        (None, bridge) => {
+            Some(plan_default(ctx, bridge.as_deref().unwrap_or(DEFAULT_BRIDGE)).await?)
         }
+        (Some(net), Some(bridge)) if net.bridge != bridge => bail!(
+            "the default network already uses bridge {}; run `netpath down` to change it",
+            net.bridge
+        ),
+        (Some(_), _) => None,
+    };
+    let externals = publish::plan_externals(ctx, externals).await?;
+    let mut networks = ctx.state.networks.clone();
+    let mut local = publish::local_addrs(&ctx.nl).await?;
+    if let Some(net) = &new_default {
+        networks.insert(DEFAULT_NETWORK.to_owned(), net.clone());
+        local.push(net.gateway);
+    }
+    let (publishes, _) = publish::plan_add(&ctx.state.publishes, &networks, &local, &specs, true)?;
+
+    if let Some(mut net) = new_default {
         net.ifindex = network::realize(ctx, &net).await?;
         ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
-    } else if let Some(bridge) = bridge {
-        let current = &ctx.state.networks[DEFAULT_NETWORK].bridge;
-        if *current != bridge {
-            bail!(
-                "the default network already uses bridge {current}; run `netpath down` to change it"
-            );
-        }
     }
     // Re-attach everything: repairs bridges deleted behind netpath's back and replaces the
     // programs of an earlier netpath atomically.
@@ -61,22 +67,55 @@ pub async fn up(ctx: &mut Ctx, bridge: Option<String>) -> Result<()> {
             .ip_forward_before
             .get_or_insert(forward.trim().to_owned());
     }
-    let net = &ctx.state.networks[DEFAULT_NETWORK];
+    publish::activate(ctx, externals, publishes).await?;
+    let s = &ctx.state;
+    let net = &s.networks[DEFAULT_NETWORK];
+    let externals = match s.externals.len() {
+        0 => "none (no default route; see --external)".to_owned(),
+        _ => s
+            .externals
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     println!(
-        "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s)",
+        "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s), {} published port(s), external interfaces: {externals}",
         net.bridge,
         net.subnet,
         net.gateway,
-        ctx.state.networks.len(),
-        ctx.state.containers.len()
+        s.networks.len(),
+        s.containers.len(),
+        s.publishes.len(),
     );
     Ok(())
+}
+
+/// The default network `up` is about to create, or the existing bridge it adopts.
+async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
+    let mut net = if ctx.nl.link_by_name(bridge).await?.is_some() {
+        network::adopt(ctx, bridge).await?
+    } else {
+        Network {
+            id: ctx.state.next_network_id(),
+            subnet: network::pick_subnet(ctx, None).await?,
+            gateway: std::net::Ipv4Addr::UNSPECIFIED,
+            bridge: bridge.to_owned(),
+            ifindex: 0,
+            bridge_created: true,
+        }
+    };
+    if net.bridge_created {
+        net.gateway = net.subnet.first_host();
+    }
+    Ok(net)
 }
 
 /// Removes everything netpath created in the namespace, continuing past failures. Whatever
 /// failed stays in the state, so that running `down` again retries it.
 pub async fn down(ctx: &mut Ctx) -> Result<()> {
-    let mut t = Teardown::default();
+    // Published ports first, so that nothing is translated towards what goes next.
+    let mut t = publish::teardown(ctx);
     // Containers that borrow another's namespace go first.
     let mut names: Vec<(String, bool)> = ctx
         .state

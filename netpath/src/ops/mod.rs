@@ -4,6 +4,7 @@
 pub mod container;
 pub mod host;
 pub mod network;
+pub mod publish;
 
 use std::fmt::Display;
 
@@ -43,7 +44,12 @@ impl Ctx {
     /// directory and pins), so that a failed first command or a `down` leaves no trace.
     pub fn finish(self) -> Result<()> {
         let s = &self.state;
-        if !s.networks.is_empty() || !s.containers.is_empty() || s.ip_forward_before.is_some() {
+        if !s.networks.is_empty()
+            || !s.containers.is_empty()
+            || s.ip_forward_before.is_some()
+            || !s.externals.is_empty()
+            || !s.publishes.is_empty()
+        {
             return self.store.save(s);
         }
         if let Some(dp) = Datapath::existing(&self.scope) {

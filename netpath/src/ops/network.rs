@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Ctx, Teardown, check_ifname, check_name};
+use super::{Ctx, Teardown, check_ifname, check_name, publish};
 use crate::{
     datapath::Datapath,
     ipam::{self, Subnet},
@@ -186,7 +186,11 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
             users.join(", ")
         );
     }
-    let t = teardown(ctx, &net).await;
+    // Ports published to addresses of the network go with it.
+    let mut t = publish::unpublish_where(ctx, &format!(" to network {name}"), |ip| {
+        net.subnet.contains(ip)
+    });
+    t.merge(teardown(ctx, &net).await);
     if t.errors.is_empty() {
         ctx.state.networks.remove(name);
     }
