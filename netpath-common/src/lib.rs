@@ -39,6 +39,12 @@ pub mod maps {
     pub const SOCK_ORIG: &str = "NP_SOCK_ORIG";
     /// Single-slot array of [`crate::Config`].
     pub const CONFIG: &str = "NP_CONFIG";
+    /// LPM trie of IPv4 prefixes (`u32` value 1) that containers reach with their own
+    /// address: every netpath subnet and `--masquerade-exclude`.
+    pub const MASQ_EXCLUDE: &str = "NP_MASQ_EXCL";
+    /// ifindex -> `u32` 1: the external interfaces, the only ones masquerade sends out of
+    /// (their ingress program translates the replies back).
+    pub const EXTERNALS: &str = "NP_EXTERNALS";
 }
 
 /// Most netpath networks (bridges) one namespace can hold.
@@ -51,7 +57,14 @@ pub const MAX_CONNTRACK: u32 = 262144;
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 /// Sockets with a translated destination remembered at once (LRU).
 pub const MAX_SOCK_ORIG: u32 = 65536;
+/// Prefixes excluded from masquerade.
+pub const MAX_MASQ_EXCLUDE: u32 = 4096;
+/// External interfaces.
+pub const MAX_EXTERNALS: u32 = 64;
+/// Source ports masquerade and hairpin NAT allocate from when none are configured.
+pub const DEFAULT_NAT_PORTS: (u16, u16) = (32768, 60999);
 
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
@@ -90,7 +103,8 @@ pub struct PublishTarget {
 }
 const _: () = assert!(size_of::<PublishTarget>() == 16);
 
-/// A connection tuple as seen on the wire, in one direction.
+/// A connection tuple as seen on the wire, in one direction. For ICMP echo the identifier
+/// stands in for a port: `src_port` of a request, `dst_port` of a reply (the other is 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct CtKey {
@@ -103,7 +117,7 @@ pub struct CtKey {
 }
 const _: () = assert!(size_of::<CtKey>() == 16);
 
-/// Connection states; the timeouts live in the programs (`netpath-ebpf/src/conntrack.rs`).
+/// Connection states; see [`ct_timeout_secs`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtState {
@@ -115,6 +129,24 @@ pub enum CtState {
     Closing = 2,
     /// TCP: a RST was seen.
     Closed = 3,
+}
+
+/// How long an entry may stay idle in a state before it counts as gone (netfilter's
+/// defaults). Shared so that `netpath conntrack` shows what the programs enforce.
+pub const fn ct_timeout_secs(proto: u8, state: u8) -> u64 {
+    const NEW: u8 = CtState::New as u8;
+    const ESTABLISHED: u8 = CtState::Established as u8;
+    const CLOSING: u8 = CtState::Closing as u8;
+    match (proto, state) {
+        (PROTO_TCP, NEW) => 120,
+        (PROTO_TCP, ESTABLISHED) => 5 * 24 * 3600,
+        (PROTO_TCP, CLOSING) => 120,
+        (PROTO_TCP, _) => 10,
+        (PROTO_UDP, NEW) => 30,
+        (PROTO_UDP, _) => 180,
+        // ICMP echo: one request and its reply.
+        _ => 30,
+    }
 }
 
 /// One direction of a translated connection: the tuple to rewrite the packet to.
@@ -162,8 +194,13 @@ pub struct Config {
     /// The network namespace the socket programs act in (`bpf_get_netns_cookie`): they are
     /// attached to a cgroup, which spans namespaces, and must leave others alone.
     pub netns_cookie: u64,
+    /// Source ports (inclusive) for masquerade and hairpin NAT when a connection's own is
+    /// taken; 0/0 means [`DEFAULT_NAT_PORTS`].
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 16);
 
 /// Event counters kept per CPU; userspace sums them.
 #[repr(u32)]
@@ -175,19 +212,26 @@ pub enum Counter {
     NatNew = 1,
     /// A packet of a tracked connection was translated.
     NatHit = 2,
-    /// Hairpin NAT found no free source port for a new connection; the packet was dropped.
+    /// No free source port for a new connection (hairpin or masquerade); the packet was
+    /// dropped rather than mistranslated.
     DropNoPort = 3,
     /// A rewrite or redirect helper failed; the packet was dropped.
     DropRewrite = 4,
+    /// A container's new connection to the outside was masqueraded.
+    MasqNew = 5,
+    /// An ICMP error about a translated connection was translated back.
+    IcmpError = 6,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 7] = [
         Counter::DropIsolation,
         Counter::NatNew,
         Counter::NatHit,
         Counter::DropNoPort,
         Counter::DropRewrite,
+        Counter::MasqNew,
+        Counter::IcmpError,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -197,6 +241,8 @@ impl Counter {
             Counter::NatHit => "nat_hit",
             Counter::DropNoPort => "drop_no_port",
             Counter::DropRewrite => "drop_rewrite",
+            Counter::MasqNew => "masq_new",
+            Counter::IcmpError => "icmp_error",
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Every map of the object, shared by all programs; userspace pins each under its name.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use netpath_common::{
-    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, MAX_CONNTRACK, MAX_LOCAL_ADDRS,
-    MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig,
+    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, MAX_CONNTRACK, MAX_EXTERNALS,
+    MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey,
+    PublishTarget, SockOrig,
 };
 
 #[btf_map]
@@ -29,6 +30,12 @@ pub static NP_SOCK_ORIG: LruHashMap<u64, SockOrig, { MAX_SOCK_ORIG as usize }> =
 
 #[btf_map]
 pub static NP_CONFIG: Array<Config, 1> = Array::new();
+
+#[btf_map]
+pub static NP_MASQ_EXCL: LpmTrie<[u8; 4], u32, { MAX_MASQ_EXCLUDE as usize }> = LpmTrie::new();
+
+#[btf_map]
+pub static NP_EXTERNALS: HashMap<u32, u32, { MAX_EXTERNALS as usize }> = HashMap::new();
 
 #[inline(always)]
 pub fn count(counter: Counter) {

@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{
+        Array, HashMap, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -30,7 +33,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const SO_NETNS_COOKIE: i32 = 71;
 
 /// Every map of the object, all pinned.
-const MAPS: [&str; 7] = [
+const MAPS: [&str; 9] = [
     maps::BRIDGES,
     maps::COUNTERS,
     maps::PUBLISH,
@@ -38,6 +41,8 @@ const MAPS: [&str; 7] = [
     maps::LOCAL_ADDRS,
     maps::SOCK_ORIG,
     maps::CONFIG,
+    maps::MASQ_EXCLUDE,
+    maps::EXTERNALS,
 ];
 
 /// The socket programs and the cgroup hook each goes to.
@@ -170,33 +175,85 @@ impl Datapath {
         }
     }
 
-    /// Attaches port publishing (DNAT) to the ingress of an interface that faces clients.
-    pub fn attach_external(&self, ifname: &str) -> Result<()> {
-        self.attach_tc(
-            programs::EXT_IN,
-            ifname,
-            TcAttachType::Ingress,
-            &format!("ext_in_{ifname}"),
-        )
-        .with_context(|| format!("attaching to external interface {ifname}"))
+    /// Attaches translation (published ports in, masquerade replies) to the ingress of an
+    /// interface that faces clients, and lets masquerade send out of it.
+    pub fn attach_external(&self, ifname: &str, ifindex: u32) -> Result<()> {
+        let pin = format!("ext_in_{ifname}");
+        self.attach_tc(programs::EXT_IN, ifname, TcAttachType::Ingress, &pin)
+            .with_context(|| format!("attaching to external interface {ifname}"))?;
+        let mut externals: HashMap<_, u32, u32> = HashMap::try_from(self.map(maps::EXTERNALS)?)?;
+        externals
+            .insert(ifindex, 1, 0)
+            .with_context(|| format!("registering external interface {ifname}"))
     }
 
-    pub fn detach_external(&self, ifname: &str) -> Result<()> {
+    /// The reverse of `attach_external`; `ifindex` is None when it is not known.
+    pub fn detach_external(&self, ifname: &str, ifindex: Option<u32>) -> Result<()> {
+        if let Some(ifindex) = ifindex {
+            let mut externals: HashMap<_, u32, u32> =
+                HashMap::try_from(self.map(maps::EXTERNALS)?)?;
+            match externals.remove(&ifindex) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).with_context(|| format!("unregistering {ifname}")),
+            }
+        }
         self.detach(&format!("ext_in_{ifname}"))
+    }
+
+    /// Sets what masquerade leaves alone (destinations in `exclude`: netpath's own subnets
+    /// and the user's exclusions) and the source ports NAT may allocate.
+    pub fn set_masquerade(&self, exclude: &[(Ipv4Addr, u8)], ports: (u16, u16)) -> Result<()> {
+        let mut trie: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(maps::MASQ_EXCLUDE)?)?;
+        let wanted: Vec<([u8; 4], u32)> = exclude
+            .iter()
+            .map(|(addr, len)| (addr.octets(), u32::from(*len)))
+            .collect();
+        let stale: Vec<Key<[u8; 4]>> = trie
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(&(k.data(), k.prefix_len())))
+            .collect();
+        for key in stale {
+            let _ = trie.remove(&key);
+        }
+        for (data, len) in wanted {
+            trie.insert(&Key::new(len, data), 1, 0)
+                .context("adding a masquerade exclusion")?;
+        }
+        self.update_config(|c| {
+            c.nat_port_min = ports.0;
+            c.nat_port_max = ports.1;
+        })
+    }
+
+    fn update_config(&self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut config: Array<_, Config> = Array::try_from(self.map(maps::CONFIG)?)?;
+        let mut value = config.get(&0, 0)?;
+        change(&mut value);
+        config
+            .set(0, value, 0)
+            .context("writing the datapath configuration")
+    }
+
+    /// Empties the conntrack table; returns how many entries it held.
+    pub fn flush_conntrack(&self) -> Result<usize> {
+        let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
+        let keys: Vec<CtKey> = ct.keys().filter_map(|k| k.ok()).collect();
+        for key in &keys {
+            match ct.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("flushing conntrack"),
+            }
+        }
+        Ok(keys.len())
     }
 
     /// Attaches the socket programs to the root of the cgroup v2 hierarchy, so that every
     /// process of this namespace reaches published ports through local addresses; they only
     /// act on sockets of this namespace (its cookie goes into the config map first).
     pub fn attach_sockets(&self) -> Result<()> {
-        let mut config: Array<_, Config> = Array::try_from(self.map(maps::CONFIG)?)?;
-        config.set(
-            0,
-            Config {
-                netns_cookie: netns_cookie()?,
-            },
-            0,
-        )?;
+        let cookie = netns_cookie()?;
+        self.update_config(|c| c.netns_cookie = cookie)?;
         let cgroup = cgroup2_root()?;
         let cgroup =
             fs::File::open(&cgroup).with_context(|| format!("opening {}", cgroup.display()))?;

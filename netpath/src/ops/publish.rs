@@ -312,11 +312,14 @@ pub async fn activate(
         .cloned()
         .collect();
     for name in dropped {
-        dp.detach_external(&name)?;
+        let index = ctx.nl.link_by_name(&name).await?.map(|l| l.index);
+        dp.detach_external(&name, index)?;
         ctx.state.externals.remove(&name);
     }
     for name in externals {
-        dp.attach_external(&name)?;
+        let link = ctx.nl.link_by_name(&name).await?;
+        let link = link.with_context(|| format!("no external interface {name}"))?;
+        dp.attach_external(&name, link.index)?;
         ctx.state.externals.insert(name);
     }
     Ok(())
@@ -365,7 +368,8 @@ pub fn teardown(ctx: &mut Ctx) -> Teardown {
     for name in ctx.state.externals.clone() {
         if t.step(
             format!("datapath on external interface {name}"),
-            dp.detach_external(&name),
+            // The whole map goes with the pins once `down` is through.
+            dp.detach_external(&name, None),
         )
         .is_some()
         {
