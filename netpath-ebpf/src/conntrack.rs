@@ -3,29 +3,34 @@
 //! timeout counts as absent, so correctness needs no garbage collector; the LRU reclaims
 //! the least recently used entries when the map is full.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
-use netpath_common::{CT_FLAG_REPLY, CtEntry, CtKey, CtState, PROTO_TCP};
+use netpath_common::{CT_FLAG_REPLY, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, ct_timeout_secs};
 
 use crate::{
-    maps::NP_CT,
+    maps::{NP_CONFIG, NP_CT},
     parse::{Packet, TCP_FIN, TCP_RST},
 };
 
 const SEC: u64 = 1_000_000_000;
-/// Source ports tried for a new connection whose own source port is taken.
-const PORT_TRIES: u32 = 16;
-const EPHEMERAL_FIRST: u32 = 32768;
-const EPHEMERAL_COUNT: u32 = 28232;
+/// Other source ports tried for a new connection whose own is taken; a range this small or
+/// smaller is searched completely, so exhaustion is exact there.
+const PORT_TRIES: u32 = 32;
 
-/// Per-state idle timeouts, as netfilter's defaults.
 #[inline(always)]
 fn timeout(proto: u8, state: u8) -> u64 {
-    match (proto, state) {
-        (PROTO_TCP, s) if s == CtState::New as u8 => 120 * SEC,
-        (PROTO_TCP, s) if s == CtState::Established as u8 => 5 * 24 * 3600 * SEC,
-        (PROTO_TCP, s) if s == CtState::Closing as u8 => 120 * SEC,
-        (PROTO_TCP, _) => 10 * SEC,
-        (_, s) if s == CtState::New as u8 => 30 * SEC,
-        _ => 180 * SEC,
+    ct_timeout_secs(proto, state) * SEC
+}
+
+/// The configured source port range for NAT, inclusive.
+#[inline(always)]
+fn nat_ports() -> (u32, u32) {
+    match NP_CONFIG.get(0) {
+        Some(c) if c.nat_port_min != 0 && c.nat_port_min <= c.nat_port_max => {
+            (u32::from(c.nat_port_min), u32::from(c.nat_port_max))
+        }
+        _ => (
+            u32::from(DEFAULT_NAT_PORTS.0),
+            u32::from(DEFAULT_NAT_PORTS.1),
+        ),
     }
 }
 
@@ -97,7 +102,7 @@ pub fn track(e: *mut CtEntry, p: &Packet, now: u64) {
     // States only move forward (New, Established, Closing, Closed) until a SYN reopens.
     if state > entry.state {
         entry.state = state;
-        if let Some(other) = NP_CT.get_ptr_mut(counterpart(entry, p.tuple.proto)) {
+        if let Some(other) = NP_CT.get_ptr_mut(counterpart(entry, p.h.tuple.proto)) {
             // SAFETY: as above.
             unsafe { (*other).state = state };
         }
@@ -106,7 +111,8 @@ pub fn track(e: *mut CtEntry, p: &Packet, now: u64) {
 }
 
 /// Creates both entries of a new connection from `orig` (as it arrived) to `xlat` (what it
-/// becomes). If the reply tuple is already taken, other source ports are tried for `xlat`;
+/// becomes). If the reply tuple is already taken by a live connection (an expired one never
+/// blocks), other source ports (ICMP identifiers) from the NAT range are tried for `xlat`;
 /// returns the forward entry, or `None` when no port was free.
 #[inline(always)]
 pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -> Option<CtEntry> {
@@ -121,12 +127,19 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -
         _pad: [0; 6],
         last_seen_ns: now,
     };
+    let (min, max) = nat_ports();
+    // Never 0 (nat_ports keeps min <= max); `max(1)` lets the compiler see it, so that no
+    // division-by-zero panic path reaches the verifier.
+    let span = (max - min + 1).max(1);
     // SAFETY: no preconditions.
-    let start = unsafe { bpf_get_prandom_u32() };
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    // The connection's own port first, then the range from a random point on.
     for i in 0..=PORT_TRIES {
         if i > 0 {
-            xlat.src_port =
-                (EPHEMERAL_FIRST + (start.wrapping_add(i * 7919)) % EPHEMERAL_COUNT) as u16;
+            if i > span {
+                return None;
+            }
+            xlat.src_port = (min + (start + i - 1) % span) as u16;
         }
         let reply_key = counterpart(xlat, orig.proto);
         if let Some(existing) = NP_CT.get_ptr(reply_key) {

@@ -10,18 +10,24 @@ mod parse;
 mod sock;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect_neigh,
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, TC_ACT_OK,
+        TC_ACT_SHOT, bpf_fib_lookup,
+    },
+    btf_maps::lpm_trie::Key,
+    helpers::{bpf_fib_lookup, bpf_redirect_neigh},
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
-use netpath_common::{Counter, CtEntry, CtKey, PROTO_TCP, PublishTarget};
+use netpath_common::{Counter, CtEntry, CtKey, PublishTarget};
 
 use crate::{
     conntrack::{create, forget, lookup, now, reopens, track},
-    maps::{NP_BRIDGES, NP_CT, NP_LOCAL_ADDRS, count, find_publish},
-    parse::{Packet, parse},
+    maps::{NP_BRIDGES, NP_CT, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count, find_publish},
+    parse::{Headers, Packet, parse},
 };
+
+const AF_INET: u8 = 2;
 
 /// TC egress on each netpath bridge. A packet the host routed in from another netpath
 /// bridge is dropped (Docker's network isolation, without iptables) unless it belongs to a
@@ -39,7 +45,7 @@ pub fn np_isolate(ctx: TcContext) -> i32 {
     match (to, from) {
         (Some(to), Some(from)) if to.network_id != from.network_id => {
             let translated = parse(&ctx).is_some_and(|p| {
-                let t = &p.tuple;
+                let t = &p.h.tuple;
                 let reverse = CtKey {
                     src_addr: t.dst_addr,
                     dst_addr: t.src_addr,
@@ -60,36 +66,41 @@ pub fn np_isolate(ctx: TcContext) -> i32 {
     }
 }
 
-/// TC ingress on the external interfaces: packets of tracked connections are translated,
-/// and a new connection to a published port is DNATed to its container (the client's
-/// address is kept, as Docker does) and sent straight to the container's bridge.
+/// TC ingress on the external interfaces: packets of tracked connections (published ports,
+/// replies to masqueraded connections, ICMP errors about either) are translated, and a new
+/// connection to a published port is DNATed to its container (the client's address is kept,
+/// as Docker does) and sent straight to the container's bridge.
 #[classifier]
 pub fn np_ext_in(ctx: TcContext) -> i32 {
-    translate(&ctx, |p, target| CtEntry {
-        src_addr: p.tuple.src_addr,
-        src_port: p.tuple.src_port,
-        ..xlat_to(target)
-    })
+    translate(&ctx, Side::External)
 }
 
-/// TC ingress on each netpath bridge: replies of published connections (back to the client
-/// through the interface it came in on) and hairpin connections, where a container reaches
-/// a published port through a host address. Those are also SNATed to the target network's
-/// gateway so that the replies come back through the host, as with Docker's proxy.
+/// TC ingress on each netpath bridge: replies of published connections (back out of the
+/// interface the client came in on), hairpin connections (a container reaching a published
+/// port through a host address, SNATed to the target network's gateway so that the replies
+/// come back through the host, as with Docker's proxy), and masquerade of containers'
+/// connections to the outside.
 #[classifier]
 pub fn np_br_in(ctx: TcContext) -> i32 {
-    translate(&ctx, |p, target| CtEntry {
-        src_addr: target.gateway_addr,
-        src_port: p.tuple.src_port,
-        ..xlat_to(target)
-    })
+    translate(&ctx, Side::Bridge)
 }
 
-fn xlat_to(target: PublishTarget) -> CtEntry {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    External,
+    Bridge,
+}
+
+/// The translation of a new connection to a published port.
+fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
     CtEntry {
-        src_addr: [0; 4],
+        src_addr: if side == Side::Bridge {
+            target.gateway_addr
+        } else {
+            t.src_addr
+        },
         dst_addr: target.container_addr,
-        src_port: 0,
+        src_port: t.src_port,
         dst_port: target.container_port,
         redirect_ifindex: target.bridge_ifindex,
         state: 0,
@@ -99,15 +110,19 @@ fn xlat_to(target: PublishTarget) -> CtEntry {
     }
 }
 
-/// The shared path of both TC ingress programs: conntrack first, then publish lookup for a
-/// packet that may open a connection; `xlat` says what a new connection becomes.
+/// The shared path of both TC ingress programs: ICMP errors and tracked connections first,
+/// then what a new connection becomes.
 #[inline(always)]
-fn translate(ctx: &TcContext, xlat: impl FnOnce(&Packet, PublishTarget) -> CtEntry) -> i32 {
+fn translate(ctx: &TcContext, side: Side) -> i32 {
     let Some(p) = parse(ctx) else {
         return TC_ACT_OK;
     };
     let now = now();
-    if let Some(e) = lookup(&p.tuple, now) {
+    if let Some(quoted) = &p.quoted {
+        return icmp_error(ctx, &p, quoted, now);
+    }
+    let t = &p.h.tuple;
+    if let Some(e) = lookup(t, now) {
         // SAFETY: map values stay valid for the program's run.
         let entry = unsafe { &*e };
         if !reopens(entry, &p) {
@@ -115,28 +130,107 @@ fn translate(ctx: &TcContext, xlat: impl FnOnce(&Packet, PublishTarget) -> CtEnt
             count(Counter::NatHit);
             return apply(ctx, &p, entry);
         }
-        forget(&p.tuple, entry);
+        forget(t, entry);
     }
-    // Only a TCP SYN or a UDP datagram opens a connection.
-    if p.tuple.proto == PROTO_TCP && !p.is_tcp_syn() {
+    if !p.opens() {
         return TC_ACT_OK;
     }
     // SAFETY: as in `np_isolate`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
     // so userspace keeps the namespace's addresses in a map.
-    let local = || unsafe { NP_LOCAL_ADDRS.get(p.tuple.dst_addr) }.is_some();
-    let Some(target) = find_publish(p.tuple.dst_addr, p.tuple.dst_port, p.tuple.proto, local)
-    else {
-        return TC_ACT_OK;
+    let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
+    let (mut xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
+        (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
+        (None, Side::Bridge) => match masquerade(ctx, t, ifindex) {
+            Some(xlat) => (xlat, Counter::MasqNew),
+            None => return TC_ACT_OK,
+        },
+        (None, Side::External) => return TC_ACT_OK,
     };
-    let mut entry = xlat(&p, target);
-    let Some(entry) = create(&p.tuple, &mut entry, ifindex, now) else {
+    let Some(entry) = create(t, &mut xlat, ifindex, now) else {
         count(Counter::DropNoPort);
         return TC_ACT_SHOT;
     };
-    count(Counter::NatNew);
+    count(counter);
     apply(ctx, &p, &entry)
+}
+
+/// What a container's new connection to the outside becomes: its source replaced by the
+/// address the kernel would pick on the way out (so an address change is picked up by the
+/// next connection), sent straight out of that interface. Only towards an external
+/// interface, whose ingress program translates the replies, and never to an excluded
+/// destination (netpath's own networks, `--masquerade-exclude`).
+#[inline(always)]
+fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
+    let excluded = Key::new(32, t.dst_addr);
+    if NP_MASQ_EXCL.get(&excluded).is_some() {
+        return None;
+    }
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = t.proto;
+    params.sport = t.src_port.to_be();
+    params.dport = t.dst_port.to_be();
+    params.ifindex = ifindex;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(t.src_addr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(t.dst_addr);
+    let flags = BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH;
+    // SAFETY: params is a valid, writable bpf_fib_lookup of the size given.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            flags,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return None;
+    }
+    // SAFETY: plain data.
+    unsafe { NP_EXTERNALS.get(params.ifindex) }?;
+    Some(CtEntry {
+        // SAFETY: BPF_FIB_LOOKUP_SRC filled in the source address.
+        src_addr: unsafe { params.__bindgen_anon_3.ipv4_src }.to_ne_bytes(),
+        dst_addr: t.dst_addr,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+        redirect_ifindex: params.ifindex,
+        state: 0,
+        flags: 0,
+        _pad: [0; 6],
+        last_seen_ns: 0,
+    })
+}
+
+/// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
+/// translated goes back to the packet's original sender, quoted packet translated back.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64) -> i32 {
+    let q = &quoted.tuple;
+    // The quoted packet went out translated; the entry of its opposite direction holds the
+    // original tuple.
+    let back = CtKey {
+        src_addr: q.dst_addr,
+        dst_addr: q.src_addr,
+        src_port: q.dst_port,
+        dst_port: q.src_port,
+        proto: q.proto,
+        _pad: [0; 3],
+    };
+    let Some(e) = lookup(&back, now) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let entry = unsafe { *e };
+    if nat::rewrite_icmp_error(ctx, p, quoted, &entry).is_err() {
+        count(Counter::DropRewrite);
+        return TC_ACT_SHOT;
+    }
+    count(Counter::IcmpError);
+    redirect(entry.redirect_ifindex)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
@@ -146,13 +240,18 @@ fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
         count(Counter::DropRewrite);
         return TC_ACT_SHOT;
     }
-    if e.redirect_ifindex == 0 {
+    redirect(e.redirect_ifindex)
+}
+
+/// Straight to the neighbour on that interface: a translated source may be a local address
+/// (the host's), which the stack would drop as martian.
+#[inline(always)]
+fn redirect(ifindex: u32) -> i32 {
+    if ifindex == 0 {
         return TC_ACT_OK;
     }
-    // Straight to the neighbour on that interface: the translated source may be a local
-    // address (the host's), which the stack would drop as martian.
     // SAFETY: no parameters: the kernel looks up the next hop itself.
-    unsafe { bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+    unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
 #[cgroup_sock_addr(connect4)]

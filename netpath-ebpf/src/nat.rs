@@ -5,57 +5,137 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
-use netpath_common::{CtEntry, PROTO_UDP};
+use netpath_common::{CtEntry, PROTO_ICMP, PROTO_UDP};
 
-use crate::parse::Packet;
+use crate::parse::{Headers, Packet};
 
 /// Rewrites `p` in place to the tuple of `to`. Fails only when a helper fails.
 #[inline(always)]
 pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), i64> {
-    let csum = p.csum_off();
-    let l4_flags = if p.tuple.proto == PROTO_UDP {
+    let h = &p.h;
+    let csum = h.csum_off();
+    let l4_flags = match h.tuple.proto {
+        // ICMP has no pseudo-header: addresses only touch the IPv4 checksum.
+        PROTO_ICMP => None,
+        PROTO_UDP => Some(BPF_F_PSEUDO_HDR as u64 | BPF_F_MARK_MANGLED_0 as u64),
+        _ => Some(BPF_F_PSEUDO_HDR as u64),
+    };
+    if to.src_addr != h.tuple.src_addr {
+        addr(
+            ctx,
+            h.l3,
+            h.l3 + 12,
+            csum,
+            l4_flags,
+            h.tuple.src_addr,
+            to.src_addr,
+        )?;
+    }
+    if to.dst_addr != h.tuple.dst_addr {
+        addr(
+            ctx,
+            h.l3,
+            h.l3 + 16,
+            csum,
+            l4_flags,
+            h.tuple.dst_addr,
+            to.dst_addr,
+        )?;
+    }
+    // Ports are not in the pseudo-header; keep only the mangled-0 rule of UDP.
+    let port_flags = if h.tuple.proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0 as u64
     } else {
         0
     };
-    if to.src_addr != p.tuple.src_addr {
-        addr(
+    let (sport_off, dport_off) = h.port_offs();
+    if to.src_port != h.tuple.src_port {
+        port(
             ctx,
-            p,
-            p.l3 + 12,
+            sport_off,
             csum,
-            l4_flags,
-            p.tuple.src_addr,
-            to.src_addr,
+            port_flags,
+            h.tuple.src_port,
+            to.src_port,
         )?;
     }
-    if to.dst_addr != p.tuple.dst_addr {
-        addr(
+    if to.dst_port != h.tuple.dst_port {
+        port(
             ctx,
-            p,
-            p.l3 + 16,
+            dport_off,
             csum,
-            l4_flags,
-            p.tuple.dst_addr,
-            to.dst_addr,
+            port_flags,
+            h.tuple.dst_port,
+            to.dst_port,
         )?;
-    }
-    if to.src_port != p.tuple.src_port {
-        port(ctx, p.l4, csum, l4_flags, p.tuple.src_port, to.src_port)?;
-    }
-    if to.dst_port != p.tuple.dst_port {
-        port(ctx, p.l4 + 2, csum, l4_flags, p.tuple.dst_port, to.dst_port)?;
     }
     Ok(())
 }
 
+/// Translates an ICMP error about a tracked connection: the quoted packet (which went out
+/// translated) back to what its sender sent, and the outer destination (and the outer source,
+/// when the error comes from the quoted packet's destination itself) with it. `back` is the
+/// entry of the quoted packet's opposite direction.
+#[inline(always)]
+pub fn rewrite_icmp_error(
+    ctx: &TcContext,
+    p: &Packet,
+    q: &Headers,
+    back: &CtEntry,
+) -> Result<(), i64> {
+    let h = &p.h;
+    let icmp_csum = h.csum_off();
+    let t = &q.tuple;
+    // The quoted IPv4 header carries a valid checksum that the helper keeps valid, so its
+    // sum, and with it the ICMP checksum, does not change with its addresses: only the
+    // quoted ports need the ICMP checksum updated.
+    if back.dst_addr != t.src_addr {
+        addr(ctx, q.l3, q.l3 + 12, 0, None, t.src_addr, back.dst_addr)?;
+    }
+    if back.src_addr != t.dst_addr {
+        addr(ctx, q.l3, q.l3 + 16, 0, None, t.dst_addr, back.src_addr)?;
+    }
+    let (sport_off, dport_off) = q.port_offs();
+    if back.dst_port != t.src_port {
+        port(ctx, sport_off, icmp_csum, 0, t.src_port, back.dst_port)?;
+    }
+    if back.src_port != t.dst_port {
+        port(ctx, dport_off, icmp_csum, 0, t.dst_port, back.src_port)?;
+    }
+    if h.tuple.src_addr == t.dst_addr && back.src_addr != t.dst_addr {
+        addr(
+            ctx,
+            h.l3,
+            h.l3 + 12,
+            0,
+            None,
+            h.tuple.src_addr,
+            back.src_addr,
+        )?;
+    }
+    if back.dst_addr != h.tuple.dst_addr {
+        addr(
+            ctx,
+            h.l3,
+            h.l3 + 16,
+            0,
+            None,
+            h.tuple.dst_addr,
+            back.dst_addr,
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces the address at `off` of the IPv4 header at `l3`, fixing its checksum and, with
+/// `l4_flags`, the transport checksum at `csum`.
 #[inline(always)]
 fn addr(
     ctx: &TcContext,
-    p: &Packet,
+    l3: usize,
     off: usize,
     csum: usize,
-    l4_flags: u64,
+    l4_flags: Option<u64>,
     old: [u8; 4],
     new: [u8; 4],
 ) -> Result<(), i64> {
@@ -63,10 +143,11 @@ fn addr(
         u32::from_ne_bytes(old) as u64,
         u32::from_ne_bytes(new) as u64,
     );
-    // The address is part of the L4 pseudo-header, hence BPF_F_PSEUDO_HDR; the low bits of
-    // the flags give the field size.
-    ctx.l4_csum_replace(csum, old, new, BPF_F_PSEUDO_HDR as u64 | l4_flags | 4)?;
-    ctx.l3_csum_replace(p.l3 + 10, old, new, 4)?;
+    if let Some(flags) = l4_flags {
+        // The low bits of the flags give the field size.
+        ctx.l4_csum_replace(csum, old, new, flags | 4)?;
+    }
+    ctx.l3_csum_replace(l3 + 10, old, new, 4)?;
     ctx.store(off, &(new as u32), 0)
 }
 
@@ -75,11 +156,11 @@ fn port(
     ctx: &TcContext,
     off: usize,
     csum: usize,
-    l4_flags: u64,
+    flags: u64,
     old: u16,
     new: u16,
 ) -> Result<(), i64> {
     let (old, new) = (old.to_be(), new.to_be());
-    ctx.l4_csum_replace(csum, old as u64, new as u64, l4_flags | 2)?;
+    ctx.l4_csum_replace(csum, old as u64, new as u64, flags | 2)?;
     ctx.store(off, &new, 0)
 }

@@ -1,37 +1,78 @@
 //! Finding the IPv4 5-tuple of a packet. Anything netpath does not translate (not IPv4,
-//! fragments, protocols other than TCP and UDP, truncated or malformed headers) yields `None`
-//! and is passed on untouched.
+//! fragments, protocols other than TCP, UDP and ICMP echo or error, truncated or malformed
+//! headers) yields `None` and is passed on untouched.
 use aya_ebpf::programs::TcContext;
-use netpath_common::{CtKey, PROTO_TCP, PROTO_UDP};
+use netpath_common::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
-/// Longest headers we read: Ethernet, IPv4 with 40 bytes of options, TCP without options.
-const MAX_HEADERS: usize = ETH_HLEN + 60 + 20;
+/// Longest headers we read: Ethernet, IPv4 with options, ICMP, the quoted IPv4 header with
+/// options and 8 bytes of its transport header.
+const MAX_HEADERS: usize = ETH_HLEN + 60 + 8 + 60 + 8;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-pub struct Packet {
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+
+/// Where a packet's tuple sits, so that it can be rewritten.
+#[derive(Clone, Copy)]
+pub struct Headers {
     /// Offset of the IPv4 header.
     pub l3: usize,
-    /// Offset of the TCP or UDP header (after any IP options).
+    /// Offset of the TCP, UDP or ICMP header (after any IP options).
     pub l4: usize,
     pub tuple: CtKey,
-    /// TCP flags; 0 for UDP.
+}
+
+impl Headers {
+    /// Offset of the L4 checksum.
+    pub fn csum_off(&self) -> usize {
+        self.l4
+            + match self.tuple.proto {
+                PROTO_TCP => 16,
+                PROTO_UDP => 6,
+                _ => 2,
+            }
+    }
+
+    /// Offsets of the source and destination "ports": for ICMP echo both name the
+    /// identifier, of which the tuple uses one side.
+    pub fn port_offs(&self) -> (usize, usize) {
+        match self.tuple.proto {
+            PROTO_ICMP => (self.l4 + 4, self.l4 + 4),
+            _ => (self.l4, self.l4 + 2),
+        }
+    }
+}
+
+pub struct Packet {
+    pub h: Headers,
+    /// TCP flags; 0 for other protocols.
     pub tcp_flags: u8,
+    /// For an ICMP error: the quoted packet that caused it.
+    pub quoted: Option<Headers>,
 }
 
 impl Packet {
-    /// Offset of the L4 checksum.
-    pub fn csum_off(&self) -> usize {
-        self.l4 + if self.tuple.proto == PROTO_TCP { 16 } else { 6 }
+    pub fn is_tcp_syn(&self) -> bool {
+        self.h.tuple.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
-    pub fn is_tcp_syn(&self) -> bool {
-        self.tuple.proto == PROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    /// Whether this packet may open a connection: a TCP SYN, any UDP datagram, an ICMP echo
+    /// request (its tuple has the identifier as source port).
+    pub fn opens(&self) -> bool {
+        match self.h.tuple.proto {
+            PROTO_TCP => self.is_tcp_syn(),
+            PROTO_UDP => true,
+            _ => self.quoted.is_none() && self.h.tuple.src_port != 0,
+        }
     }
 }
 
@@ -45,53 +86,111 @@ fn at<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
     Some(unsafe { ((start + off) as *const T).read_unaligned() })
 }
 
+/// How header fields are read: directly from the packet (fast), or with a helper for the
+/// headers an ICMP error quotes, whose offset is the sum of two variable header lengths,
+/// which the verifier cannot bound on direct access.
+trait Read {
+    fn read<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+struct Direct<'a>(&'a TcContext);
+struct Helper<'a>(&'a TcContext);
+
+impl Read for Direct<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        at(self.0, off)
+    }
+}
+
+impl Read for Helper<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.load(off).ok()
+    }
+}
+
+/// The IPv4 header at `l3` and the first bytes of its transport header: offsets, tuple and
+/// ICMP type. Fragments yield `None`: only the first carries ports, and translating it alone
+/// would corrupt the datagram.
+#[inline(always)]
+fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8)> {
+    let version_ihl: u8 = r.read(l3)?;
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || ihl < 20 {
+        return None;
+    }
+    if u16::from_be(r.read::<u16>(l3 + 6)?) & 0x3fff != 0 {
+        return None;
+    }
+    let proto: u8 = r.read(l3 + 9)?;
+    let l4 = l3 + ihl;
+    let mut tuple = CtKey {
+        src_addr: r.read(l3 + 12)?,
+        dst_addr: r.read(l3 + 16)?,
+        src_port: 0,
+        dst_port: 0,
+        proto,
+        _pad: [0; 3],
+    };
+    // The first 8 bytes of every transport header we handle, read at once: separate reads
+    // at a variable offset lose the verifier's range tracking.
+    let l4_head: [u8; 8] = r.read(l4)?;
+    let port = |i: usize| u16::from_be_bytes([l4_head[i], l4_head[i + 1]]);
+    let icmp_type = match proto {
+        PROTO_TCP | PROTO_UDP => {
+            tuple.src_port = port(0);
+            tuple.dst_port = port(2);
+            0
+        }
+        PROTO_ICMP => {
+            match l4_head[0] {
+                ICMP_ECHO_REQUEST => tuple.src_port = port(4),
+                ICMP_ECHO_REPLY => tuple.dst_port = port(4),
+                _ => {}
+            }
+            l4_head[0]
+        }
+        _ => return None,
+    };
+    Some((Headers { l3, l4, tuple }, icmp_type))
+}
+
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Packet> {
     // Headers may sit partly outside the linear area; pull what we read into it once.
-    if ctx.data() + MAX_HEADERS > ctx.data_end()
-        && (ctx.len() as usize) > ctx.data_end() - ctx.data()
-    {
+    let linear = ctx.data_end() - ctx.data();
+    if linear < MAX_HEADERS && (ctx.len() as usize) > linear {
         let want = core::cmp::min(ctx.len() as usize, MAX_HEADERS);
         ctx.pull_data(want as u32).ok()?;
     }
     if u16::from_be(at::<u16>(ctx, 12)?) != ETH_P_IP {
         return None;
     }
-    let l3 = ETH_HLEN;
-    let version_ihl: u8 = at(ctx, l3)?;
-    let ihl = ((version_ihl & 0x0f) as usize) * 4;
-    if version_ihl >> 4 != 4 || ihl < 20 {
-        return None;
-    }
-    // More-fragments or a fragment offset: only the first fragment carries ports, and
-    // translating it alone would corrupt the datagram. Fragments pass untouched.
-    if u16::from_be(at::<u16>(ctx, l3 + 6)?) & 0x3fff != 0 {
-        return None;
-    }
-    let proto: u8 = at(ctx, l3 + 9)?;
-    let l4 = l3 + ihl;
-    let l4_len = match proto {
+    let (h, icmp_type) = ipv4(&Direct(ctx), ETH_HLEN)?;
+    // The whole transport header must be present, or the packet is truncated.
+    let l4_len = match h.tuple.proto {
         PROTO_TCP => 20,
-        PROTO_UDP => 8,
-        _ => return None,
+        _ => 8,
     };
-    // The whole L4 header must be present, or the packet is truncated.
-    at::<u8>(ctx, l4 + l4_len - 1)?;
+    at::<u8>(ctx, h.l4 + l4_len - 1)?;
+    let quoted = match (h.tuple.proto, icmp_type) {
+        (PROTO_ICMP, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => None,
+        (PROTO_ICMP, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) => {
+            // RFC 792: the error quotes at least 8 bytes of the transport header, which
+            // `ipv4` reads.
+            Some(ipv4(&Helper(ctx), h.l4 + 8)?.0)
+        }
+        (PROTO_ICMP, _) => return None,
+        _ => None,
+    };
     Some(Packet {
-        l3,
-        l4,
-        tuple: CtKey {
-            src_addr: at(ctx, l3 + 12)?,
-            dst_addr: at(ctx, l3 + 16)?,
-            src_port: u16::from_be(at::<u16>(ctx, l4)?),
-            dst_port: u16::from_be(at::<u16>(ctx, l4 + 2)?),
-            proto,
-            _pad: [0; 3],
-        },
-        tcp_flags: if proto == PROTO_TCP {
-            at(ctx, l4 + 13)?
+        h,
+        tcp_flags: if h.tuple.proto == PROTO_TCP {
+            at(ctx, h.l4 + 13)?
         } else {
             0
         },
+        quoted,
     })
 }

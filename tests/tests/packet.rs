@@ -6,13 +6,16 @@ use std::process::Command;
 
 use aya::{
     Ebpf,
-    maps::{HashMap, PerCpuArray},
+    maps::{
+        Array, HashMap, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions},
 };
 use netpath::datapath::EBPF_OBJECT;
 use netpath_common::{
-    BridgeInfo, Counter, CtEntry, CtKey, PROTO_TCP, PROTO_UDP, PublishKey, PublishTarget, maps,
-    programs,
+    BridgeInfo, Config, Counter, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PublishKey,
+    PublishTarget, maps, programs,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -192,6 +195,10 @@ fn assert_checksums(out: &[u8]) {
     assert_eq!(fold(0, ip), 0, "IPv4 header checksum");
     let l4 = &out[14 + ihl..];
     let proto = ip[9];
+    if proto == PROTO_ICMP {
+        assert_eq!(fold(0, l4), 0, "ICMP checksum");
+        return;
+    }
     let mut zeroed = l4.to_vec();
     let off = if proto == PROTO_TCP { 16 } else { 6 };
     let stored = u16::from_be_bytes([l4[off], l4[off + 1]]);
@@ -658,4 +665,242 @@ fn the_verifier_accepts_the_socket_programs() {
         prog.load()
             .unwrap_or_else(|e| panic!("the verifier rejects {name}: {e:?}"));
     }
+}
+
+const SERVER: [u8; 4] = [198, 51, 100, 10];
+const ROUTER: [u8; 4] = [203, 0, 113, 254];
+
+/// Ethernet + an IPv4 header (valid checksum) around `l4`.
+fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0xab, 0xcd, 0x40, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = fold(0, &ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut frame = vec![
+        0x02, 0x42, 0xac, 0x11, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00,
+    ];
+    frame.extend(ip);
+    frame.extend_from_slice(l4);
+    frame
+}
+
+/// An ICMP message of `icmp_type`/`code` with `rest` after the checksum, checksum valid.
+fn icmp(src: [u8; 4], dst: [u8; 4], icmp_type: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![icmp_type, code, 0, 0];
+    m.extend_from_slice(rest);
+    let c = fold(0, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(src, dst, PROTO_ICMP, &m)
+}
+
+fn echo(src: [u8; 4], dst: [u8; 4], icmp_type: u8, id: u16) -> Vec<u8> {
+    let mut rest = id.to_be_bytes().to_vec();
+    rest.extend_from_slice(&[0, 1, b'p', b'i', b'n', b'g']);
+    icmp(src, dst, icmp_type, 0, &rest)
+}
+
+/// The object set up for masquerade: the default route leaves through ext0 (registered as
+/// external), 172.17.0.0/16 and 192.0.2.0/24 are excluded, NAT ports are `ports`.
+fn masquerading(ports: (u16, u16)) -> Datapath {
+    let mut dp = Datapath::new();
+    let ok = Command::new("ip")
+        .args([
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.2",
+            "dev",
+            "ext0",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The FIB lookup for a forwarded packet needs forwarding on, as `netpath up` sets it.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    let mut externals: HashMap<_, u32, u32> =
+        HashMap::try_from(dp.ebpf.map_mut(maps::EXTERNALS).unwrap()).unwrap();
+    externals.insert(dp.ext, 1, 0).unwrap();
+    let mut excl: LpmTrie<_, [u8; 4], u32> =
+        LpmTrie::try_from(dp.ebpf.map_mut(maps::MASQ_EXCLUDE).unwrap()).unwrap();
+    excl.insert(&Key::new(16, [172, 17, 0, 0]), 1, 0).unwrap();
+    excl.insert(&Key::new(24, [192, 0, 2, 0]), 1, 0).unwrap();
+    let mut config: Array<_, Config> =
+        Array::try_from(dp.ebpf.map_mut(maps::CONFIG).unwrap()).unwrap();
+    let value = Config {
+        netns_cookie: 0,
+        nat_port_min: ports.0,
+        nat_port_max: ports.1,
+        _pad: 0,
+    };
+    config.set(0, value, 0).unwrap();
+    dp
+}
+
+#[test]
+fn masquerade_of_an_outgoing_tcp_flow_and_a_colliding_one() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn);
+        assert_eq!(
+            verdict, TC_ACT_REDIRECT,
+            "sent straight out of the external interface"
+        );
+        assert_eq!(
+            tuple(&out),
+            (HOST, 40000, SERVER, 80),
+            "source port kept when free"
+        );
+        assert_only_tuple_changed(&syn, &out);
+        assert_checksums(&out);
+        assert_eq!(dp.counter(Counter::MasqNew), 1);
+
+        let reply = Pkt::tcp(SERVER, 80, HOST, 40000, SYN | ACK).build();
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &reply);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (SERVER, 80, CONTAINER, 40000))
+        );
+        assert_only_tuple_changed(&reply, &out);
+        assert_checksums(&out);
+
+        // Another container, same source port, same server: another port from the range.
+        let syn2 = Pkt::tcp(OTHER_CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn2);
+        let (src, sport, dst, dport) = tuple(&out);
+        assert_eq!(
+            (verdict, src, dst, dport),
+            (TC_ACT_REDIRECT, HOST, SERVER, 80)
+        );
+        assert!(
+            (50000..=50009).contains(&sport),
+            "port {sport} outside the NAT range"
+        );
+        assert_checksums(&out);
+        let reply2 = Pkt::tcp(SERVER, 80, HOST, sport, SYN | ACK).build();
+        let (_, out) = dp.run(programs::EXT_IN, dp.ext, &reply2);
+        assert_eq!(tuple(&out), (SERVER, 80, OTHER_CONTAINER, 40000));
+        assert_checksums(&out);
+    });
+}
+
+#[test]
+fn masquerade_leaves_excluded_destinations_and_exhaustion_drops() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50001));
+        for dst in [[192, 0, 2, 7], OTHER_CONTAINER] {
+            let input = Pkt::udp(CONTAINER, 5000, dst, 53).build();
+            let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &input);
+            assert_eq!(
+                (verdict, &out),
+                (TC_ACT_OK, &input),
+                "to {dst:?} keeps its source"
+            );
+        }
+        // Four containers, one source port, one server, two NAT ports: the first keeps its
+        // own, two get the range, the fourth is dropped and counted, never mistranslated.
+        let mut ports = Vec::new();
+        for last in 2..=5 {
+            let input = Pkt::udp([172, 17, 0, last], 5000, SERVER, 53).build();
+            let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &input);
+            if last == 5 {
+                assert_eq!(verdict, TC_ACT_SHOT);
+            } else {
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                ports.push(tuple(&out).1);
+            }
+        }
+        ports.sort();
+        assert_eq!(ports, [5000, 50000, 50001]);
+        assert_eq!(dp.counter(Counter::DropNoPort), 1);
+    });
+}
+
+#[test]
+fn masquerade_of_icmp_echo() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let request = echo(CONTAINER, SERVER, 8, 0x1234);
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &request);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[26..34], &[HOST, SERVER].concat()[..]);
+        assert_eq!(&out[38..40], &[0x12, 0x34], "identifier kept when free");
+        assert_checksums(&out);
+        // A second container pinging with the same identifier gets another one.
+        let request2 = echo(OTHER_CONTAINER, SERVER, 8, 0x1234);
+        let (_, out2) = dp.run(programs::BR_IN, dp.bridge, &request2);
+        let id2 = u16::from_be_bytes([out2[38], out2[39]]);
+        assert!((50000..=50009).contains(&id2));
+        assert_checksums(&out2);
+
+        let reply = echo(SERVER, HOST, 0, id2);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &reply);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[26..34], &[SERVER, OTHER_CONTAINER].concat()[..]);
+        assert_eq!(&out[38..40], &[0x12, 0x34], "identifier translated back");
+        assert_checksums(&out);
+    });
+}
+
+#[test]
+fn icmp_errors_about_a_translated_flow_are_translated_back() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        // Two flows from one source port, so that the second's port is translated.
+        for container in [CONTAINER, OTHER_CONTAINER] {
+            let syn = Pkt::udp(container, 40000, SERVER, 4433).build();
+            assert_eq!(dp.run(programs::BR_IN, dp.bridge, &syn).0, TC_ACT_REDIRECT);
+        }
+        let (_, sent) = dp.run(
+            programs::BR_IN,
+            dp.bridge,
+            &Pkt::udp(OTHER_CONTAINER, 40000, SERVER, 4433).build(),
+        );
+        let nat_port = tuple(&sent).1;
+        assert_ne!(nat_port, 40000);
+        // A router on the way cannot forward it: fragmentation needed (type 3, code 4, MTU
+        // 1280), quoting the packet as it left the host.
+        let quoted = &sent[14..14 + 28];
+        let mut rest = vec![0, 0, 0x05, 0x00];
+        rest.extend_from_slice(quoted);
+        let error = icmp(ROUTER, HOST, 3, 4, &rest);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent to the container's bridge");
+        assert_eq!(
+            &out[26..34],
+            &[ROUTER, OTHER_CONTAINER].concat()[..],
+            "outer destination"
+        );
+        let inner = &out[42..];
+        assert_eq!(
+            &inner[12..20],
+            &[OTHER_CONTAINER, SERVER].concat()[..],
+            "quoted addresses"
+        );
+        assert_eq!(
+            &inner[20..24],
+            &[&40000u16.to_be_bytes()[..], &4433u16.to_be_bytes()[..]].concat()[..],
+            "quoted ports"
+        );
+        assert_eq!(fold(0, &inner[..20]), 0, "quoted IPv4 header checksum");
+        assert_checksums(&out);
+        // Everything else is as the router sent it.
+        for i in (0..out.len()).filter(|i| {
+            ![24, 25, 30, 31, 32, 33, 36, 37].contains(i) && !(42 + 10..42 + 24).contains(i)
+        }) {
+            assert_eq!(out[i], error[i], "byte {i} changed");
+        }
+        assert_eq!(dp.counter(Counter::IcmpError), 1);
+
+        // An error about a flow netpath does not know passes untouched.
+        let mut stray = sent[14..14 + 28].to_vec();
+        stray[20..22].copy_from_slice(&1u16.to_be_bytes());
+        let stray = icmp(ROUTER, HOST, 11, 0, &[vec![0; 4], stray].concat());
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &stray);
+        assert_eq!((verdict, &out), (TC_ACT_OK, &stray));
+    });
 }
