@@ -117,6 +117,11 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
     let Some(p) = parse(ctx) else {
         return TC_ACT_OK;
     };
+    // A packet that would expire on the way through is the stack's: it sends the ICMP time
+    // exceeded a router owes.
+    if p.ttl <= 1 {
+        return TC_ACT_OK;
+    }
     let now = now();
     if let Some(quoted) = &p.quoted {
         return icmp_error(ctx, &p, quoted, now);
@@ -230,7 +235,7 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64) -> i32 {
         return TC_ACT_SHOT;
     }
     count(Counter::IcmpError);
-    redirect(entry.redirect_ifindex)
+    redirect(ctx, p, entry.redirect_ifindex)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
@@ -240,15 +245,19 @@ fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
         count(Counter::DropRewrite);
         return TC_ACT_SHOT;
     }
-    redirect(e.redirect_ifindex)
+    redirect(ctx, p, e.redirect_ifindex)
 }
 
-/// Straight to the neighbour on that interface: a translated source may be a local address
-/// (the host's), which the stack would drop as martian.
+/// Straight to the neighbour on that interface, as a router would forward it: a translated
+/// source may be a local address (the host's), which the stack would drop as martian.
 #[inline(always)]
-fn redirect(ifindex: u32) -> i32 {
+fn redirect(ctx: &TcContext, p: &Packet, ifindex: u32) -> i32 {
     if ifindex == 0 {
         return TC_ACT_OK;
+    }
+    if nat::decrement_ttl(ctx, p).is_err() {
+        count(Counter::DropRewrite);
+        return TC_ACT_SHOT;
     }
     // SAFETY: no parameters: the kernel looks up the next hop itself.
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }

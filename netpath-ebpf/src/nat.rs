@@ -127,6 +127,17 @@ pub fn rewrite_icmp_error(
     Ok(())
 }
 
+/// Decrements the time to live, as the host does for what it forwards (packets netpath
+/// redirects skip the stack's forwarding path). TTL and protocol share one checksummed word.
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext, p: &Packet) -> Result<(), i64> {
+    let proto = p.h.tuple.proto;
+    let old = u16::from_be_bytes([p.ttl, proto]).to_be();
+    let new = u16::from_be_bytes([p.ttl - 1, proto]).to_be();
+    ctx.l3_csum_replace(p.h.l3 + 10, old as u64, new as u64, 2)?;
+    ctx.store(p.h.l3 + 8, &(p.ttl - 1), 0)
+}
+
 /// Replaces the address at `off` of the IPv4 header at `l3`, fixing its checksum and, with
 /// `l4_flags`, the transport checksum at `csum`.
 #[inline(always)]

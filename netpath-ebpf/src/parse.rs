@@ -54,6 +54,8 @@ impl Headers {
 
 pub struct Packet {
     pub h: Headers,
+    /// The IPv4 time to live.
+    pub ttl: u8,
     /// TCP flags; 0 for other protocols.
     pub tcp_flags: u8,
     /// For an ICMP error: the quoted packet that caused it.
@@ -186,6 +188,7 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     };
     Some(Packet {
         h,
+        ttl: at(ctx, h.l3 + 8)?,
         tcp_flags: if h.tuple.proto == PROTO_TCP {
             at(ctx, h.l4 + 13)?
         } else {

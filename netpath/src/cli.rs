@@ -4,7 +4,9 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::{
+    conntrack::CtProto,
     ipam::Subnet,
+    masquerade::{Exclude, NatPorts},
     publish::{PortSpec, Spec},
 };
 
@@ -41,6 +43,15 @@ pub enum Command {
         /// interfaces of the default routes.
         #[arg(long, value_name = "IFACE")]
         external: Vec<String>,
+        /// Destination that containers reach with their own address, not masqueraded
+        /// (repeatable). Added to those of earlier `up`s; `none` drops those first. The
+        /// netpath networks are always excluded.
+        #[arg(long, value_name = "CIDR")]
+        masquerade_exclude: Vec<Exclude>,
+        /// Source ports masquerade allocates from when a connection's own is taken; must not
+        /// hold a published host port. Kept until given again; default 32768-60999.
+        #[arg(long, value_name = "START-END")]
+        masquerade_ports: Option<NatPorts>,
     },
     /// Remove every container, network, program and pin netpath created in this namespace.
     Down,
@@ -111,6 +122,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the connections the datapath translates (published ports, masquerade).
+    ///
+    /// One line per connection: the tuple of its first packet, the tuple it was rewritten to,
+    /// its state, how long it has been idle and when it expires. Expired connections are
+    /// listed as such until their entries are evicted; they block nothing.
+    #[command(args_conflicts_with_subcommands = true)]
+    Conntrack {
+        #[command(subcommand)]
+        command: Option<ConntrackCommand>,
+        #[arg(long)]
+        json: bool,
+        /// Only this protocol: tcp, udp or icmp.
+        #[arg(long)]
+        proto: Option<CtProto>,
+        /// Only connections with this address on either side, before or after translation.
+        #[arg(long, value_name = "IP")]
+        addr: Option<Ipv4Addr>,
+        /// Only connections with this port (or ICMP echo identifier) on either side.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConntrackCommand {
+    /// Remove every conntrack entry: tracked connections are forgotten (their next packets
+    /// are treated as new ones, or dropped where nothing matches).
+    Flush,
 }
 
 #[derive(Subcommand, Debug)]

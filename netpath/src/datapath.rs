@@ -392,8 +392,8 @@ fn ensure_bpffs() -> Result<()> {
 
 /// The cookie of the current network namespace, as `bpf_get_netns_cookie` returns it.
 fn netns_cookie() -> Result<u64> {
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
-        .context("opening a socket for the netns cookie")?;
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").context("opening a socket for the netns cookie")?;
     let mut cookie = 0u64;
     let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: valid socket, and a buffer of the size the kernel writes.

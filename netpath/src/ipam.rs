@@ -4,8 +4,9 @@ use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// An IPv4 network in CIDR form, always with its host bits clear.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An IPv4 network in CIDR form, always with its host bits clear. Ordered by address, then
+/// prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Subnet {
     network: Ipv4Addr,

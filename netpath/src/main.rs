@@ -3,9 +3,10 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Parser as _;
 use netpath::{
-    cli::{Cli, Command, NetworkCommand},
+    cli::{Cli, Command, ConntrackCommand, NetworkCommand},
+    conntrack::Filter,
     netns,
-    ops::{self, Ctx, container, host, network, publish},
+    ops::{self, Ctx, container, host, masquerade, network, publish},
 };
 
 fn main() -> ExitCode {
@@ -59,7 +60,19 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
             bridge,
             publish,
             external,
-        } => host::up(ctx, bridge, publish, external).await,
+            masquerade_exclude,
+            masquerade_ports,
+        } => {
+            host::up(
+                ctx,
+                bridge,
+                publish,
+                external,
+                &masquerade_exclude,
+                masquerade_ports,
+            )
+            .await
+        }
         Command::Down => host::down(ctx).await,
         Command::Network(NetworkCommand::Create {
             name,
@@ -88,6 +101,17 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         }
         Command::Rm { name } => container::rm(ctx, &name).await,
         Command::Ps { json } => container::ps(ctx, json).await,
+        Command::Conntrack {
+            command: Some(ConntrackCommand::Flush),
+            ..
+        } => masquerade::flush(ctx),
+        Command::Conntrack {
+            command: None,
+            json,
+            proto,
+            addr,
+            port,
+        } => masquerade::list(ctx, json, &Filter { proto, addr, port }),
         Command::Exec { .. } => unreachable!("exec runs before the runtime starts"),
     }
 }

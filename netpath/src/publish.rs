@@ -97,7 +97,7 @@ impl fmt::Display for PortRange {
     }
 }
 
-fn parse_port(what: &str, s: &str) -> Result<u16> {
+pub(crate) fn parse_port(what: &str, s: &str) -> Result<u16> {
     // Digits only: u32's parser would also take "+80".
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         bail!("{what} {s:?} is not a port number");
@@ -290,6 +290,11 @@ impl Mapping {
             proto: self.proto.number(),
             _pad: 0,
         }
+    }
+
+    /// The host side, for messages: `192.0.2.1:8080/tcp`, `*:8080/tcp`.
+    pub fn host(&self) -> impl fmt::Display + use<> {
+        Host(self.host_ip, self.host_port, self.proto)
     }
 
     fn host_key(&self) -> HostKey {

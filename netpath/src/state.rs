@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::{ipam::Subnet, publish::Publishes};
+use crate::{ipam::Subnet, masquerade::NatPorts, publish::Publishes};
 
 pub const RUN_DIR: &str = "/run/netpath";
 const STATE_VERSION: u32 = 1;
@@ -31,6 +31,13 @@ pub struct State {
     /// Published ports, stored as the fewest specs that describe them.
     #[serde(default)]
     pub publishes: Publishes,
+    /// `up --masquerade-exclude`: destinations containers reach with their own address
+    /// (beside the netpath networks, always excluded).
+    #[serde(default)]
+    pub masquerade_exclude: BTreeSet<Subnet>,
+    /// `up --masquerade-ports`; None: the datapath's default range.
+    #[serde(default)]
+    pub masquerade_ports: Option<NatPorts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -77,14 +77,17 @@ impl Sandbox {
         format!("{}-{base}", self.prefix)
     }
 
-    /// Runs `netpath --netns <host> ARGS`.
+    /// Runs `netpath --netns <host> ARGS`. A container started without `--dns` gets
+    /// 127.0.0.1 as its resolver: with the host's, a lookup inside the sandbox (even
+    /// Python's HTTPServer resolves its own name) would be sent towards the machine's real
+    /// resolver, and nothing in a sandbox may target an outside address.
     pub fn netpath(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .arg("--netns")
-            .arg(&self.host)
-            .args(args)
-            .output()
-            .expect("running netpath")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--netns").arg(&self.host).args(args);
+        if args.first() == Some(&"run") && !args.contains(&"--dns") {
+            cmd.args(["--dns", "127.0.0.1"]);
+        }
+        cmd.output().expect("running netpath")
     }
 
     /// Runs netpath and fails with its stderr unless it succeeds; returns stdout.
@@ -157,6 +160,17 @@ impl Sandbox {
             ip(&args)?;
         }
         Ok(client)
+    }
+
+    /// Creates the namespace `<prefix>-<base>` with `lo` up, for extra topology (routers,
+    /// servers); removed on drop like the client.
+    pub fn extra_netns(&self, base: &str) -> Result<Client> {
+        let ns = Client {
+            netns: self.name(base),
+        };
+        ip(&["netns", "add", &ns.netns])?;
+        ip(&["-n", &ns.netns, "link", "set", "lo", "up"])?;
+        Ok(ns)
     }
 
     /// Starts `cmd` inside `netns` in the background (`ip netns exec`), stdin and stdout
@@ -342,7 +356,8 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS`; fails with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()

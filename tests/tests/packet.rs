@@ -86,6 +86,7 @@ struct Pkt {
     ip_options: usize,
     frag: u16,
     udp_csum: bool,
+    ttl: u8,
 }
 
 impl Pkt {
@@ -100,6 +101,7 @@ impl Pkt {
             ip_options: 0,
             frag: 0,
             udp_csum: true,
+            ttl: 64,
         }
     }
 
@@ -125,7 +127,7 @@ impl Pkt {
         ip.extend_from_slice(&total.to_be_bytes());
         ip.extend_from_slice(&[0x12, 0x34]);
         ip.extend_from_slice(&self.frag.to_be_bytes());
-        ip.extend_from_slice(&[64, self.proto, 0, 0]);
+        ip.extend_from_slice(&[self.ttl, self.proto, 0, 0]);
         ip.extend_from_slice(&self.src);
         ip.extend_from_slice(&self.dst);
         // Options: NOPs then End of list, a valid header however long.
@@ -226,12 +228,15 @@ fn tuple(p: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
 }
 
 /// Asserts that only the IPv4 checksum, the addresses, the ports and the L4 checksum differ.
+/// A packet netpath forwards (redirects) has its time to live decremented, as a router's.
 fn assert_only_tuple_changed(input: &[u8], out: &[u8]) {
     assert_eq!(input.len(), out.len());
+    assert_eq!(out[22], input[22] - 1, "TTL decremented");
     let ihl = usize::from(input[14] & 0x0f) * 4;
     let l4 = 14 + ihl;
     let csum = l4 + if input[23] == PROTO_TCP { 16 } else { 6 };
     let mutable = [
+        22,
         24,
         25,
         26,
@@ -460,6 +465,13 @@ fn packets_that_match_nothing_pass_untouched() {
                 Pkt {
                     frag: 0x2000,
                     ..Pkt::udp(CLIENT, 40000, HOST, 5353)
+                },
+            ),
+            (
+                "a packet that would expire on the way (TTL 1)",
+                Pkt {
+                    ttl: 1,
+                    ..Pkt::tcp(CLIENT, 40000, HOST, 8088, SYN)
                 },
             ),
             (
@@ -889,8 +901,9 @@ fn icmp_errors_about_a_translated_flow_are_translated_back() {
         assert_eq!(fold(0, &inner[..20]), 0, "quoted IPv4 header checksum");
         assert_checksums(&out);
         // Everything else is as the router sent it.
+        assert_eq!(out[22], error[22] - 1, "TTL decremented");
         for i in (0..out.len()).filter(|i| {
-            ![24, 25, 30, 31, 32, 33, 36, 37].contains(i) && !(42 + 10..42 + 24).contains(i)
+            ![22, 24, 25, 30, 31, 32, 33, 36, 37].contains(i) && !(42 + 10..42 + 24).contains(i)
         }) {
             assert_eq!(out[i], error[i], "byte {i} changed");
         }

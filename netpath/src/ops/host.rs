@@ -4,8 +4,12 @@ use std::fs;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, network, publish};
+use super::{
+    Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, masquerade, network, publish,
+};
 use crate::{
+    datapath::Datapath,
+    masquerade::{Exclude, NatPorts, plan_exclude},
     publish::Spec,
     state::{NetMode, Network},
 };
@@ -17,12 +21,14 @@ pub async fn up(
     bridge: Option<String>,
     specs: Vec<Spec>,
     externals: Vec<String>,
+    masquerade_exclude: &[Exclude],
+    masquerade_ports: Option<NatPorts>,
 ) -> Result<()> {
     if let Some(bridge) = &bridge {
         check_ifname(bridge)?;
     }
     // Everything is planned and checked before anything is created, so that bad input
-    // (a --publish or --external included) changes nothing.
+    // (a --publish, --external or --masquerade-* included) changes nothing.
     let new_default = match (ctx.state.networks.get(DEFAULT_NETWORK), bridge) {
         (None, bridge) => {
             Some(plan_default(ctx, bridge.as_deref().unwrap_or(DEFAULT_BRIDGE)).await?)
@@ -40,7 +46,19 @@ pub async fn up(
         networks.insert(DEFAULT_NETWORK.to_owned(), net.clone());
         local.push(net.gateway);
     }
-    let (publishes, _) = publish::plan_add(&ctx.state.publishes, &networks, &local, &specs, true)?;
+    let nat_ports = masquerade_ports.or(ctx.state.masquerade_ports);
+    let (publishes, _) = publish::plan_add(
+        &ctx.state.publishes,
+        &networks,
+        &local,
+        &specs,
+        true,
+        nat_ports,
+    )?;
+    if let Some(range) = nat_ports {
+        range.check_publishes(&publishes)?;
+    }
+    let exclude = plan_exclude(&ctx.state.masquerade_exclude, masquerade_exclude)?;
 
     if let Some(mut net) = new_default {
         net.ifindex = network::realize(ctx, &net).await?;
@@ -67,6 +85,10 @@ pub async fn up(
             .ip_forward_before
             .get_or_insert(forward.trim().to_owned());
     }
+    // Before the externals are attached: masquerade acts as soon as they are.
+    masquerade::apply(ctx, &Datapath::open(&ctx.scope)?, &exclude, nat_ports)?;
+    ctx.state.masquerade_exclude = exclude;
+    ctx.state.masquerade_ports = nat_ports;
     publish::activate(ctx, externals, publishes).await?;
     let s = &ctx.state;
     let net = &s.networks[DEFAULT_NETWORK];
@@ -80,13 +102,15 @@ pub async fn up(
             .join(", "),
     };
     println!(
-        "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s), {} published port(s), external interfaces: {externals}",
+        "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s), {} published port(s), external interfaces: {externals}, masquerade ports {}, {} masquerade exclusion(s)",
         net.bridge,
         net.subnet,
         net.gateway,
         s.networks.len(),
         s.containers.len(),
         s.publishes.len(),
+        s.masquerade_ports.unwrap_or(NatPorts::DEFAULT),
+        s.masquerade_exclude.len(),
     );
     Ok(())
 }
@@ -143,6 +167,9 @@ pub async fn down(ctx: &mut Ctx) -> Result<()> {
         t.merge(nt);
         t.step(format!("network {name}"), Ok(()));
     }
+    // Like the external interfaces, the settings of `up` last until `down`.
+    ctx.state.masquerade_exclude.clear();
+    ctx.state.masquerade_ports = None;
     if let Some(before) = ctx.state.ip_forward_before.take() {
         let restored =
             fs::write(IP_FORWARD, &before).with_context(|| format!("restoring {IP_FORWARD}"));

@@ -3,6 +3,7 @@
 //! or undoes what it built when it fails.
 pub mod container;
 pub mod host;
+pub mod masquerade;
 pub mod network;
 pub mod publish;
 

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Ctx, Teardown, check_ifname, check_name, publish};
+use super::{Ctx, Teardown, check_ifname, check_name, masquerade, publish};
 use crate::{
     datapath::Datapath,
     ipam::{self, Subnet},
@@ -54,7 +54,8 @@ pub async fn create(
         network.bridge
     );
     ctx.state.networks.insert(name.to_owned(), network);
-    Ok(())
+    masquerade::resync(ctx)
+        .context("excluding the new network from masquerade (`netpath up` repairs)")
 }
 
 /// Docker names bridges after the network id; a readable name is more useful when it fits.
@@ -193,6 +194,10 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
     t.merge(teardown(ctx, &net).await);
     if t.errors.is_empty() {
         ctx.state.networks.remove(name);
+        t.step(
+            format!("masquerade exclusion of {}", net.subnet),
+            masquerade::resync(ctx),
+        );
     }
     t.finish()
 }

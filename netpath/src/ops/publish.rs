@@ -16,6 +16,7 @@ use netpath_common::{PublishKey, PublishTarget};
 use super::{Ctx, Teardown, check_ifname};
 use crate::{
     datapath::Datapath,
+    masquerade::NatPorts,
     netlink::Netlink,
     publish::{Mapping, Publishes, Spec},
     state::Network,
@@ -128,6 +129,7 @@ pub async fn plan(ctx: &Ctx, specs: &[Spec]) -> Result<Change> {
         &local,
         specs,
         false,
+        ctx.state.masquerade_ports,
     )?;
     Ok(Change {
         publishes,
@@ -149,15 +151,17 @@ impl Change {
 }
 
 /// Checks `specs` as additions to `current`, in order and against each other: HOST_IP a local
-/// address, the container address a host of a netpath network, no port taken. With
-/// `existing_ok`, a mapping already published identically is accepted and not added again.
-/// Returns the new set and the mappings it adds.
+/// address, the container address a host of a netpath network, no port taken, no host port in
+/// the configured masquerade range `nat_ports`. With `existing_ok`, a mapping already
+/// published identically is accepted and not added again. Returns the new set and the
+/// mappings it adds.
 pub fn plan_add(
     current: &Publishes,
     networks: &BTreeMap<String, Network>,
     local: &[Ipv4Addr],
     specs: &[Spec],
     existing_ok: bool,
+    nat_ports: Option<NatPorts>,
 ) -> Result<(Publishes, Vec<Mapping>)> {
     let mut publishes = current.clone();
     let mut added = Vec::new();
@@ -170,6 +174,9 @@ pub fn plan_add(
             }
             network_of(networks, spec.container_ip)?;
             for m in spec.mappings() {
+                if let Some(range) = nat_ports {
+                    range.check_free(&m)?;
+                }
                 if publishes.insert(m, existing_ok)? {
                     added.push(m);
                 }
@@ -407,7 +414,7 @@ mod tests {
     }
 
     fn plan_err(current: &Publishes, s: &[&str]) -> String {
-        let e = plan_add(current, &networks(), &LOCAL, &specs(s), false).unwrap_err();
+        let e = plan_add(current, &networks(), &LOCAL, &specs(s), false, None).unwrap_err();
         format!("{e:#}")
     }
 
@@ -419,6 +426,7 @@ mod tests {
             &LOCAL,
             &specs(&["8080:172.17.0.2:80", "192.0.2.1:53:10.10.0.5:53/udp"]),
             false,
+            None,
         )
         .unwrap();
         assert_eq!((p.len(), added.len()), (2, 2));
@@ -436,6 +444,7 @@ mod tests {
             &LOCAL,
             &specs(&["8080:172.17.0.2:80", "8081:172.17.0.2:81"]),
             true,
+            None,
         )
         .unwrap();
         assert_eq!((again.len(), added.len()), (3, 1));
@@ -449,6 +458,7 @@ mod tests {
             &LOCAL,
             &specs(&["8080:172.17.0.2:80", "127.0.0.1:9000:172.17.0.2:90"]),
             false,
+            None,
         )
         .unwrap();
         for (bad, says) in [
@@ -495,8 +505,22 @@ mod tests {
             &LOCAL,
             &specs(&["80:172.17.0.2:80", "80:172.17.0.3:80"]),
             true,
+            None,
         );
         assert!(dup.is_err());
+        // A host port inside an explicitly configured masquerade range.
+        let in_range = plan_add(
+            &Publishes::default(),
+            &networks(),
+            &LOCAL,
+            &specs(&["8000:172.17.0.2:80", "8500:172.17.0.2:80"]),
+            false,
+            "8100-8999".parse().ok(),
+        );
+        assert_eq!(
+            format!("{:#}", in_range.unwrap_err()),
+            "cannot publish 8500:172.17.0.2:80/tcp: host port *:8500/tcp is in the masquerade port range 8100-8999 (see `netpath up --masquerade-ports`)"
+        );
         assert_eq!(current.len(), 2, "the current set is never changed");
     }
 
