@@ -45,6 +45,8 @@ pub mod maps {
     /// ifindex -> `u32` 1: the external interfaces, the only ones masquerade sends out of
     /// (their ingress program translates the replies back).
     pub const EXTERNALS: &str = "NP_EXTERNALS";
+    /// Per-CPU [`crate::Traffic`] indexed by [`crate::traffic_slot`].
+    pub const TRAFFIC: &str = "NP_TRAFFIC";
 }
 
 /// Most netpath networks (bridges) one namespace can hold.
@@ -208,7 +210,7 @@ const _: () = assert!(size_of::<Config>() == 16);
 pub enum Counter {
     /// A packet routed from one netpath network into another was dropped.
     DropIsolation = 0,
-    /// A new connection to a published port was translated.
+    /// A new connection to a published port was translated (from outside or by hairpin).
     NatNew = 1,
     /// A packet of a tracked connection was translated.
     NatHit = 2,
@@ -221,10 +223,18 @@ pub enum Counter {
     MasqNew = 5,
     /// An ICMP error about a translated connection was translated back.
     IcmpError = 6,
+    /// Conntrack entries inserted (two per connection).
+    CtInsert = 7,
+    /// Conntrack entries the datapath removed (a closed connection's tuple reopened).
+    CtRemove = 8,
+    /// Lookups that met an entry past its timeout and treated it as absent.
+    CtExpired = 9,
+    /// Source ports tried beyond a new connection's own (port allocation retries).
+    PortRetry = 10,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 11] = [
         Counter::DropIsolation,
         Counter::NatNew,
         Counter::NatHit,
@@ -232,6 +242,10 @@ impl Counter {
         Counter::DropRewrite,
         Counter::MasqNew,
         Counter::IcmpError,
+        Counter::CtInsert,
+        Counter::CtRemove,
+        Counter::CtExpired,
+        Counter::PortRetry,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -243,9 +257,58 @@ impl Counter {
             Counter::DropRewrite => "drop_rewrite",
             Counter::MasqNew => "masq_new",
             Counter::IcmpError => "icmp_error",
+            Counter::CtInsert => "ct_insert",
+            Counter::CtRemove => "ct_remove",
+            Counter::CtExpired => "ct_expired",
+            Counter::PortRetry => "port_retry",
         }
     }
 }
+
+/// Where a translated packet came in: from an external interface (clients, replies to
+/// masquerade) or from a netpath bridge (containers).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    FromExternal = 0,
+    FromContainers = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::FromExternal, Direction::FromContainers];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::FromExternal => "from_external",
+            Direction::FromContainers => "from_containers",
+        }
+    }
+}
+
+/// Protocols counted in [`maps::TRAFFIC`], in slot order.
+pub const TRAFFIC_PROTOS: [u8; 3] = [PROTO_TCP, PROTO_UDP, PROTO_ICMP];
+
+/// The [`maps::TRAFFIC`] slot of a direction and protocol (TCP, UDP or ICMP).
+pub const fn traffic_slot(dir: Direction, proto: u8) -> u32 {
+    let p = match proto {
+        PROTO_TCP => 0,
+        PROTO_UDP => 1,
+        _ => 2,
+    };
+    dir as u32 * 3 + p
+}
+
+/// Slots in the traffic map.
+pub const TRAFFIC_SLOTS: u32 = 6;
+
+/// Packets and bytes translated, per CPU, in one [`traffic_slot`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<Traffic>() == 16);
 
 /// Number of slots in the counters map.
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
@@ -261,4 +324,5 @@ mod user {
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for SockOrig {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Traffic {}
 }

@@ -3,10 +3,12 @@
 //! timeout counts as absent, so correctness needs no garbage collector; the LRU reclaims
 //! the least recently used entries when the map is full.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
-use netpath_common::{CT_FLAG_REPLY, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, ct_timeout_secs};
+use netpath_common::{
+    CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, ct_timeout_secs,
+};
 
 use crate::{
-    maps::{NP_CONFIG, NP_CT},
+    maps::{NP_CONFIG, NP_CT, count, count_n},
     parse::{Packet, TCP_FIN, TCP_RST},
 };
 
@@ -67,8 +69,13 @@ pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
     if fresh(entry, key.proto, now) {
         return Some(e);
     }
-    let other = NP_CT.get_ptr(counterpart(entry, key.proto))?;
-    fresh(unsafe { &*other }, key.proto, now).then_some(e)
+    let live = NP_CT
+        .get_ptr(counterpart(entry, key.proto))
+        .is_some_and(|other| fresh(unsafe { &*other }, key.proto, now));
+    if !live {
+        count(Counter::CtExpired);
+    }
+    live.then_some(e)
 }
 
 /// Whether a packet should start a new connection over an existing entry: a TCP SYN on a
@@ -81,8 +88,9 @@ pub fn reopens(e: &CtEntry, p: &Packet) -> bool {
 /// Removes both entries of a connection, `e` being the one found under `key`.
 #[inline(always)]
 pub fn forget(key: &CtKey, e: &CtEntry) {
-    let _ = NP_CT.remove(counterpart(e, key.proto));
-    let _ = NP_CT.remove(key);
+    let removed = u64::from(NP_CT.remove(counterpart(e, key.proto)).is_ok())
+        + u64::from(NP_CT.remove(key).is_ok());
+    count_n(Counter::CtRemove, removed);
 }
 
 /// Advances the connection's state with this packet and marks the direction as seen.
@@ -139,6 +147,7 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -
             if i > span {
                 return None;
             }
+            count(Counter::PortRetry);
             xlat.src_port = (min + (start + i - 1) % span) as u16;
         }
         let reply_key = counterpart(xlat, orig.proto);
@@ -158,6 +167,7 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -
             let _ = NP_CT.remove(reply_key);
             return None;
         }
+        count_n(Counter::CtInsert, 2);
         return Some(*xlat);
     }
     None

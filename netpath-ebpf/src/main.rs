@@ -19,11 +19,14 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
-use netpath_common::{Counter, CtEntry, CtKey, PublishTarget};
+use netpath_common::{Counter, CtEntry, CtKey, Direction, PublishTarget};
 
 use crate::{
     conntrack::{create, forget, lookup, now, reopens, track},
-    maps::{NP_BRIDGES, NP_CT, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count, find_publish},
+    maps::{
+        NP_BRIDGES, NP_CT, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count, count_traffic,
+        find_publish,
+    },
     parse::{Headers, Packet, parse},
 };
 
@@ -91,6 +94,15 @@ enum Side {
     Bridge,
 }
 
+impl Side {
+    fn direction(self) -> Direction {
+        match self {
+            Side::External => Direction::FromExternal,
+            Side::Bridge => Direction::FromContainers,
+        }
+    }
+}
+
 /// The translation of a new connection to a published port.
 fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
     CtEntry {
@@ -124,7 +136,7 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
     }
     let now = now();
     if let Some(quoted) = &p.quoted {
-        return icmp_error(ctx, &p, quoted, now);
+        return icmp_error(ctx, &p, quoted, now, side);
     }
     let t = &p.h.tuple;
     if let Some(e) = lookup(t, now) {
@@ -133,7 +145,7 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         if !reopens(entry, &p) {
             track(e, &p, now);
             count(Counter::NatHit);
-            return apply(ctx, &p, entry);
+            return apply(ctx, &p, entry, side);
         }
         forget(t, entry);
     }
@@ -158,7 +170,7 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         return TC_ACT_SHOT;
     };
     count(counter);
-    apply(ctx, &p, &entry)
+    apply(ctx, &p, &entry, side)
 }
 
 /// What a container's new connection to the outside becomes: its source replaced by the
@@ -213,7 +225,7 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
 /// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
 /// translated goes back to the packet's original sender, quoted packet translated back.
 #[inline(always)]
-fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64) -> i32 {
+fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Side) -> i32 {
     let q = &quoted.tuple;
     // The quoted packet went out translated; the entry of its opposite direction holds the
     // original tuple.
@@ -235,16 +247,18 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64) -> i32 {
         return TC_ACT_SHOT;
     }
     count(Counter::IcmpError);
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
     redirect(ctx, p, entry.redirect_ifindex)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
 #[inline(always)]
-fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
+fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> i32 {
     if nat::rewrite(ctx, p, e).is_err() {
         count(Counter::DropRewrite);
         return TC_ACT_SHOT;
     }
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
     redirect(ctx, p, e.redirect_ifindex)
 }
 

@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, MAX_CONNTRACK, MAX_EXTERNALS,
-    MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey,
-    PublishTarget, SockOrig,
+    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, MAX_CONNTRACK,
+    MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG,
+    PublishKey, PublishTarget, SockOrig, TRAFFIC_SLOTS, Traffic, traffic_slot,
 };
 
 #[btf_map]
@@ -37,11 +37,31 @@ pub static NP_MASQ_EXCL: LpmTrie<[u8; 4], u32, { MAX_MASQ_EXCLUDE as usize }> = 
 #[btf_map]
 pub static NP_EXTERNALS: HashMap<u32, u32, { MAX_EXTERNALS as usize }> = HashMap::new();
 
+#[btf_map]
+pub static NP_TRAFFIC: PerCpuArray<Traffic, { TRAFFIC_SLOTS as usize }> = PerCpuArray::new();
+
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+#[inline(always)]
+pub fn count_n(counter: Counter, n: u64) {
     if let Some(slot) = NP_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
+    }
+}
+
+/// One translated packet of `bytes` bytes.
+#[inline(always)]
+pub fn count_traffic(dir: Direction, proto: u8, bytes: u32) {
+    if let Some(slot) = NP_TRAFFIC.get_ptr_mut(traffic_slot(dir, proto)) {
+        // SAFETY: as in `count_n`.
+        unsafe {
+            (*slot).packets += 1;
+            (*slot).bytes += u64::from(bytes);
+        }
     }
 }
 

@@ -22,7 +22,8 @@ use aya::{
     },
 };
 use netpath_common::{
-    BridgeInfo, Config, Counter, CtEntry, CtKey, PublishKey, PublishTarget, maps, programs,
+    BridgeInfo, Config, Counter, CtEntry, CtKey, Direction, PublishKey, PublishTarget,
+    TRAFFIC_PROTOS, Traffic, maps, programs, traffic_slot,
 };
 
 /// The eBPF object built by build.rs from netpath-ebpf.
@@ -33,7 +34,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const SO_NETNS_COOKIE: i32 = 71;
 
 /// Every map of the object, all pinned.
-const MAPS: [&str; 9] = [
+const MAPS: [&str; 10] = [
     maps::BRIDGES,
     maps::COUNTERS,
     maps::PUBLISH,
@@ -43,6 +44,7 @@ const MAPS: [&str; 9] = [
     maps::CONFIG,
     maps::MASQ_EXCLUDE,
     maps::EXTERNALS,
+    maps::TRAFFIC,
 ];
 
 /// The socket programs and the cgroup hook each goes to.
@@ -348,6 +350,25 @@ impl Datapath {
             .into_iter()
             .map(|c| Ok((c, counters.get(&(c as u32), 0)?.iter().sum())))
             .collect()
+    }
+
+    /// Translated packets and bytes per direction and protocol, summed over CPUs.
+    pub fn traffic(&self) -> Result<Vec<(Direction, u8, Traffic)>> {
+        let traffic: PerCpuArray<_, Traffic> = PerCpuArray::try_from(self.map(maps::TRAFFIC)?)?;
+        let mut out = Vec::new();
+        for dir in Direction::ALL {
+            for proto in TRAFFIC_PROTOS {
+                let sum = traffic.get(&traffic_slot(dir, proto), 0)?.iter().fold(
+                    Traffic::default(),
+                    |a, t| Traffic {
+                        packets: a.packets + t.packets,
+                        bytes: a.bytes + t.bytes,
+                    },
+                );
+                out.push((dir, proto, sum));
+            }
+        }
+        Ok(out)
     }
 
     /// Removes every pin of the scope. Links must be gone already; whatever is left is
