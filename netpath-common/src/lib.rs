@@ -47,6 +47,10 @@ pub mod maps {
     pub const EXTERNALS: &str = "NP_EXTERNALS";
     /// Per-CPU [`crate::Traffic`] indexed by [`crate::traffic_slot`].
     pub const TRAFFIC: &str = "NP_TRAFFIC";
+    /// aya-log's ring buffer, shared by every program instance.
+    pub const LOGS: &str = "AYA_LOGS";
+    /// Its size in bytes, as aya-log-ebpf defines it.
+    pub const LOGS_SIZE: u32 = 1 << 17;
 }
 
 /// Most netpath networks (bridges) one namespace can hold.
@@ -200,7 +204,10 @@ pub struct Config {
     /// taken; 0/0 means [`DEFAULT_NAT_PORTS`].
     pub nat_port_min: u16,
     pub nat_port_max: u16,
-    pub _pad: u32,
+    /// The programs' log level (aya-log: 0 off, 1 error ... 5 trace), applied when they are
+    /// loaded; off keeps logging out of the hot path entirely (the verifier prunes it).
+    pub log_level: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(size_of::<Config>() == 16);
 

@@ -19,6 +19,7 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
+use aya_log_ebpf::{debug, info, warn};
 use netpath_common::{Counter, CtEntry, CtKey, Direction, PublishTarget};
 
 use crate::{
@@ -63,6 +64,10 @@ pub fn np_isolate(ctx: TcContext) -> i32 {
                 return TC_ACT_OK;
             }
             count(Counter::DropIsolation);
+            debug!(
+                &ctx,
+                "drop: network {} to network {}", from.network_id, to.network_id
+            );
             TC_ACT_SHOT
         }
         _ => TC_ACT_OK,
@@ -167,9 +172,21 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
     };
     let Some(entry) = create(t, &mut xlat, ifindex, now) else {
         count(Counter::DropNoPort);
+        warn!(
+            ctx,
+            "drop: no free source port for {:i}:{}", t.src_addr, t.src_port
+        );
         return TC_ACT_SHOT;
     };
     count(counter);
+    info!(
+        ctx,
+        "new connection from {:i}:{} to {:i}:{}",
+        t.src_addr,
+        t.src_port,
+        entry.dst_addr,
+        entry.dst_port
+    );
     apply(ctx, &p, &entry, side)
 }
 
@@ -247,6 +264,10 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Sid
         return TC_ACT_SHOT;
     }
     count(Counter::IcmpError);
+    debug!(
+        ctx,
+        "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
+    );
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
     redirect(ctx, p, entry.redirect_ifindex)
 }

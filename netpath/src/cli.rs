@@ -31,6 +31,18 @@ pub enum Command {
     /// Run again, it re-applies everything (external interfaces, published ports) and repairs
     /// what was deleted behind netpath's back.
     Up {
+        /// Exit once the datapath is attached (it runs on without a netpath process).
+        /// Without it, netpath stays in the foreground collecting expired conntrack entries
+        /// until Ctrl-C or SIGTERM, and leaves the datapath attached when it exits.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Seconds between conntrack garbage collections in the foreground.
+        #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        gc_interval: u64,
+        /// Log level of the programs: their events (new connections, drops) stream to the
+        /// foreground process. Off by default, which costs the hot path nothing.
+        #[arg(long, value_enum, default_value_t = LogLevel::Off)]
+        log_level: LogLevel,
         /// Bridge of the default network; an existing bridge with an address is adopted.
         #[arg(long, value_name = "IFNAME")]
         bridge: Option<String>,
@@ -122,6 +134,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show everything netpath set up here: networks, containers, published ports,
+    /// masquerade, external interfaces, the programs attached and how full the maps are.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the datapath's counters: drops, new connections, translated traffic, conntrack.
+    ///
+    /// Counters are summed over CPUs and count from the `up` that loaded the datapath.
+    /// Conntrack evictions are derived, not counted: inserts - removals - entries - entries
+    /// netpath removed itself (flush, garbage collection).
+    Stats {
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Print again every SECS seconds (default 1) with per-second rates, until Ctrl-C.
+        #[arg(
+            long,
+            value_name = "SECS",
+            num_args = 0..=1,
+            default_missing_value = "1",
+            value_parser = clap::value_parser!(u64).range(1..),
+            conflicts_with = "prometheus"
+        )]
+        watch: Option<u64>,
+        /// Print the Prometheus text exposition format.
+        #[arg(long)]
+        prometheus: bool,
+    },
     /// List the connections the datapath translates (published ports, masquerade).
     ///
     /// One line per connection: the tuple of its first packet, the tuple it was rewritten to,
@@ -174,4 +214,16 @@ pub enum NetworkCommand {
     },
     /// Remove a network that no container uses.
     Rm { name: String },
+}
+
+/// aya-log's levels, in its numbering (0 turns logging off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[repr(u8)]
+pub enum LogLevel {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
 }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, Map, MapData, MapError, PerCpuArray,
+        Array, HashMap, Map, MapData, MapError, MapInfo, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -21,9 +21,12 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
+use aya_log::EbpfLogger;
 use netpath_common::{
-    BridgeInfo, Config, Counter, CtEntry, CtKey, Direction, PublishKey, PublishTarget,
-    TRAFFIC_PROTOS, Traffic, maps, programs, traffic_slot,
+    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, MAX_CONNTRACK,
+    MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG,
+    PublishKey, PublishTarget, SockOrig, TRAFFIC_PROTOS, TRAFFIC_SLOTS, Traffic, maps, programs,
+    traffic_slot,
 };
 
 /// The eBPF object built by build.rs from netpath-ebpf.
@@ -33,18 +36,32 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const SO_NETNS_COOKIE: i32 = 71;
 
-/// Every map of the object, all pinned.
-const MAPS: [&str; 10] = [
-    maps::BRIDGES,
-    maps::COUNTERS,
-    maps::PUBLISH,
-    maps::CONNTRACK,
-    maps::LOCAL_ADDRS,
-    maps::SOCK_ORIG,
-    maps::CONFIG,
-    maps::MASQ_EXCLUDE,
-    maps::EXTERNALS,
-    maps::TRAFFIC,
+/// Every map of the object, all pinned, with the layout this netpath reads and writes:
+/// key size, value size and capacity. A pin that differs was made by another netpath
+/// version and is refused rather than misread.
+const MAPS: [(&str, usize, usize, u32); 11] = [
+    (maps::BRIDGES, 4, size_of::<BridgeInfo>(), MAX_NETWORKS),
+    (maps::COUNTERS, 4, 8, COUNTER_SLOTS),
+    (
+        maps::PUBLISH,
+        size_of::<PublishKey>(),
+        size_of::<PublishTarget>(),
+        MAX_PUBLISH,
+    ),
+    (
+        maps::CONNTRACK,
+        size_of::<CtKey>(),
+        size_of::<CtEntry>(),
+        MAX_CONNTRACK,
+    ),
+    (maps::LOCAL_ADDRS, 4, 4, MAX_LOCAL_ADDRS),
+    (maps::SOCK_ORIG, 8, size_of::<SockOrig>(), MAX_SOCK_ORIG),
+    (maps::CONFIG, 4, size_of::<Config>(), 1),
+    // LPM trie keys carry a 32-bit prefix length before the address.
+    (maps::MASQ_EXCLUDE, 8, 4, MAX_MASQ_EXCLUDE),
+    (maps::EXTERNALS, 4, 4, MAX_EXTERNALS),
+    (maps::TRAFFIC, 4, size_of::<Traffic>(), TRAFFIC_SLOTS),
+    (maps::LOGS, 0, 0, maps::LOGS_SIZE),
 ];
 
 /// The socket programs and the cgroup hook each goes to.
@@ -69,7 +86,42 @@ impl Datapath {
         ensure_bpffs()?;
         let dir = Self::pin_dir(scope);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Datapath { dir })
+        let dp = Datapath { dir };
+        dp.check_pins()?;
+        Ok(dp)
+    }
+
+    /// Refuses a pin directory netpath cannot use safely: a file that is not one of its
+    /// pins, or a map pinned by a netpath with another layout.
+    fn check_pins(&self) -> Result<()> {
+        let dir = self.dir.display();
+        for entry in fs::read_dir(&self.dir).with_context(|| format!("reading {dir}"))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("link_") {
+                continue;
+            }
+            let Some(&(_, key, value, max)) = MAPS.iter().find(|m| m.0 == name) else {
+                bail!("{dir}/{name} is not a netpath pin; refusing to use {dir} (move it away)");
+            };
+            let info = MapInfo::from_pin(self.dir.join(&name))
+                .with_context(|| format!("{dir}/{name} is not a pinned map"))?;
+            let found = (
+                info.key_size() as usize,
+                info.value_size() as usize,
+                info.max_entries(),
+            );
+            if found != (key, value, max) {
+                bail!(
+                    "{dir}/{name} was pinned by another netpath version (key/value/entries \
+                     {}/{}/{}, this one uses {key}/{value}/{max}); run `netpath down` with \
+                     that version first (its connections are lost either way)",
+                    found.0,
+                    found.1,
+                    found.2
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The scope's pins, if it has any.
@@ -83,12 +135,38 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         let pins: Vec<_> = MAPS
             .iter()
-            .map(|name| (*name, self.dir.join(name)))
+            .map(|(name, ..)| (*name, self.dir.join(name)))
             .collect();
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        // A read-only global: at "off" the verifier drops every log statement.
+        let level = self.log_level();
+        loader.override_global("AYA_LOG_LEVEL", &level, true);
         loader.load(EBPF_OBJECT).context("loading the eBPF object")
+    }
+
+    /// The log level programs are loaded with (kept in the config map; off before there is
+    /// one).
+    fn log_level(&self) -> u8 {
+        let config = MapData::from_pin(self.dir.join(maps::CONFIG))
+            .ok()
+            .and_then(|data| Map::from_map_data(data).ok())
+            .and_then(|map| Array::<_, Config>::try_from(map).ok())
+            .and_then(|config| config.get(&0, 0).ok());
+        config.map_or(0, |c| c.log_level)
+    }
+
+    /// Sets the log level of the programs loaded from now on (`up` re-attaches them all).
+    pub fn set_log_level(&self, level: u8) -> Result<()> {
+        self.update_config(|c| c.log_level = level)
+    }
+
+    /// A reader of the programs' log records (the shared, pinned ring buffer), which it
+    /// hands to `logger`.
+    pub fn logger<T: log::Log>(&self, logger: T) -> Result<EbpfLogger<T>> {
+        let mut ebpf = self.load()?;
+        EbpfLogger::init_with_logger(&mut ebpf, logger).context("opening the programs' log")
     }
 
     fn link_pin(&self, what: &str) -> PathBuf {
@@ -237,6 +315,20 @@ impl Datapath {
             .context("writing the datapath configuration")
     }
 
+    /// Removes these conntrack entries (garbage collection); returns how many were there.
+    pub fn remove_conntrack(&self, keys: &[CtKey]) -> Result<usize> {
+        let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
+        let mut removed = 0;
+        for key in keys {
+            match ct.remove(key) {
+                Ok(()) => removed += 1,
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing conntrack entries"),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Empties the conntrack table; returns how many entries it held.
     pub fn flush_conntrack(&self) -> Result<usize> {
         let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
@@ -371,10 +463,17 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Removes every pin of the scope. Links must be gone already; whatever is left is
-    /// reported, not silently unpinned.
+    /// Removes every pin of the scope. Links the state no longer knows of (left by a netpath
+    /// that crashed before saving it) are detached with them; anything else left in the
+    /// directory is reported, not removed.
     pub fn remove(self) -> Result<()> {
-        for name in MAPS {
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(what) = name.strip_prefix("link_") {
+                self.detach(what)?;
+            }
+        }
+        for (name, ..) in MAPS {
             match fs::remove_file(self.dir.join(name)) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("removing pin {name}"));
@@ -445,4 +544,150 @@ fn cgroup2_root() -> Result<PathBuf> {
         }
     }
     bail!("no cgroup v2 hierarchy is mounted; publishing to the host's own sockets needs one")
+}
+
+// ------------------------------------------------------------------------------------------
+// Inspection: read-only views of the pinned datapath for `netpath status` and `netpath stats`.
+// Nothing here loads the object or creates a pin.
+// ------------------------------------------------------------------------------------------
+
+/// One pinned link: where it attaches a program, and the kernel's ids of both.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    /// The program's name as the kernel knows it (`np_isolate`, ...).
+    pub program: String,
+    /// `tc ingress`, `tc egress` or `cgroup <hook>`.
+    pub hook: String,
+    /// The interface, or the cgroup directory.
+    pub target: String,
+    /// The pin under the scope's directory.
+    pub pin: String,
+    pub link_id: u32,
+    pub program_id: u32,
+}
+
+/// How full one map is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: usize,
+    pub max_entries: u32,
+}
+
+impl Datapath {
+    /// Every pinned link of the scope, sorted by pin name.
+    pub fn attachments(&self) -> Result<Vec<Attachment>> {
+        let mut pins: Vec<String> = fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("link_"))
+            .collect();
+        pins.sort();
+        let mut out = Vec::new();
+        for pin in pins {
+            let path = self.dir.join(&pin);
+            let link = PinnedLink::from_pin(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let info = FdLink::from(link)
+                .info()
+                .with_context(|| format!("reading the link info of {}", path.display()))?;
+            let (hook, target) = attach_point(&pin)?;
+            out.push(Attachment {
+                program: String::new(),
+                hook,
+                target,
+                pin,
+                link_id: info.id(),
+                program_id: info.program_id(),
+            });
+        }
+        // The kernel has no lookup of a program's info by id short of iterating them all.
+        for prog in aya::programs::loaded_programs() {
+            let prog = prog.context("listing the loaded programs")?;
+            for a in out.iter_mut().filter(|a| a.program_id == prog.id()) {
+                a.program = prog.name_as_str().unwrap_or_default().to_owned();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries against capacity of every map that fills up (the arrays have fixed slots).
+    pub fn map_fill(&self) -> Result<Vec<MapFill>> {
+        [
+            maps::CONNTRACK,
+            maps::PUBLISH,
+            maps::BRIDGES,
+            maps::LOCAL_ADDRS,
+            maps::SOCK_ORIG,
+            maps::MASQ_EXCLUDE,
+            maps::EXTERNALS,
+        ]
+        .into_iter()
+        .map(|name| {
+            let (map, max_entries) = self.pinned(name)?;
+            let entries = match name {
+                maps::CONNTRACK => count_keys::<CtKey, CtEntry>(map, max_entries)?,
+                maps::PUBLISH => count_keys::<PublishKey, PublishTarget>(map, max_entries)?,
+                maps::BRIDGES => count_keys::<u32, BridgeInfo>(map, max_entries)?,
+                maps::LOCAL_ADDRS => count_keys::<[u8; 4], u32>(map, max_entries)?,
+                maps::SOCK_ORIG => count_keys::<u64, SockOrig>(map, max_entries)?,
+                maps::EXTERNALS => count_keys::<u32, u32>(map, max_entries)?,
+                _ => {
+                    let trie: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(map)?;
+                    trie.keys().take(max_entries as usize).count()
+                }
+            };
+            Ok(MapFill {
+                name,
+                entries,
+                max_entries,
+            })
+        })
+        .collect()
+    }
+
+    /// Entries in the conntrack table (both directions of every connection).
+    pub fn conntrack_len(&self) -> Result<usize> {
+        let (map, max_entries) = self.pinned(maps::CONNTRACK)?;
+        count_keys::<CtKey, CtEntry>(map, max_entries)
+    }
+
+    /// A pinned map and its capacity.
+    fn pinned(&self, name: &str) -> Result<(Map, u32)> {
+        let path = self.dir.join(name);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let max_entries = data.info()?.max_entries();
+        Ok((Map::from_map_data(data)?, max_entries))
+    }
+}
+
+/// Counts the keys of a hash map by walking them (the kernel keeps no count userspace can
+/// read). A walk restarts when its current key is deleted under it, so it is capped at the
+/// map's capacity.
+fn count_keys<K: aya::Pod, V: aya::Pod>(map: Map, max_entries: u32) -> Result<usize> {
+    let map: HashMap<_, K, V> = HashMap::try_from(map)?;
+    Ok(map.keys().take(max_entries as usize).count())
+}
+
+/// The hook and target of a link, from the name its attach method pinned it under.
+fn attach_point(pin: &str) -> Result<(String, String)> {
+    let what = pin.strip_prefix("link_").unwrap_or(pin);
+    let tc = |hook: &str, ifname: &str| Ok((format!("tc {hook}"), ifname.to_owned()));
+    if let Some(bridge) = what.strip_prefix("isolate_") {
+        return tc("egress", bridge);
+    }
+    if let Some(ifname) = what
+        .strip_prefix("br_in_")
+        .or_else(|| what.strip_prefix("ext_in_"))
+    {
+        return tc("ingress", ifname);
+    }
+    match SOCK_PROGRAMS.iter().find(|p| **p == what) {
+        Some(prog) => Ok((
+            format!("cgroup {}", prog.trim_start_matches("np_")),
+            cgroup2_root()?.display().to_string(),
+        )),
+        None => bail!("unexpected link pin {pin}"),
+    }
 }

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Result, bail};
 use clap::Parser as _;
@@ -6,7 +6,7 @@ use netpath::{
     cli::{Cli, Command, ConntrackCommand, NetworkCommand},
     conntrack::Filter,
     netns,
-    ops::{self, Ctx, container, host, masquerade, network, publish},
+    ops::{self, Ctx, container, host, masquerade, network, publish, stats, status},
 };
 
 fn main() -> ExitCode {
@@ -42,21 +42,54 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Exec { name, command } = &cli.command {
         match container::exec(&scope, name, command)? {}
     }
+    // Without the scope's lock: stats only reads, and --watch would hold it until Ctrl-C.
+    if let Command::Stats {
+        json,
+        watch,
+        prometheus,
+    } = cli.command
+    {
+        let format = match (json, prometheus) {
+            (true, _) => stats::Format::Json,
+            (_, true) => stats::Format::Prometheus,
+            _ => stats::Format::Table,
+        };
+        return stats::stats(&scope, format, watch.map(Duration::from_secs));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // `up` without -d goes on in the foreground once its state is saved and unlocked.
+    let foreground = match &cli.command {
+        Command::Up {
+            detach: false,
+            gc_interval,
+            log_level,
+            ..
+        } => Some((Duration::from_secs(*gc_interval), *log_level)),
+        _ => None,
+    };
     runtime.block_on(async {
         let mut ctx = Ctx::open(&scope)?;
         let result = dispatch(&mut ctx, cli.command).await;
         // Saved even after a failure: commands change the state only for what they completed.
         let saved = ctx.finish();
-        result.and(saved)
+        result.and(saved)?;
+        match foreground {
+            Some((gc_interval, log_level)) => {
+                host::foreground(&scope, gc_interval, log_level).await
+            }
+            None => Ok(()),
+        }
     })
 }
 
 async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
     match command {
         Command::Up {
+            detach: _,
+            gc_interval: _,
+            log_level,
             bridge,
             publish,
             external,
@@ -70,6 +103,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
                 external,
                 &masquerade_exclude,
                 masquerade_ports,
+                log_level,
             )
             .await
         }
@@ -101,6 +135,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         }
         Command::Rm { name } => container::rm(ctx, &name).await,
         Command::Ps { json } => container::ps(ctx, json).await,
+        Command::Status { json } => status::status(ctx, json).await,
         Command::Conntrack {
             command: Some(ConntrackCommand::Flush),
             ..
@@ -112,6 +147,8 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
             addr,
             port,
         } => masquerade::list(ctx, json, &Filter { proto, addr, port }),
-        Command::Exec { .. } => unreachable!("exec runs before the runtime starts"),
+        Command::Exec { .. } | Command::Stats { .. } => {
+            unreachable!("exec and stats run before the runtime starts")
+        }
     }
 }

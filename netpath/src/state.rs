@@ -38,6 +38,10 @@ pub struct State {
     /// `up --masquerade-ports`; None: the datapath's default range.
     #[serde(default)]
     pub masquerade_ports: Option<NatPorts>,
+    /// Conntrack entries netpath removed itself (`conntrack flush`, garbage collection):
+    /// `stats` subtracts them to tell how many the LRU evicted.
+    #[serde(default)]
+    pub conntrack_removed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,27 +155,17 @@ impl Store {
     }
 
     pub fn load(&self) -> Result<State> {
-        let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State {
-                    version: STATE_VERSION,
-                    ..State::default()
-                });
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let state: State = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
-        if state.version != STATE_VERSION {
-            bail!(
-                "{} has state version {}, this netpath understands {STATE_VERSION}",
-                path.display(),
-                state.version
-            );
-        }
-        Ok(state)
+        Ok(read(&self.path())?.unwrap_or(State {
+            version: STATE_VERSION,
+            ..State::default()
+        }))
+    }
+
+    /// The scope's state as last saved, read without taking the lock (saves are atomic
+    /// renames, so it is always whole): for a command that only looks and must not hold up
+    /// the others for long (`stats --watch`). None when the scope has no state.
+    pub fn peek(scope: &str) -> Result<Option<State>> {
+        read(&Path::new(RUN_DIR).join(scope).join("state.json"))
     }
 
     pub fn save(&self, state: &State) -> Result<()> {
@@ -190,4 +184,22 @@ impl Store {
         let _ = fs::remove_dir(RUN_DIR);
         Ok(())
     }
+}
+
+fn read(path: &Path) -> Result<Option<State>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let state: State = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
+    if state.version != STATE_VERSION {
+        bail!(
+            "{} has state version {}, this netpath understands {STATE_VERSION}",
+            path.display(),
+            state.version
+        );
+    }
+    Ok(Some(state))
 }

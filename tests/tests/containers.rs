@@ -70,7 +70,7 @@ fn addrs_in(netns: &str, ifname: &str) -> Vec<String> {
 fn containers_on_one_network_reach_each_other_and_the_gateway() {
     let sb = sandbox();
     let (a, b) = (sb.name("a"), sb.name("b"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &a]);
     sb.ok(&["run", &b]);
     assert_eq!(addrs_in(&a, "eth0"), ["172.17.0.2/16"]);
@@ -97,7 +97,7 @@ fn containers_on_one_network_reach_each_other_and_the_gateway() {
 fn networks_are_isolated_by_the_ebpf_program() {
     let sb = sandbox();
     let (a, b, c) = (sb.name("a"), sb.name("b"), sb.name("c"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["network", "create", "blue", "--subnet", "10.77.0.0/24"]);
     sb.ok(&["run", &a]);
     sb.ok(&["run", &b, "--network", "blue"]);
@@ -125,7 +125,7 @@ fn networks_are_isolated_by_the_ebpf_program() {
 fn connect_adds_a_working_eth1() {
     let sb = sandbox();
     let (a, b) = (sb.name("a"), sb.name("b"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&[
         "network",
         "create",
@@ -171,7 +171,7 @@ fn other_network_modes() {
         sb.name("host"),
         sb.name("shared"),
     );
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &a, "--ip", "172.17.0.9", "--dns", "192.0.2.53"]);
     sb.ok(&["run", &none, "--net", "none"]);
     sb.ok(&["run", &host, "--net", "host"]);
@@ -224,7 +224,7 @@ fn other_network_modes() {
 fn ipam_assigns_releases_and_rejects() {
     let sb = sandbox();
     let (a, b, c) = (sb.name("a"), sb.name("b"), sb.name("c"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &a]);
     sb.ok(&["run", &b]);
     sb.ok(&["rm", &a]);
@@ -266,7 +266,7 @@ fn ipam_assigns_releases_and_rejects() {
 #[test]
 fn exhausted_overlapping_and_invalid_networks_fail_cleanly() {
     let sb = sandbox();
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["network", "create", "tiny", "--subnet", "192.0.2.0/30"]);
     let (a, b) = (sb.name("a"), sb.name("b"));
     sb.ok(&["run", &a, "--network", "tiny"]);
@@ -346,7 +346,7 @@ fn default_subnet_avoids_routes_in_use() {
                 .success()
         );
     }
-    let out = sb.ok(&["up"]);
+    let out = sb.ok(&["up", "-d"]);
     assert!(out.contains("172.18.0.0/16"), "{out}");
     assert!(
         sb.fails(&["network", "create", "x", "--subnet", "172.17.0.0/24"])
@@ -359,7 +359,7 @@ fn down_and_rm_leave_the_host_as_they_found_it() {
     let sb = sandbox();
     let before = snapshot(&sb);
     let (a, b, c) = (sb.name("a"), sb.name("b"), sb.name("c"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["network", "create", "blue"]);
     sb.ok(&["run", &a]);
     sb.ok(&["run", &b, "--network", "blue"]);
@@ -406,7 +406,7 @@ fn an_existing_bridge_is_adopted_and_never_deleted() {
         );
     }
     let before = snapshot(&sb);
-    let out = sb.ok(&["up", "--bridge", "br-mine"]);
+    let out = sb.ok(&["up", "-d", "--bridge", "br-mine"]);
     assert!(
         out.contains("198.51.100.0/24, gateway 198.51.100.1"),
         "{out}"
@@ -421,14 +421,17 @@ fn an_existing_bridge_is_adopted_and_never_deleted() {
         before,
         "the adopted bridge or its address changed"
     );
-    assert!(sb.fails(&["up", "--bridge", "lo"]).contains("not a bridge"));
+    assert!(
+        sb.fails(&["up", "-d", "--bridge", "lo"])
+            .contains("not a bridge")
+    );
 }
 
 #[test]
 fn things_deleted_behind_netpaths_back_are_reconciled() {
     let sb = sandbox();
     let (a, b) = (sb.name("a"), sb.name("b"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &a]);
     sb.ok(&["run", &b]);
     assert!(
@@ -446,7 +449,7 @@ fn things_deleted_behind_netpaths_back_are_reconciled() {
     sb.exec(&sb.host, &["ip", "link", "del", "netpath0"]);
     assert!(sb.ok(&["network", "ls"]).contains("bridge missing"));
     sb.ok(&["rm", &b]);
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &a]);
     sb.ok(&["run", &b]);
     assert!(sb.ping(&a, "172.17.0.3"));
@@ -455,7 +458,7 @@ fn things_deleted_behind_netpaths_back_are_reconciled() {
 #[test]
 fn concurrent_invocations_never_share_an_address() {
     let sb = sandbox();
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     // Twelve `netpath run` processes at once: the lock serializes them, IPAM keeps them apart.
     let handles: Vec<_> = (0..12)
         .map(|i| {

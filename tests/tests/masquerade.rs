@@ -264,7 +264,7 @@ fn tcp_udp_and_a_long_transfer_leave_with_the_external_address() {
     let sb = sandbox();
     let cl = outside(&sb);
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     let _tcp = server(&sb, &cl.netns, "tcp", 80);
     let _udp = server(&sb, &cl.netns, "udp", 53);
@@ -300,7 +300,7 @@ fn source_ports_are_kept_when_free_and_allocated_from_the_range() {
     let sb = sandbox();
     let cl = outside(&sb);
     let (web, other) = (sb.name("web"), sb.name("other"));
-    sb.ok(&["up", "--masquerade-ports", "45000-45009"]);
+    sb.ok(&["up", "-d", "--masquerade-ports", "45000-45009"]);
     sb.ok(&["run", &web]);
     sb.ok(&["run", &other]);
     let _tcp = server(&sb, &cl.netns, "tcp", 80);
@@ -342,7 +342,7 @@ fn an_exhausted_port_range_drops_and_counts() {
     let sb = sandbox();
     let cl = outside(&sb);
     let names: Vec<String> = ["a", "b", "c"].iter().map(|n| sb.name(n)).collect();
-    sb.ok(&["up", "--masquerade-ports", "45000-45000"]);
+    sb.ok(&["up", "-d", "--masquerade-ports", "45000-45000"]);
     for n in &names {
         sb.ok(&["run", n]);
     }
@@ -398,7 +398,7 @@ fn ping_and_icmp_errors_are_translated_back() {
     let sb = sandbox();
     let (_router, far) = routed(&sb);
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     let _tcp = server(&sb, &far.netns, "tcp", 80);
 
@@ -473,7 +473,7 @@ fn networks_and_exclusions_keep_their_source() {
     let sb = sandbox();
     let cl = outside(&sb);
     let (web, other, db) = (sb.name("web"), sb.name("other"), sb.name("db"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["network", "create", "backend", "--subnet", "10.10.0.0/24"]);
     sb.ok(&["run", &web]);
     sb.ok(&["run", &other]);
@@ -520,7 +520,7 @@ fn networks_and_exclusions_keep_their_source() {
     ])
     .unwrap();
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);
-    sb.ok(&["up", "--masquerade-exclude", "198.51.100.0/24"]);
+    sb.ok(&["up", "-d", "--masquerade-exclude", "198.51.100.0/24"]);
     let trie = sb.map_dump("NP_MASQ_EXCL").expect("dumping NP_MASQ_EXCL");
     assert_eq!(
         trie.as_array().map(Vec::len),
@@ -533,9 +533,9 @@ fn networks_and_exclusions_keep_their_source() {
         "--masquerade-exclude 198.51.100.0/24 still masqueraded"
     );
     // Kept by a plain `up`, dropped by `none`.
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, WEB);
-    sb.ok(&["up", "--masquerade-exclude", "none"]);
+    sb.ok(&["up", "-d", "--masquerade-exclude", "none"]);
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);
 
     // A removed network leaves the trie.
@@ -580,7 +580,7 @@ fn several_externals_and_an_address_change() {
         ip(args).unwrap();
     }
     let web = sb.name("web");
-    sb.ok(&["up", "--external", "ext0", "--external", "ext1"]);
+    sb.ok(&["up", "-d", "--external", "ext0", "--external", "ext1"]);
     sb.ok(&["run", &web]);
     let _tcp = server(&sb, c, "tcp", 80);
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);
@@ -619,7 +619,7 @@ fn conntrack_lists_flushes_and_expired_entries_free_their_port() {
     let sb = sandbox();
     let cl = outside(&sb);
     let (web, other) = (sb.name("web"), sb.name("other"));
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     sb.ok(&["run", &other]);
     let _tcp = server(&sb, &cl.netns, "tcp", 80);
@@ -694,7 +694,7 @@ fn a_full_conntrack_table_evicts_the_oldest() {
     let sb = sandbox();
     let cl = outside(&sb);
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     let _tcp = server(&sb, &cl.netns, "tcp", 80);
 
@@ -755,12 +755,13 @@ fn published_ports_work_alongside_and_across_masquerade() {
         ip(args).unwrap();
     }
     let remote = sb2.name("remote");
-    sb2.ok(&["up", "--publish", "8090:172.17.0.2:80"]);
+    sb2.ok(&["up", "-d", "--publish", "8090:172.17.0.2:80"]);
     sb2.ok(&["run", &remote]);
     let _remote_srv = server(&sb2, &remote, "tcp", 80);
 
     sb.ok(&[
         "up",
+        "-d",
         "--external",
         "ext0",
         "--external",
@@ -795,6 +796,7 @@ fn bad_masquerade_input_is_a_one_line_error_and_changes_nothing() {
     let _cl = outside(&sb);
     sb.ok(&[
         "up",
+        "-d",
         "--masquerade-ports",
         "40000-40099",
         "--masquerade-exclude",
@@ -812,36 +814,40 @@ fn bad_masquerade_input_is_a_one_line_error_and_changes_nothing() {
     let cases: &[(&str, &[&str])] = &[
         (
             "CIDR without length",
-            &["up", "--masquerade-exclude", "10.0.0.0"],
+            &["up", "-d", "--masquerade-exclude", "10.0.0.0"],
         ),
         (
             "CIDR with host bits",
-            &["up", "--masquerade-exclude", "10.0.0.1/8"],
+            &["up", "-d", "--masquerade-exclude", "10.0.0.1/8"],
         ),
         (
             "CIDR length 33",
-            &["up", "--masquerade-exclude", "10.0.0.0/33"],
+            &["up", "-d", "--masquerade-exclude", "10.0.0.0/33"],
         ),
         (
             "not an address",
-            &["up", "--masquerade-exclude", "example.org/8"],
+            &["up", "-d", "--masquerade-exclude", "example.org/8"],
         ),
-        ("single port", &["up", "--masquerade-ports", "40000"]),
+        ("single port", &["up", "-d", "--masquerade-ports", "40000"]),
         (
             "reversed range",
-            &["up", "--masquerade-ports", "40099-40000"],
+            &["up", "-d", "--masquerade-ports", "40099-40000"],
         ),
-        ("port 0", &["up", "--masquerade-ports", "0-100"]),
-        ("port 65536", &["up", "--masquerade-ports", "60000-65536"]),
-        ("garbage", &["up", "--masquerade-ports", "lots"]),
+        ("port 0", &["up", "-d", "--masquerade-ports", "0-100"]),
+        (
+            "port 65536",
+            &["up", "-d", "--masquerade-ports", "60000-65536"],
+        ),
+        ("garbage", &["up", "-d", "--masquerade-ports", "lots"]),
         (
             "overlaps a published port",
-            &["up", "--masquerade-ports", "8000-8999"],
+            &["up", "-d", "--masquerade-ports", "8000-8999"],
         ),
         (
             "overlaps a publish of the same command",
             &[
                 "up",
+                "-d",
                 "--masquerade-ports",
                 "9000-9099",
                 "--publish",
@@ -860,6 +866,7 @@ fn bad_masquerade_input_is_a_one_line_error_and_changes_nothing() {
             "a good exclusion with a bad range",
             &[
                 "up",
+                "-d",
                 "--masquerade-exclude",
                 "10.0.0.0/8",
                 "--masquerade-ports",
@@ -886,11 +893,11 @@ fn bad_masquerade_input_is_a_one_line_error_and_changes_nothing() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The error names the problem.
-    let err = sb.fails(&["up", "--masquerade-ports", "8000-8999"]);
+    let err = sb.fails(&["up", "-d", "--masquerade-ports", "8000-8999"]);
     assert!(err.contains("overlaps published port *:8088/tcp"), "{err}");
     let err = sb.fails(&["publish", "40050:172.17.0.2:80"]);
     assert!(err.contains("masquerade port range 40000-40099"), "{err}");
     // Replaced by a new range; the default range is never checked against publishes.
-    sb.ok(&["up", "--masquerade-ports", "41000-41099"]);
+    sb.ok(&["up", "-d", "--masquerade-ports", "41000-41099"]);
     sb.ok(&["publish", "40050:172.17.0.2:80"]);
 }

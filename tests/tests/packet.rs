@@ -746,7 +746,8 @@ fn masquerading(ports: (u16, u16)) -> Datapath {
         netns_cookie: 0,
         nat_port_min: ports.0,
         nat_port_max: ports.1,
-        _pad: 0,
+        log_level: 0,
+        _pad: [0; 3],
     };
     config.set(0, value, 0).unwrap();
     dp

@@ -309,6 +309,7 @@ fn tcp_publish_reaches_the_container_with_the_clients_address() {
     let web = sb.name("web");
     sb.ok(&[
         "up",
+        "-d",
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
@@ -389,7 +390,7 @@ fn udp_publish_and_udp_port_range() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web, "-p", "9053:53/udp"]);
     sb.ok(&["publish", "9000-9002:172.17.0.2:7000-7002/udp"]);
     let _udp = server(&sb, &web, &["udp", "53", "7000", "7001", "7002"]);
@@ -432,6 +433,7 @@ fn many_concurrent_connections_and_a_long_transfer() {
     let web = sb.name("web");
     sb.ok(&[
         "up",
+        "-d",
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
@@ -503,6 +505,7 @@ fn published_ports_are_reachable_from_the_host_itself() {
     let web = sb.name("web");
     sb.ok(&[
         "up",
+        "-d",
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
@@ -545,7 +548,7 @@ fn hairpin_from_containers_through_the_hosts_address() {
     let sb = sandbox();
     let _cl = sb.client().expect("client namespace");
     let (web, other) = (sb.name("web"), sb.name("other"));
-    sb.ok(&["up", "--publish", "8088:172.17.0.2:80"]);
+    sb.ok(&["up", "-d", "--publish", "8088:172.17.0.2:80"]);
     sb.ok(&["run", &web]);
     sb.ok(&["run", &other]);
     let _http = server(&sb, &web, &["http", "80"]);
@@ -569,7 +572,7 @@ fn unpublish_stops_new_connections_and_keeps_established_ones() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     let _echo = server(&sb, &web, &["echo", "81"]);
     sb.ok(&["publish", "8081:172.17.0.2:81"]);
@@ -607,7 +610,7 @@ fn traffic_to_unpublished_ports_is_untouched() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
     let web = sb.name("web");
-    sb.ok(&["up", "--publish", "8088:172.17.0.2:80"]);
+    sb.ok(&["up", "-d", "--publish", "8088:172.17.0.2:80"]);
     sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _host_http = server(&sb, &sb.host, &["http", "8000"]);
@@ -670,7 +673,7 @@ fn bad_input_is_a_one_line_error_and_changes_nothing() {
     let sb = sandbox();
     let _cl = sb.client().expect("client namespace");
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     sb.ok(&["publish", "8088:172.17.0.2:80"]);
     let state = |sb: &Sandbox| {
@@ -799,7 +802,7 @@ fn bulk_publish_and_unpublish_from_a_file() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     let specs: String = (20000..30000)
@@ -842,7 +845,7 @@ fn run_publish_shorthand_shows_in_ps_and_goes_with_rm() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
     let web = sb.name("web");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web, "-p", "8088:80"]);
     let _http = server(&sb, &web, &["http", "80"]);
     let (body, _) = curl(&sb, &cl.netns, "http://203.0.113.1:8088/").expect("run -p 8088:80");
@@ -895,7 +898,7 @@ fn host_ip_restricts_a_publish_to_that_address() {
         &["ip", "addr", "add", "203.0.113.10/24", "dev", "ext0"],
     );
     assert!(out.status.success(), "{out:?}");
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     sb.ok(&["publish", "203.0.113.10:8090:172.17.0.2:80"]);

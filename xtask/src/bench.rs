@@ -15,7 +15,7 @@ fn p90_ms(samples: &[f64]) -> f64 {
 
 pub fn containers(bin: &Path, count: usize) -> Result<()> {
     let sb = Sandbox::new(bin)?;
-    sb.ok(&["up"]);
+    sb.ok(&["up", "-d"]);
     let names: Vec<String> = (0..count).map(|i| sb.name(&format!("b{i}"))).collect();
     let time = |args: &[&str]| {
         let start = Instant::now();

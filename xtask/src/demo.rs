@@ -75,7 +75,7 @@ pub fn run(bin: &Path) -> Result<()> {
     );
 
     step("netpath up --publish 8088:172.17.0.2:80, and two containers");
-    show(&sb.ok(&["up", "--publish", "8088:172.17.0.2:80"]));
+    show(&sb.ok(&["up", "-d", "--publish", "8088:172.17.0.2:80"]));
     show(&sb.ok(&["run", &web]));
     show(&sb.ok(&["run", &app]));
     let _web = server(&sb, &web, "web", "172.17.0.2", "80")?;

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::{Ctx, Teardown, check_name, publish};
 use crate::{
     ipam,
-    netlink::Netlink,
+    netlink::{Link, Netlink},
     netns::{self, Netns},
     publish::{PortSpec, Spec},
     state::{Container, Endpoint, NetMode, State, Store},
@@ -286,7 +286,7 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
 }
 
 #[derive(Serialize)]
-struct ContainerView<'a> {
+pub(super) struct ContainerView<'a> {
     name: &'a str,
     #[serde(flatten)]
     container: &'a Container,
@@ -297,10 +297,19 @@ struct ContainerView<'a> {
 }
 
 pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
-    let links = ctx.nl.links().await?;
-    let published = ctx.state.publishes.specs();
-    let views: Vec<ContainerView> = ctx
-        .state
+    let views = views(&ctx.state, &ctx.nl.links().await?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        print_table(&views);
+    }
+    Ok(())
+}
+
+/// Every container as `ps` shows it; `links` are the interfaces of the scope's namespace.
+pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<ContainerView<'a>> {
+    let published = state.publishes.specs();
+    state
         .containers
         .iter()
         .map(|(name, c)| {
@@ -325,11 +334,10 @@ pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
                 missing,
             }
         })
-        .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
-    }
+        .collect()
+}
+
+pub(super) fn print_table(views: &[ContainerView]) {
     println!(
         "{:<20} {:<22} {:<40} {:<30} STATUS",
         "NAME", "MODE", "ADDRESSES", "PORTS"
@@ -360,7 +368,6 @@ pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
             ports.join(", ")
         );
     }
-    Ok(())
 }
 
 fn etc_dir(name: &str) -> PathBuf {

@@ -1,6 +1,11 @@
 //! `netpath up` and `netpath down`: the default network, IP forwarding and the datapath of
 //! the whole namespace.
-use std::fs;
+use std::{fs, time::Duration};
+
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -8,6 +13,8 @@ use super::{
     Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, masquerade, network, publish,
 };
 use crate::{
+    cli::LogLevel,
+    conntrack,
     datapath::Datapath,
     masquerade::{Exclude, NatPorts, plan_exclude},
     publish::Spec,
@@ -23,6 +30,7 @@ pub async fn up(
     externals: Vec<String>,
     masquerade_exclude: &[Exclude],
     masquerade_ports: Option<NatPorts>,
+    log_level: LogLevel,
 ) -> Result<()> {
     if let Some(bridge) = &bridge {
         check_ifname(bridge)?;
@@ -60,6 +68,8 @@ pub async fn up(
     }
     let exclude = plan_exclude(&ctx.state.masquerade_exclude, masquerade_exclude)?;
 
+    // Programs take the log level when loaded, so before they are (re)attached below.
+    Datapath::open(&ctx.scope)?.set_log_level(log_level as u8)?;
     if let Some(mut net) = new_default {
         net.ifindex = network::realize(ctx, &net).await?;
         ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
@@ -179,4 +189,74 @@ pub async fn down(ctx: &mut Ctx) -> Result<()> {
         t.step(format!("ip_forward=1 (restored to {before})"), restored);
     }
     t.finish()
+}
+
+/// The foreground part of `up` (without -d): collects expired conntrack entries every
+/// `gc_interval` and prints the programs' log records (at the level `up` loaded them with)
+/// until Ctrl-C or SIGTERM. It holds no lock, so other netpath commands run meanwhile. On
+/// exit the datapath stays attached and pinned, exactly as after `up -d`: stopping the
+/// foreground process never interrupts traffic; `netpath down` removes it all.
+pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel) -> Result<()> {
+    println!(
+        "netpath runs in the foreground (conntrack GC every {}s, log level {log_level:?}); Ctrl-C leaves the datapath attached",
+        gc_interval.as_secs()
+    );
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut gc = tokio::time::interval(gc_interval);
+    let mut logs = match (log_level, Datapath::existing(scope)) {
+        (LogLevel::Off, _) | (_, None) => None,
+        (_, Some(dp)) => {
+            let logger = dp.logger(Printer)?;
+            // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd owns it.
+            let fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+            Some(
+                fd.map_err(|e| e.into_parts().1)
+                    .context("watching the programs' log")?,
+            )
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            ready = async { logs.as_mut().expect("guarded").readable_mut().await }, if logs.is_some() => {
+                let mut ready = ready.context("reading the programs' log")?;
+                ready.get_inner_mut().flush();
+                ready.clear_ready();
+            }
+            _ = gc.tick() => {
+                let Some(dp) = Datapath::existing(scope) else {
+                    println!("the datapath is gone (netpath down); exiting");
+                    return Ok(());
+                };
+                let expired = conntrack::expired_keys(&dp.conntrack()?, conntrack::monotonic_coarse_ns()?);
+                let removed = dp.remove_conntrack(&expired)?;
+                if removed > 0 {
+                    // Recorded so that `netpath stats` does not take them for evictions.
+                    let mut ctx = Ctx::open(scope)?;
+                    masquerade::record_removed(&mut ctx, removed);
+                    ctx.finish()?;
+                    println!("conntrack: removed {removed} expired entries");
+                }
+            }
+        }
+    }
+    println!("netpath: exiting; the datapath stays attached (netpath down removes it)");
+    Ok(())
+}
+
+/// Prints the programs' log records, one line each.
+struct Printer;
+
+impl log::Log for Printer {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        // The programs filter by level themselves.
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        println!("[{}] {}", record.level(), record.args());
+    }
+
+    fn flush(&self) {}
 }

@@ -50,7 +50,8 @@ pub fn list(ctx: &Ctx, json: bool, filter: &Filter) -> Result<()> {
         Some(dp) => dp.conntrack().context("reading the conntrack table")?,
         None => Vec::new(),
     };
-    let connections = conntrack::connections(&entries, monotonic_coarse_ns()?, filter);
+    let connections =
+        conntrack::connections(&entries, crate::conntrack::monotonic_coarse_ns()?, filter);
     if json {
         println!("{}", serde_json::to_string_pretty(&connections)?);
     } else {
@@ -60,24 +61,18 @@ pub fn list(ctx: &Ctx, json: bool, filter: &Filter) -> Result<()> {
 }
 
 /// `netpath conntrack flush`.
-pub fn flush(ctx: &Ctx) -> Result<()> {
+pub fn flush(ctx: &mut Ctx) -> Result<()> {
     let removed = match Datapath::existing(&ctx.scope) {
         Some(dp) => dp.flush_conntrack()?,
         None => 0,
     };
+    record_removed(ctx, removed);
     println!("flushed {removed} conntrack entries");
     Ok(())
 }
 
-/// The clock `bpf_ktime_get_coarse_ns` reads.
-fn monotonic_coarse_ns() -> Result<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec to write to.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading CLOCK_MONOTONIC_COARSE");
-    }
-    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+/// Counts conntrack entries that netpath removed itself (flush, garbage collection), so
+/// that `stats` does not take them for evictions.
+pub fn record_removed(ctx: &mut Ctx, removed: usize) {
+    ctx.state.conntrack_removed += removed as u64;
 }

@@ -6,6 +6,8 @@ pub mod host;
 pub mod masquerade;
 pub mod network;
 pub mod publish;
+pub mod stats;
+pub mod status;
 
 use std::fmt::Display;
 

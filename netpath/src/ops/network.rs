@@ -9,7 +9,8 @@ use super::{Ctx, Teardown, check_ifname, check_name, masquerade, publish};
 use crate::{
     datapath::Datapath,
     ipam::{self, Subnet},
-    state::Network,
+    netlink::Link,
+    state::{Network, State},
 };
 
 pub async fn create(
@@ -222,17 +223,16 @@ pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
 }
 
 #[derive(Serialize)]
-struct NetworkView<'a> {
-    name: &'a str,
+pub(super) struct NetworkView<'a> {
+    pub(super) name: &'a str,
     #[serde(flatten)]
-    network: &'a Network,
-    bridge_present: bool,
+    pub(super) network: &'a Network,
+    pub(super) bridge_present: bool,
 }
 
-pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
-    let links = ctx.nl.links().await?;
-    let views: Vec<NetworkView> = ctx
-        .state
+/// Every network as `network ls` shows it; `links` are the interfaces of the namespace.
+pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<NetworkView<'a>> {
+    state
         .networks
         .iter()
         .map(|(name, network)| NetworkView {
@@ -240,7 +240,11 @@ pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             network,
             bridge_present: links.iter().any(|l| l.name == network.bridge),
         })
-        .collect();
+        .collect()
+}
+
+pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
+    let views = views(&ctx.state, &ctx.nl.links().await?);
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());

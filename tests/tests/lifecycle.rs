@@ -1,0 +1,208 @@
+//! The datapath's lifecycle: restarts that keep connections, the foreground mode, and pins
+//! netpath must not trust.
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Proc, Sandbox, netpath_bin};
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(&netpath_bin()).expect("sandbox")
+}
+
+/// An echo server: every line comes back. Prints "ready" once it listens.
+const ECHO: &str = r#"
+import socketserver, sys
+class E(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+srv = S((sys.argv[1], int(sys.argv[2])), E)
+print('ready', flush=True)
+srv.serve_forever()
+"#;
+
+/// A long-lived connection: sends each stdin line, prints the echo (or the error that broke
+/// the connection, e.g. a reset).
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print('connected', flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        print(s.recv(4096).decode().strip(), flush=True)
+    except OSError as e:
+        print('broken: %s' % e, flush=True)
+        break
+"#;
+
+fn start(sb: &Sandbox, netns: &str, script: &str, args: &[&str], expect: &str) -> Proc {
+    let mut cmd = vec!["python3", "-c", script];
+    cmd.extend_from_slice(args);
+    let proc = sb.spawn(netns, &cmd).expect("spawn");
+    proc.wait_for(expect, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
+    proc
+}
+
+/// Sends `n` numbered lines over `conn` and expects each echoed.
+fn exchange(conn: &mut Proc, tag: &str, n: u32) {
+    for i in 0..n {
+        let line = format!("{tag}-{i}");
+        conn.send(&line).unwrap();
+        assert_eq!(
+            conn.line(Duration::from_secs(5)).as_deref(),
+            Some(line.as_str()),
+            "{tag}"
+        );
+    }
+}
+
+#[test]
+fn connections_survive_a_restart() {
+    let sb = sandbox();
+    let client = sb.client().unwrap();
+    let web = sb.name("web");
+    sb.ok(&["up", "-d", "--publish", "8081:172.17.0.2:81"]);
+    sb.ok(&["run", &web]);
+    let _in_server = start(&sb, &web, ECHO, &["0.0.0.0", "81"], "ready");
+    let _out_server = start(&sb, &client.netns, ECHO, &[CLIENT_ADDR, "9000"], "ready");
+    // One connection through the published port, one through masquerade.
+    let mut inbound = start(&sb, &client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
+    let mut outbound = start(&sb, &web, HOLD, &[CLIENT_ADDR, "9000"], "connected");
+    exchange(&mut inbound, "in", 5);
+    exchange(&mut outbound, "out", 5);
+
+    // Restart twice while both connections stay open: the programs are replaced in place
+    // and conntrack lives on in the pinned maps.
+    let before = sb.map_dump("NP_CT").unwrap();
+    for round in 0..2 {
+        sb.ok(&["up", "-d"]);
+        exchange(&mut inbound, &format!("in-after-restart-{round}"), 5);
+        exchange(&mut outbound, &format!("out-after-restart-{round}"), 5);
+    }
+    let after = sb.map_dump("NP_CT").unwrap();
+    assert_eq!(
+        before.as_array().unwrap().len(),
+        after.as_array().unwrap().len(),
+        "the restart changed the conntrack table"
+    );
+    let counters = netpath::datapath::Datapath::existing(&sb.host)
+        .unwrap()
+        .counters()
+        .unwrap();
+    let drops: u64 = counters
+        .iter()
+        .filter(|(c, _)| c.name().starts_with("drop_"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(drops, 0, "{counters:?}");
+}
+
+#[test]
+fn foreground_up_keeps_the_datapath_after_sigterm() {
+    let sb = sandbox();
+    let client = sb.client().unwrap();
+    let web = sb.name("web");
+    let up = Command::new(netpath_bin())
+        .args([
+            "--netns",
+            &sb.host,
+            "up",
+            "--publish",
+            "8081:172.17.0.2:81",
+            "--gc-interval",
+            "1",
+            "--log-level",
+            "info",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It is up once `run` finds the default network.
+    let ran = netpath_tests::wait_until(50, Duration::from_millis(100), || {
+        sb.netpath(&["run", &web]).status.success()
+    });
+    assert!(
+        ran,
+        "netpath up in the foreground never brought the network up"
+    );
+    let _server = start(&sb, &web, ECHO, &["0.0.0.0", "81"], "ready");
+    let mut conn = start(&sb, &client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
+    exchange(&mut conn, "fg", 3);
+    // Other commands are not locked out while it runs.
+    sb.ok(&["ps"]);
+
+    // SAFETY: plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(up.id() as i32, libc::SIGTERM) }, 0);
+    let out = up.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("the datapath stays attached"), "{stdout}");
+    // The programs' log, streamed at the level asked for.
+    assert!(
+        stdout.contains(&format!("[INFO] new connection from {CLIENT_ADDR}:")),
+        "{stdout}"
+    );
+    exchange(&mut conn, "after-exit", 3);
+}
+
+#[test]
+fn pins_netpath_cannot_trust_are_refused() {
+    let sb = sandbox();
+    sb.ok(&["up", "-d"]);
+    let dir = format!("/sys/fs/bpf/netpath/{}", sb.host);
+
+    // A map pinned under one of netpath's names with another layout, as an older version
+    // would have left it: refused, not misread.
+    let ct = format!("{dir}/NP_CT");
+    std::fs::rename(&ct, format!("{dir}/../{}-ct-saved", sb.host)).unwrap();
+    let created = Command::new("bpftool")
+        .args([
+            "map", "create", &ct, "type", "hash", "key", "8", "value", "8", "entries", "16",
+            "name", "NP_CT",
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let err = sb.fails(&["up", "-d"]);
+    assert!(err.contains("pinned by another netpath version"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::remove_file(&ct).unwrap();
+    std::fs::rename(format!("{dir}/../{}-ct-saved", sb.host), &ct).unwrap();
+
+    // Something foreign in the pin directory.
+    let foreign = format!("{dir}/not-ours");
+    let created = Command::new("bpftool")
+        .args([
+            "map", "create", &foreign, "type", "array", "key", "4", "value", "4", "entries", "1",
+            "name", "foreign",
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let err = sb.fails(&["up", "-d"]);
+    assert!(err.contains("not-ours is not a netpath pin"), "{err}");
+    std::fs::remove_file(&foreign).unwrap();
+    sb.ok(&["up", "-d"]);
+}
+
+#[test]
+fn down_after_a_crash_removes_pins_the_state_forgot() {
+    let sb = sandbox();
+    sb.ok(&["up", "-d"]);
+    // A netpath that crashed after attaching and before saving its state.
+    std::fs::remove_file(format!("/run/netpath/{}/state.json", sb.host)).unwrap();
+    sb.ok(&["down"]);
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/netpath/{}", sb.host)).exists());
+}
