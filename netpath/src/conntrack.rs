@@ -5,6 +5,7 @@ use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
 use anyhow::{Context as _, Result, bail};
 use netpath_common::{
     CT_FLAG_REPLY, CtEntry, CtKey, CtState, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_timeout_secs,
+    proto_name,
 };
 use serde::Serialize;
 
@@ -122,15 +123,6 @@ impl Filter {
             && self
                 .port
                 .is_none_or(|p| tuples.iter().any(|t| t.has_port(p)))
-    }
-}
-
-fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        PROTO_ICMP => "icmp",
-        _ => "other",
     }
 }
 

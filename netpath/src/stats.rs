@@ -3,7 +3,7 @@
 //! Pure data: `ops::stats` reads the maps.
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use netpath_common::{Counter, Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Traffic};
+use netpath_common::{Counter, Direction, Traffic, proto_name};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -250,15 +250,6 @@ fn counter_metric(c: Counter) -> (&'static Metric, Vec<(&'static str, &'static s
     }
 }
 
-fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        PROTO_ICMP => "icmp",
-        _ => "other",
-    }
-}
-
 /// The Prometheus text exposition format, every name prefixed with `netpath_`.
 pub fn prometheus(samples: &[Sample]) -> String {
     let mut out = String::new();
@@ -337,6 +328,8 @@ pub fn json_rates(before: &Value, after: &Value, secs: f64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use netpath_common::PROTO_UDP;
+
     use super::*;
 
     fn stats(insert: u64, remove: u64, entries: u64, by_netpath: u64) -> Stats {

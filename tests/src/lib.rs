@@ -179,6 +179,37 @@ impl Sandbox {
         Proc::spawn(netns, cmd)
     }
 
+    /// Starts the Python `script` with `args` in `netns` and waits (10 s at most) until it
+    /// prints `ready_line`: a server that listens, a client that connected.
+    pub fn start_python(&self, netns: &str, script: &str, args: &[&str], ready_line: &str) -> Proc {
+        let mut cmd = vec!["python3", "-c", script];
+        cmd.extend_from_slice(args);
+        let proc = self.spawn(netns, &cmd).expect("starting python3");
+        proc.wait_for(ready_line, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("python3 {args:?} in {netns}: {e:#}"));
+        proc
+    }
+
+    /// Runs the Python `script` with `args` in `netns` to completion (at most `secs`
+    /// seconds), fails unless it succeeds, and returns its stdout lines.
+    pub fn run_python(&self, netns: &str, secs: u32, script: &str, args: &[&str]) -> Vec<String> {
+        let secs = secs.to_string();
+        let mut cmd = vec!["timeout", &secs, "python3", "-c", script];
+        cmd.extend_from_slice(args);
+        let out = self.exec(netns, &cmd);
+        assert!(
+            out.status.success(),
+            "python3 {args:?} in {netns}: {}; stdout: {}; stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// `bpftool -j map dump pinned` of one of this sandbox's pinned maps, parsed (an empty
     /// array when the map is empty).
     pub fn map_dump(&self, map: &str) -> Result<serde_json::Value> {

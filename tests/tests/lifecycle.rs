@@ -42,12 +42,7 @@ for line in sys.stdin:
 "#;
 
 fn start(sb: &Sandbox, netns: &str, script: &str, args: &[&str], expect: &str) -> Proc {
-    let mut cmd = vec!["python3", "-c", script];
-    cmd.extend_from_slice(args);
-    let proc = sb.spawn(netns, &cmd).expect("spawn");
-    proc.wait_for(expect, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-    proc
+    sb.start_python(netns, script, args, expect)
 }
 
 /// Sends `n` numbered lines over `conn` and expects each echoed.

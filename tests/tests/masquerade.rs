@@ -148,32 +148,12 @@ fn outside(sb: &Sandbox) -> Client {
 
 /// A server of [`SERVERS`]: `tcp` on every address, `udp` on [`SERVER`].
 fn server(sb: &Sandbox, netns: &str, mode: &str, port: u16) -> Proc {
-    let port = port.to_string();
-    let proc = sb
-        .spawn(netns, &["python3", "-c", SERVERS, mode, &port, SERVER])
-        .expect("starting a server");
-    proc.wait_for("ready", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{mode} server on {port} in {netns}: {e}"));
-    proc
+    sb.start_python(netns, SERVERS, &[mode, &port.to_string(), SERVER], "ready")
 }
 
 /// Runs a client of [`CLIENTS`] to completion (at most `secs`); its stdout lines.
 fn client(sb: &Sandbox, netns: &str, secs: u32, args: &[&str]) -> Vec<String> {
-    let secs = secs.to_string();
-    let mut cmd = vec!["timeout", &secs, "python3", "-c", CLIENTS];
-    cmd.extend_from_slice(args);
-    let out = sb.exec(netns, &cmd);
-    assert!(
-        out.status.success(),
-        "client {args:?} in {netns}: {}; stdout: {}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    sb.run_python(netns, secs, CLIENTS, args)
 }
 
 /// The one line a client printed.

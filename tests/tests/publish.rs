@@ -166,32 +166,13 @@ fn sandbox() -> Sandbox {
 
 /// Starts a server of [`SERVER`] in `netns` and waits until it listens.
 fn server(sb: &Sandbox, netns: &str, args: &[&str]) -> Proc {
-    let mut cmd = vec!["python3", "-c", SERVER];
-    cmd.extend_from_slice(args);
-    let proc = sb.spawn(netns, &cmd).expect("starting a server");
-    proc.wait_for("ready", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("server {args:?} in {netns}: {e}"));
-    proc
+    sb.start_python(netns, SERVER, args, "ready")
 }
 
 /// Runs a client of [`CLIENT`] in `netns` to completion (at most `secs` seconds); its
 /// stdout lines.
 fn client(sb: &Sandbox, netns: &str, secs: u32, args: &[&str]) -> Vec<String> {
-    let secs = secs.to_string();
-    let mut cmd = vec!["timeout", &secs, "python3", "-c", CLIENT];
-    cmd.extend_from_slice(args);
-    let out = sb.exec(netns, &cmd);
-    assert!(
-        out.status.success(),
-        "client {args:?} in {netns}: {}; stdout: {}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    sb.run_python(netns, secs, CLIENT, args)
 }
 
 /// A client that holds a TCP connection open (see [`CLIENT`] `hold`); returns it and its
