@@ -120,8 +120,9 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // It is up once `run` finds the default network.
-    let ran = netpath_tests::wait_until(50, Duration::from_millis(100), || {
+    // It is up once `run` finds the default network (loading the programs with logging on
+    // takes the verifier a few seconds on a busy machine).
+    let ran = netpath_tests::wait_until(300, Duration::from_millis(100), || {
         sb.netpath(&["run", &web]).status.success()
     });
     assert!(
