@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | build-ebpf | test | demo | bench-containers`.
+//! Developer tasks: `cargo xtask setup | build-ebpf | test | demo | bench-containers | bench`.
 //! Every task first makes sure the toolchain and packages it needs are installed (once,
 //! idempotently), so that each works on a fresh machine.
 mod bench;
 mod demo;
+mod netbench;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -38,17 +39,31 @@ enum Task {
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
+    /// Measure the datapath through a published port: the veth limit, plain routing,
+    /// Docker's iptables rules and netpath, with N extra published ports; writes
+    /// target/bench/report.{json,md,svg}.
+    Bench {
+        /// One short pass, N in {0, 1000}: a sanity run of about two minutes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    setup::ensure()?;
+    // Only the bench needs its load generators and servers.
+    let extra = match cli.task {
+        Task::Bench { .. } => setup::BENCH_PACKAGES,
+        _ => &[],
+    };
+    setup::ensure(extra)?;
     match cli.task {
         Task::Setup => Ok(()),
         Task::BuildEbpf => build_ebpf(),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(&build_netpath(true)?),
         Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
+        Task::Bench { quick } => netbench::run(&build_netpath(true)?, quick),
     }
 }
 

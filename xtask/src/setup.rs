@@ -14,6 +14,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("python3", "python3"),
 ];
+/// What `cargo xtask bench` adds: servers and load generators, and iptables for Docker's
+/// rules (the nf_tables backend is fine).
+pub const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("nginx-light", "nginx"),
+    ("sockperf", "sockperf"),
+    ("wrk", "wrk"),
+    ("iptables", "iptables-restore"),
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -31,11 +40,13 @@ fn output(cmd: &mut Command) -> String {
         .unwrap_or_default()
 }
 
-pub fn ensure() -> Result<()> {
+/// Installs what is missing of [`PACKAGES`] and `extra`, and the Rust side.
+pub fn ensure(extra: &[(&str, &str)]) -> Result<()> {
     let linker_ok =
         output(Command::new("bpf-linker").arg("--version")).contains(BPF_LINKER_VERSION);
     let mut missing: Vec<&str> = PACKAGES
         .iter()
+        .chain(extra)
         .filter(|(_, cmd)| !has_command(cmd))
         .map(|(pkg, _)| *pkg)
         .collect();

@@ -1,0 +1,243 @@
+//! One measurement of each figure through a topology, with the real tools run in the client
+//! namespace: iperf3 (throughput), wrk (requests and new connections per second), sockperf
+//! (round-trip latency). Every tool runs under `timeout`, so a broken path costs seconds.
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use super::topo::{Topology, ok};
+
+/// Figures in a fixed order (the index of each in every sample array).
+pub struct Figure {
+    pub key: &'static str,
+    pub label: &'static str,
+    /// Column header of the terminal table.
+    pub short: &'static str,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+}
+
+pub const FIGURES: [Figure; 9] = [
+    fig("tcp_1_stream", "TCP 1 stream", "tcp1 Gb/s", "Gbit/s", true),
+    fig(
+        "tcp_4_streams",
+        "TCP 4 streams",
+        "tcp4 Gb/s",
+        "Gbit/s",
+        true,
+    ),
+    fig("http_keepalive", "HTTP keep-alive", "req/s", "req/s", true),
+    fig("http_new_conn", "new connections", "conn/s", "conn/s", true),
+    fig("tcp_rtt_p50", "TCP RTT p50", "tcp p50 us", "us", false),
+    fig("tcp_rtt_p99", "TCP RTT p99", "tcp p99 us", "us", false),
+    fig("udp_rtt_p50", "UDP RTT p50", "udp p50 us", "us", false),
+    fig("udp_rtt_p99", "UDP RTT p99", "udp p99 us", "us", false),
+    fig(
+        "cpu_per_gbit",
+        "CPU per Gbit",
+        "cpu s/Gb",
+        "CPU s/Gbit",
+        false,
+    ),
+];
+
+const fn fig(
+    key: &'static str,
+    label: &'static str,
+    short: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+) -> Figure {
+    Figure {
+        key,
+        label,
+        short,
+        unit,
+        higher_is_better,
+    }
+}
+
+/// What one pass of every test measured: (figure index, value) pairs and the errors.
+#[derive(Default)]
+pub struct Pass {
+    pub values: Vec<(usize, f64)>,
+    pub errors: Vec<String>,
+    /// Busy CPU seconds and gigabits over the throughput tests, for CPU per gigabit.
+    cpu: f64,
+    gbits: f64,
+}
+
+/// Runs every test once, leaving the connection churn for last (its TIME_WAIT and
+/// conntrack leftovers must not weigh on the other tests); stops early when interrupted.
+pub fn pass(topo: &Topology, secs: u32, interrupted: &dyn Fn() -> bool) -> Pass {
+    type Test = fn(&Topology, u32, &mut Pass) -> Result<()>;
+    let tests: [(&str, Test); 6] = [
+        ("iperf3 1 stream", |t, s, p| throughput(t, 1, s, 0, p)),
+        ("iperf3 4 streams", |t, s, p| throughput(t, 4, s, 1, p)),
+        ("sockperf TCP", |t, s, p| latency(t, true, s, 4, p)),
+        ("sockperf UDP", |t, s, p| latency(t, false, s, 6, p)),
+        ("wrk keep-alive", |t, s, p| http(t, false, s, 2, p)),
+        ("wrk Connection: close", |t, s, p| http(t, true, s, 3, p)),
+    ];
+    let mut pass = Pass::default();
+    for (name, test) in tests {
+        if interrupted() {
+            break;
+        }
+        if let Err(e) = test(topo, secs, &mut pass) {
+            pass.errors.push(format!("{name}: {e:#}"));
+        }
+    }
+    if pass.gbits > 0.0 {
+        pass.values.push((8, pass.cpu / pass.gbits));
+    }
+    pass
+}
+
+/// Runs a tool in the client namespace, bounded by `secs` plus a margin, and returns its
+/// stdout (and stderr, where sockperf prints part of its report).
+fn tool(topo: &Topology, secs: u32, cmd: &[&str]) -> Result<String> {
+    let limit = (secs + 15).to_string();
+    // --foreground keeps the tool in this process group, so Ctrl-C stops it at once.
+    let mut full = vec!["timeout", "--foreground", "-k", "2", &limit];
+    full.extend_from_slice(cmd);
+    let out = topo.client_cmd(&full)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&out).with_context(|| format!("{}: {}", cmd[0], gist(&text)))?;
+    Ok(text)
+}
+
+/// What a failed tool said, short: iperf3's JSON "error", else the end of its output.
+fn gist(text: &str) -> String {
+    if let Ok(json) = serde_json::from_str::<Value>(text)
+        && let Some(e) = json["error"].as_str()
+    {
+        return e.to_owned();
+    }
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// Busy CPU time of the whole machine so far, in seconds (all CPUs; idle and iowait
+/// excluded): client, host and server all run here, so this is the cost of the path.
+fn cpu_busy() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(busy / hz)
+}
+
+fn throughput(topo: &Topology, streams: u32, secs: u32, fig: usize, pass: &mut Pass) -> Result<()> {
+    let t = &topo.target;
+    let (port, time, p) = (t.iperf.to_string(), secs.to_string(), streams.to_string());
+    let before = cpu_busy()?;
+    let out = tool(
+        topo,
+        secs,
+        &[
+            "iperf3", "-c", t.addr, "-p", &port, "-t", &time, "-P", &p, "-J",
+        ],
+    )?;
+    let cpu = cpu_busy()? - before;
+    let json: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+    if let Some(e) = json.get("error") {
+        bail!("iperf3: {e}");
+    }
+    let sum = &json["end"]["sum_received"];
+    let (bytes, seconds) = (sum["bytes"].as_f64(), sum["seconds"].as_f64());
+    let (Some(bytes), Some(seconds)) = (bytes, seconds) else {
+        bail!("iperf3 reported no end.sum_received");
+    };
+    if bytes <= 0.0 || seconds <= 0.0 {
+        bail!("iperf3 transferred nothing");
+    }
+    let gbits = bytes * 8.0 / 1e9;
+    pass.values.push((fig, gbits / seconds));
+    pass.cpu += cpu;
+    pass.gbits += gbits;
+    Ok(())
+}
+
+/// wrk with 2 threads and 64 connections; with `close`, every response ends its
+/// connection and wrk opens a new one, so requests per second are connections per second.
+fn http(topo: &Topology, close: bool, secs: u32, fig: usize, pass: &mut Pass) -> Result<()> {
+    let t = &topo.target;
+    let url = format!("http://{}:{}/", t.addr, t.http);
+    let dur = format!("{secs}s");
+    let mut cmd = vec!["wrk", "-t", "2", "-c", "64", "-d", &dur];
+    if close {
+        cmd.extend(["-H", "Connection: close"]);
+    }
+    cmd.push(&url);
+    let out = tool(topo, secs, &cmd)?;
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
+    };
+    if let Some(bad) = field("Non-2xx or 3xx responses:") {
+        bail!("wrk: {bad} non-2xx responses");
+    }
+    let rate: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .context("wrk printed no Requests/sec")?;
+    if rate <= 0.0 {
+        bail!("wrk: no requests completed");
+    }
+    pass.values.push((fig, rate));
+    // Socket errors (timeouts, resets) do not void the rate, but the report shows them.
+    if let Some(errs) = field("Socket errors:") {
+        let what = if close {
+            "Connection: close"
+        } else {
+            "keep-alive"
+        };
+        pass.errors
+            .push(format!("wrk {what}: socket errors: {errs}"));
+    }
+    Ok(())
+}
+
+/// sockperf ping-pong: one message in flight, round-trip times (`--full-rtt`) in µs.
+fn latency(topo: &Topology, tcp: bool, secs: u32, fig: usize, pass: &mut Pass) -> Result<()> {
+    let t = &topo.target;
+    let (port, time) = (t.sockperf.to_string(), secs.to_string());
+    let mut cmd = vec![
+        "sockperf",
+        "ping-pong",
+        "-i",
+        t.addr,
+        "-p",
+        &port,
+        "-t",
+        &time,
+        "--full-rtt",
+    ];
+    if tcp {
+        cmd.push("--tcp");
+    }
+    let out = tool(topo, secs, &cmd)?;
+    let percentile = |p: &str| -> Option<f64> {
+        out.lines()
+            .find_map(|l| l.split_once(&format!("percentile {p} =")))
+            .and_then(|(_, v)| v.trim().parse().ok())
+    };
+    match (percentile("50.000"), percentile("99.000")) {
+        (Some(p50), Some(p99)) => {
+            pass.values.extend([(fig, p50), (fig + 1, p99)]);
+            Ok(())
+        }
+        _ => bail!("sockperf printed no percentiles: {}", out.trim()),
+    }
+}

@@ -1,0 +1,265 @@
+//! `cargo xtask bench`: the same client -> published port -> container path measured four
+//! ways (the veth limit, plain routing, Docker's iptables rules, netpath) with real servers
+//! (iperf3, nginx, sockperf) and N extra published ports. Every topology is built first, in
+//! its own throwaway namespaces; then passes interleave them, so that a slow phase of the
+//! machine spreads over all configurations instead of hitting one. Medians are reported.
+mod measure;
+mod report;
+mod topo;
+
+use std::{
+    io::Write as _,
+    path::Path,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use measure::FIGURES;
+use topo::{Config, Topology};
+
+use crate::workspace_root;
+
+pub struct Plan {
+    secs: u32,
+    passes: usize,
+    ns: Vec<usize>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                secs: 2,
+                passes: 1,
+                ns: vec![0, 1000],
+            }
+        } else {
+            Plan {
+                secs: 5,
+                passes: 3,
+                ns: vec![0, 1000, 10_000],
+            }
+        }
+    }
+
+    /// Seconds: six tests per cell and pass, each its duration plus about 1 s of tool
+    /// start-up and warm-up; setup is about 1 s per cell plus 0.5 s per 1,000 extra ports.
+    fn estimate(&self, cells: &[Cell]) -> f64 {
+        let measuring = cells.len() as f64 * self.passes as f64 * 6.0 * (self.secs as f64 + 1.0);
+        let setup: f64 = cells.iter().map(|c| 1.0 + c.n as f64 / 2000.0).sum();
+        measuring + setup
+    }
+}
+
+/// One configuration at one N: its topology while it lives, and what was measured.
+pub struct Cell {
+    config: Config,
+    n: usize,
+    topo: Option<Topology>,
+    samples: [Vec<f64>; FIGURES.len()],
+    errors: Vec<String>,
+    setup_secs: f64,
+}
+
+impl Cell {
+    fn new((config, n): (Config, usize)) -> Cell {
+        Cell {
+            config,
+            n,
+            topo: None,
+            samples: Default::default(),
+            errors: Vec::new(),
+            setup_secs: 0.0,
+        }
+    }
+
+    fn n_label(&self) -> String {
+        if self.config.has_n() {
+            self.n.to_string()
+        } else {
+            "-".into()
+        }
+    }
+
+    fn legend(&self) -> String {
+        if self.config.has_n() {
+            format!("{} N={}", self.config.name(), self.n)
+        } else {
+            self.config.name().to_owned()
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C reaches the measuring tool too (same process group), which stops at once; the
+/// bench then sees the flag and returns, and the topologies' drops remove everything.
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted; the namespaces and servers are being removed");
+    }
+    Ok(())
+}
+
+pub fn run(bin: &Path, quick: bool) -> Result<()> {
+    if !netpath_tests::is_root() {
+        bail!("the bench creates network namespaces and must run as root");
+    }
+    catch_signals();
+    let plan = Plan::new(quick);
+    let mut configs = vec![(Config::Limit, 0), (Config::Routed, 0)];
+    for config in [Config::Iptables, Config::Netpath] {
+        configs.extend(plan.ns.iter().map(|&n| (config, n)));
+    }
+    let mut cells: Vec<Cell> = configs.into_iter().map(Cell::new).collect();
+    let started = Instant::now();
+    println!(
+        "bench ({}): {} configurations x {} pass(es) x 6 tests of {} s; expected about {:.0} s",
+        if quick { "quick" } else { "full" },
+        cells.len(),
+        plan.passes,
+        plan.secs,
+        plan.estimate(&cells)
+    );
+
+    for cell in &mut cells {
+        check_interrupted()?;
+        print!("setup {:<16} ", cell.legend());
+        let _ = std::io::stdout().flush();
+        let t = Instant::now();
+        match Topology::build(cell.config, cell.n, bin) {
+            Ok(topo) => cell.topo = Some(topo),
+            Err(e) => cell.errors.push(format!("setup: {e:#}")),
+        }
+        cell.setup_secs = t.elapsed().as_secs_f64();
+        match cell.errors.last() {
+            None => println!("{:.1} s", cell.setup_secs),
+            Some(e) => println!("FAILED: {e}"),
+        }
+    }
+
+    let count = cells.len();
+    for pass in 0..plan.passes {
+        // Each pass starts at a different configuration: none always runs first.
+        let offset = pass * count.div_ceil(plan.passes);
+        for i in 0..count {
+            check_interrupted()?;
+            let cell = &mut cells[(i + offset) % count];
+            let Some(topo) = &cell.topo else { continue };
+            print!("pass {}/{} {:<16} ", pass + 1, plan.passes, cell.legend());
+            let _ = std::io::stdout().flush();
+            let result = measure::pass(topo, plan.secs, &interrupted);
+            for &(f, v) in &result.values {
+                cell.samples[f].push(v);
+            }
+            let shown: Vec<String> = result
+                .values
+                .iter()
+                .map(|&(f, v)| format!("{} {v:.3}", FIGURES[f].short))
+                .collect();
+            println!("{}", shown.join(", "));
+            for e in result.errors {
+                println!("  error: {e}");
+                cell.errors.push(format!("pass {}: {e}", pass + 1));
+            }
+        }
+    }
+    check_interrupted()?;
+    print!("removing the topologies... ");
+    let _ = std::io::stdout().flush();
+    for cell in &mut cells {
+        cell.topo = None;
+    }
+    println!("done");
+
+    let elapsed = started.elapsed().as_secs_f64();
+    write_report(&plan, quick, &cells, elapsed)
+}
+
+fn write_report(plan: &Plan, quick: bool, cells: &[Cell], elapsed: f64) -> Result<()> {
+    let summary = report::Summary::new(cells);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let subtitle = format!(
+        "median of {} pass(es), {} s per test, {cpus} CPUs, Linux {}; latency and CPU per \
+         Gbit inverted (limit / value)",
+        plan.passes,
+        plan.secs,
+        kernel.trim()
+    );
+    println!("\n{}", summary.tables(false));
+    let errors: Vec<String> = cells
+        .iter()
+        .flat_map(|c| c.errors.iter().map(move |e| format!("{}: {e}", c.legend())))
+        .collect();
+    if !errors.is_empty() {
+        println!("errors:");
+        for e in &errors {
+            println!("  {e}");
+        }
+    }
+
+    let dir = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let meta = json!({
+        "mode": if quick { "quick" } else { "full" },
+        "unix_time": unix,
+        "elapsed_seconds": elapsed,
+        "cpus": cpus,
+        "kernel": kernel.trim(),
+    });
+    let json = summary.json(plan, meta);
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let mut md = format!("{subtitle}\n\n{}", summary.tables(true));
+    for e in &errors {
+        md += &format!("- {e}\n");
+    }
+    std::fs::write(dir.join("report.md"), md)?;
+    let svg = dir.join("report.svg");
+    std::fs::write(&svg, summary.svg(&subtitle))?;
+    // A PNG too where librsvg is installed (optional: the SVG is the chart).
+    let png = dir.join("report.png");
+    let _ = std::fs::remove_file(&png);
+    let rendered = Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png)
+        .arg(&svg)
+        .status()
+        .is_ok_and(|s| s.success());
+    println!(
+        "report: {0}/report.json, report.md, report.svg{1}; took {elapsed:.0} s",
+        dir.display(),
+        if rendered { ", report.png" } else { "" }
+    );
+    Ok(())
+}

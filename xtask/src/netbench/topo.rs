@@ -1,0 +1,493 @@
+//! The four topologies under test, each in its own throwaway namespaces (client, host,
+//! container) that are deleted on drop, servers killed first. Only documentation and private
+//! ranges are used, and only inside those namespaces: the client is 203.0.113.2, the host's
+//! external address 203.0.113.1, the bridge 172.17.0.1/16 and the container 172.17.0.2.
+use std::{
+    fmt::Write as _,
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use netpath_tests::{CLIENT_ADDR, Client, EXT_ADDR, Sandbox, unique};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Config {
+    /// Client and container on one veth pair: the physical limit.
+    Limit,
+    /// Client to the container's own address through the host and its bridge, no NAT.
+    Routed,
+    /// Docker's iptables rules in the host.
+    Iptables,
+    /// netpath in the host.
+    Netpath,
+}
+
+impl Config {
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::Limit => "limit",
+            Config::Routed => "routed",
+            Config::Iptables => "iptables",
+            Config::Netpath => "netpath",
+        }
+    }
+
+    /// Whether N (extra published ports) applies.
+    pub fn has_n(self) -> bool {
+        matches!(self, Config::Iptables | Config::Netpath)
+    }
+}
+
+const CONTAINER_IP: &str = "172.17.0.2";
+/// (protocol, host port, container port) of the measured publishes: nginx, iperf3 and
+/// sockperf (TCP and UDP).
+const PUBLISHED: [(&str, u16, u16); 4] = [
+    ("tcp", 8080, 80),
+    ("tcp", 5201, 5201),
+    ("tcp", 11111, 11111),
+    ("udp", 11111, 11111),
+];
+/// The N extra publishes take host ports from here on, to the same container port.
+const EXTRA_BASE: usize = 20000;
+
+/// Where the client sends its traffic: an address and the port of each server there.
+pub struct Target {
+    pub addr: &'static str,
+    pub http: u16,
+    pub iperf: u16,
+    pub sockperf: u16,
+}
+
+pub struct Topology {
+    // Fields drop in declaration order: the servers die before their namespaces go.
+    servers: Vec<Server>,
+    pub client: String,
+    pub target: Target,
+    _namespaces: Vec<Netns>,
+    _netpath: Option<(Client, Sandbox)>,
+}
+
+impl Topology {
+    pub fn build(config: Config, n: usize, bin: &Path) -> Result<Topology> {
+        let topo = match config {
+            Config::Limit => limit()?,
+            Config::Routed => bridged(None)?,
+            Config::Iptables => bridged(Some(n))?,
+            Config::Netpath => netpath(bin, n)?,
+        };
+        topo.check_http()?;
+        Ok(topo)
+    }
+
+    /// Runs `cmd` in the client namespace.
+    pub fn client_cmd(&self, cmd: &[&str]) -> Result<Output> {
+        in_ns(&self.client, cmd)
+    }
+
+    /// One plain GET through the measured path, retried while the servers settle: proves
+    /// that the path works before anything is measured.
+    fn check_http(&self) -> Result<()> {
+        let url = format!("http://{}:{}/", self.target.addr, self.target.http);
+        let mut last = String::new();
+        for _ in 0..20 {
+            let out = self.client_cmd(&["curl", "-sS", "-m", "1", &url])?;
+            if out.status.success() && out.stdout == b"ok\n" {
+                return Ok(());
+            }
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            sleep(Duration::from_millis(250));
+        }
+        bail!("GET {url} from the client never answered \"ok\": {last}")
+    }
+}
+
+fn limit() -> Result<Topology> {
+    let (c, k) = (Netns::add("c")?, Netns::add("k")?);
+    ip(&[
+        "-n", &c.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &k.0,
+    ])?;
+    ip(&["-n", &c.0, "addr", "add", "172.17.0.1/16", "dev", "eth0"])?;
+    ip(&["-n", &k.0, "addr", "add", "172.17.0.2/16", "dev", "eth0"])?;
+    ip(&["-n", &c.0, "link", "set", "eth0", "up"])?;
+    ip(&["-n", &k.0, "link", "set", "eth0", "up"])?;
+    let target = Target {
+        addr: CONTAINER_IP,
+        http: 80,
+        iperf: 5201,
+        sockperf: 11111,
+    };
+    finish(c.0.clone(), &k.0.clone(), target, vec![c, k], None)
+}
+
+/// The host and its bridge built with `ip`, as Docker builds them; with `Some(n)`, Docker's
+/// iptables rules plus n extra published ports, else plain routing (no netfilter at all).
+fn bridged(rules: Option<usize>) -> Result<Topology> {
+    let (c, h, k) = (Netns::add("c")?, Netns::add("h")?, Netns::add("k")?);
+    let (c_, h_, k_) = (c.0.as_str(), h.0.as_str(), k.0.as_str());
+    for args in [
+        vec![
+            "-n", h_, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", c_,
+        ],
+        vec!["-n", h_, "addr", "add", "203.0.113.1/24", "dev", "ext0"],
+        vec!["-n", c_, "addr", "add", "203.0.113.2/24", "dev", "eth0"],
+        vec!["-n", h_, "link", "set", "ext0", "up"],
+        vec!["-n", c_, "link", "set", "eth0", "up"],
+        vec!["-n", h_, "link", "add", "docker0", "type", "bridge"],
+        vec!["-n", h_, "addr", "add", "172.17.0.1/16", "dev", "docker0"],
+        vec!["-n", h_, "link", "set", "docker0", "up"],
+        vec![
+            "-n", h_, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", k_,
+        ],
+        vec!["-n", h_, "link", "set", "veth0", "master", "docker0", "up"],
+        vec!["-n", k_, "addr", "add", "172.17.0.2/16", "dev", "eth0"],
+        vec!["-n", k_, "link", "set", "eth0", "up"],
+        vec!["-n", k_, "route", "add", "default", "via", "172.17.0.1"],
+        vec!["-n", h_, "route", "add", "default", "via", CLIENT_ADDR],
+    ] {
+        ip(&args)?;
+    }
+    ok(&in_ns(h_, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?)?;
+    let target = match rules {
+        None => {
+            ip(&["-n", c_, "route", "add", "172.17.0.0/16", "via", EXT_ADDR])?;
+            Target {
+                addr: CONTAINER_IP,
+                http: 80,
+                iperf: 5201,
+                sockperf: 11111,
+            }
+        }
+        Some(n) => {
+            iptables_restore(h_, &docker_rules(n))?;
+            let out = in_ns(h_, &["iptables-save", "-t", "nat"])?;
+            let dnat = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("-j DNAT"))
+                .count();
+            expect_publishes(dnat, n)?;
+            published_target()
+        }
+    };
+    let (client, container) = (c.0.clone(), k.0.clone());
+    finish(client, &container, target, vec![c, h, k], None)
+}
+
+/// What Docker installs for one bridge and its published ports: in nat, DNAT in a DOCKER
+/// chain jumped to for local destinations and MASQUERADE for the subnet; in filter, FORWARD
+/// policy DROP, established traffic accepted first and one ACCEPT per published port in
+/// filter's DOCKER chain (new connections walk both chains). The n extra ports come first:
+/// Docker appends, so a port published late sits after the others. (The per-port hairpin
+/// MASQUERADE rules of the userland proxy are left out: they never match this traffic.)
+fn docker_rules(n: usize) -> String {
+    let mut nat = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+         -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+         -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
+         -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n\
+         -A DOCKER -i docker0 -j RETURN\n",
+    );
+    let mut filter = String::from(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :DOCKER - [0:0]\n\
+         -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A FORWARD -o docker0 -j DOCKER\n\
+         -A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n\
+         -A FORWARD -i docker0 -o docker0 -j ACCEPT\n",
+    );
+    let extra = (EXTRA_BASE..EXTRA_BASE + n).map(|p| ("tcp", p, p));
+    let measured = PUBLISHED.iter().map(|&(pr, h, c)| (pr, h.into(), c.into()));
+    for (proto, host, port) in extra.chain(measured) {
+        let _ = writeln!(
+            nat,
+            "-A DOCKER ! -i docker0 -p {proto} -m {proto} --dport {host} \
+             -j DNAT --to-destination {CONTAINER_IP}:{port}"
+        );
+        let _ = writeln!(
+            filter,
+            "-A DOCKER -d {CONTAINER_IP}/32 ! -i docker0 -o docker0 -p {proto} -m {proto} \
+             --dport {port} -j ACCEPT"
+        );
+    }
+    format!("{nat}COMMIT\n{filter}COMMIT\n")
+}
+
+/// One iptables-restore for the whole rule set: thousands of `iptables -A` calls would take
+/// minutes, and only the resulting rules matter here.
+fn iptables_restore(netns: &str, rules: &str) -> Result<()> {
+    ok(&run_stdin(
+        Command::new("ip").args(["netns", "exec", netns, "iptables-restore"]),
+        rules,
+    )?)
+}
+
+fn netpath(bin: &Path, n: usize) -> Result<Topology> {
+    let sb = Sandbox::new(bin)?;
+    // Before `up`, so that its ext0 is the external interface (the default route's).
+    let client = sb.client()?;
+    let specs: Vec<String> = PUBLISHED
+        .iter()
+        .map(|(proto, host, port)| format!("{host}:{CONTAINER_IP}:{port}/{proto}"))
+        .collect();
+    let mut up = vec!["up", "-d"];
+    for spec in &specs {
+        up.extend(["--publish", spec]);
+    }
+    let np = |args: &[&str], input: &str| netpath_cmd(bin, &sb.host, args, input);
+    np(&up, "")?;
+    let web = sb.name("web");
+    // A resolver inside the sandbox only (see Sandbox::netpath).
+    np(&["run", &web, "--dns", "127.0.0.1"], "")?;
+    if n > 0 {
+        let extra: String = (EXTRA_BASE..EXTRA_BASE + n)
+            .map(|p| format!("{p}:{CONTAINER_IP}:{p}\n"))
+            .collect();
+        np(&["publish", "--from-file", "-"], &extra)?;
+    }
+    // The listing merges consecutive ports into ranges: count the ports in them.
+    let listing = np(&["publish"], "")?;
+    let ports: usize = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter_map(|l| {
+            let first = l.split(':').next()?;
+            let (a, b) = first.split_once('-').unwrap_or((first, first));
+            Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?)
+        })
+        .sum();
+    expect_publishes(ports, n)?;
+    let client_ns = client.netns.clone();
+    finish(
+        client_ns,
+        &web,
+        published_target(),
+        Vec::new(),
+        Some((client, sb)),
+    )
+}
+
+/// `netpath --netns HOST ARGS` with `input` on stdin, bounded in time: a netpath that hangs
+/// must not hang the bench.
+fn netpath_cmd(bin: &Path, host: &str, args: &[&str], input: &str) -> Result<Output> {
+    const LIMIT_SECS: u32 = 60;
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--foreground", "-k", "2", &LIMIT_SECS.to_string()])
+        .arg(bin)
+        .args(["--netns", host])
+        .args(args);
+    let out = run_stdin(&mut cmd, input)?;
+    if out.status.code() == Some(124) {
+        bail!(
+            "netpath {} hung: killed after {LIMIT_SECS} s",
+            args.join(" ")
+        );
+    }
+    ok(&out).with_context(|| format!("netpath {}", args.join(" ")))?;
+    Ok(out)
+}
+
+/// The rules or publishes in place are the measured ones plus exactly n extra.
+fn expect_publishes(found: usize, n: usize) -> Result<()> {
+    if found != PUBLISHED.len() + n {
+        bail!(
+            "{found} published ports in place, expected {} + {n}",
+            PUBLISHED.len()
+        );
+    }
+    Ok(())
+}
+
+fn published_target() -> Target {
+    Target {
+        addr: EXT_ADDR,
+        http: PUBLISHED[0].1,
+        iperf: PUBLISHED[1].1,
+        sockperf: PUBLISHED[2].1,
+    }
+}
+
+/// Tunes the client for connection churn, starts the servers in the container and waits
+/// until they listen.
+fn finish(
+    client: String,
+    container: &str,
+    target: Target,
+    namespaces: Vec<Netns>,
+    netpath: Option<(Client, Sandbox)>,
+) -> Result<Topology> {
+    let mut topo = Topology {
+        servers: Vec::new(),
+        client,
+        target,
+        _namespaces: namespaces,
+        _netpath: netpath,
+    };
+    // The connection-rate test opens far more connections than the default port range has
+    // ports; the server closes first, so the client's ports are free again at once.
+    ok(&topo.client_cmd(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"])?)?;
+    topo.servers.push(Server::spawn(
+        container,
+        &["iperf3", "-s", "-p", "5201"],
+        None,
+    )?);
+    for proto in [&["--tcp"][..], &[]] {
+        let mut cmd = vec!["sockperf", "server", "-i", "0.0.0.0", "-p", "11111"];
+        cmd.extend_from_slice(proto);
+        topo.servers.push(Server::spawn(container, &cmd, None)?);
+    }
+    let dir = std::env::temp_dir().join(format!("{container}-nginx"));
+    fs::create_dir_all(&dir)?;
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, nginx_conf(&dir))?;
+    let (dir_s, conf_s) = (dir.to_string_lossy(), conf.to_string_lossy());
+    let log = format!("{dir_s}/error.log");
+    topo.servers.push(Server::spawn(
+        container,
+        &["nginx", "-p", &dir_s, "-c", &conf_s, "-e", &log],
+        Some(dir.clone()),
+    )?);
+    wait_listening(container)?;
+    Ok(topo)
+}
+
+/// nginx answering every request with a 3-byte body from memory: the network path is what
+/// is measured. Keep-alive connections are never cut short (default: 1,000 requests).
+fn nginx_conf(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {dir}/nginx.pid;\n\
+         error_log {dir}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 100000000;\n\
+         server {{\n    listen 80 backlog=4096 reuseport;\n\
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+    )
+}
+
+fn wait_listening(netns: &str) -> Result<()> {
+    let want = [("tcp", 80), ("tcp", 5201), ("tcp", 11111), ("udp", 11111)];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = in_ns(netns, &["ss", "-Hlntu"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let listening = |(proto, port): &(&str, u16)| {
+            text.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 4 && f[0] == *proto && f[4].ends_with(&format!(":{port}"))
+            })
+        };
+        let missing: Vec<_> = want.iter().filter(|w| !listening(w)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("servers in {netns} not listening on {missing:?}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// A server in a namespace, in its own process group (Ctrl-C reaches the measuring tools,
+/// not the servers, which the topology kills in order); killed with its group on drop.
+struct Server {
+    child: Child,
+    dir: Option<PathBuf>,
+}
+
+impl Server {
+    fn spawn(netns: &str, cmd: &[&str], dir: Option<PathBuf>) -> Result<Server> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?} in {netns}"))?;
+        Ok(Server { child, dir })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; the group is the child's own.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A namespace with a unique name and its loopback up; deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn add(tag: &str) -> Result<Netns> {
+        let ns = Netns(unique(tag));
+        ip(&["netns", "add", &ns.0])?;
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.0]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    ok(&Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?)
+    .with_context(|| format!("ip {}", args.join(" ")))
+}
+
+/// `ip netns exec NETNS CMD...`, its output whatever the status.
+pub fn in_ns(netns: &str, cmd: &[&str]) -> Result<Output> {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(cmd)
+        .output()
+        .with_context(|| format!("running {cmd:?} in {netns}"))
+}
+
+/// Fails with the command's stderr unless it succeeded.
+pub fn ok(out: &Output) -> Result<()> {
+    if !out.status.success() {
+        bail!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn run_stdin(cmd: &mut Command, input: &str) -> Result<Output> {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut stdin = child.stdin.take().context("piped stdin")?;
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok(out)
+}
