@@ -90,10 +90,10 @@ pub async fn run(
         }
     }
     for e in &container.endpoints {
-        println!("{name}: {} {} on network {}", e.ifname, e.ip, e.network);
+        outln!("{name}: {} {} on network {}", e.ifname, e.ip, e.network);
     }
     for spec in &specs {
-        println!("{name}: published {spec}");
+        outln!("{name}: published {spec}");
     }
     ctx.state.containers.insert(name.to_owned(), container);
     Ok(())
@@ -225,9 +225,10 @@ pub async fn connect(ctx: &mut Ctx, name: &str, network: &str, ip: Option<Ipv4Ad
     let ns = Netns::open_named(name)?;
     let cnl = Netlink::open_in(&ns)?;
     wire_endpoint(ctx, &cnl, &ns, &endpoint, default_route).await?;
-    println!(
+    outln!(
         "{name}: {} {} on network {network}",
-        endpoint.ifname, endpoint.ip
+        endpoint.ifname,
+        endpoint.ip
     );
     ctx.state
         .containers
@@ -299,7 +300,7 @@ pub(super) struct ContainerView<'a> {
 pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
     let views = views(&ctx.state, &ctx.nl.links().await?);
     if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        outln!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         print_table(&views);
     }
@@ -338,9 +339,12 @@ pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<ContainerView<'
 }
 
 pub(super) fn print_table(views: &[ContainerView]) {
-    println!(
+    outln!(
         "{:<20} {:<22} {:<40} {:<30} STATUS",
-        "NAME", "MODE", "ADDRESSES", "PORTS"
+        "NAME",
+        "MODE",
+        "ADDRESSES",
+        "PORTS"
     );
     for v in views {
         let mode = match &v.container.mode {
@@ -361,7 +365,7 @@ pub(super) fn print_table(views: &[ContainerView]) {
             format!("missing: {} (netpath rm to clean up)", v.missing.join(", "))
         };
         let ports: Vec<String> = v.ports.iter().map(Spec::docker_form).collect();
-        println!(
+        outln!(
             "{:<20} {mode:<22} {:<40} {:<30} {status}",
             v.name,
             addrs.join(" "),

@@ -111,7 +111,7 @@ pub async fn up(
             .collect::<Vec<_>>()
             .join(", "),
     };
-    println!(
+    outln!(
         "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s), {} published port(s), external interfaces: {externals}, masquerade ports {}, {} masquerade exclusion(s)",
         net.bridge,
         net.subnet,
@@ -197,7 +197,7 @@ pub async fn down(ctx: &mut Ctx) -> Result<()> {
 /// exit the datapath stays attached and pinned, exactly as after `up -d`: stopping the
 /// foreground process never interrupts traffic; `netpath down` removes it all.
 pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel) -> Result<()> {
-    println!(
+    outln!(
         "netpath runs in the foreground (conntrack GC every {}s, log level {log_level:?}); Ctrl-C leaves the datapath attached",
         gc_interval.as_secs()
     );
@@ -226,7 +226,7 @@ pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel)
             }
             _ = gc.tick() => {
                 let Some(dp) = Datapath::existing(scope) else {
-                    println!("the datapath is gone (netpath down); exiting");
+                    outln!("the datapath is gone (netpath down); exiting");
                     return Ok(());
                 };
                 let expired = conntrack::expired_keys(&dp.conntrack()?, conntrack::monotonic_coarse_ns()?);
@@ -236,12 +236,12 @@ pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel)
                     let mut ctx = Ctx::open(scope)?;
                     masquerade::record_removed(&mut ctx, removed);
                     ctx.finish()?;
-                    println!("conntrack: removed {removed} expired entries");
+                    outln!("conntrack: removed {removed} expired entries");
                 }
             }
         }
     }
-    println!("netpath: exiting; the datapath stays attached (netpath down removes it)");
+    outln!("netpath: exiting; the datapath stays attached (netpath down removes it)");
     Ok(())
 }
 
@@ -255,7 +255,7 @@ impl log::Log for Printer {
     }
 
     fn log(&self, record: &log::Record) {
-        println!("[{}] {}", record.level(), record.args());
+        outln!("[{}] {}", record.level(), record.args());
     }
 
     fn flush(&self) {}

@@ -53,9 +53,9 @@ pub fn list(ctx: &Ctx, json: bool, filter: &Filter) -> Result<()> {
     let connections =
         conntrack::connections(&entries, crate::conntrack::monotonic_coarse_ns()?, filter);
     if json {
-        println!("{}", serde_json::to_string_pretty(&connections)?);
+        outln!("{}", serde_json::to_string_pretty(&connections)?);
     } else {
-        print!("{}", conntrack::table(&connections));
+        out!("{}", conntrack::table(&connections));
     }
     Ok(())
 }
@@ -67,7 +67,7 @@ pub fn flush(ctx: &mut Ctx) -> Result<()> {
         None => 0,
     };
     record_removed(ctx, removed);
-    println!("flushed {removed} conntrack entries");
+    outln!("flushed {removed} conntrack entries");
     Ok(())
 }
 

@@ -139,7 +139,7 @@ impl Teardown {
     /// Prints what was removed; fails listing every error if there was any.
     pub fn finish(self) -> Result<()> {
         for what in &self.removed {
-            println!("removed {what}");
+            outln!("removed {what}");
         }
         match self.errors.len() {
             0 => Ok(()),

@@ -50,7 +50,7 @@ pub async fn create(
         bridge_created: true,
     };
     network.ifindex = realize(ctx, &network).await?;
-    println!(
+    outln!(
         "network {name}: bridge {}, subnet {subnet}, gateway {gateway}",
         network.bridge
     );
@@ -246,12 +246,15 @@ pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<NetworkView<'a>
 pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
     let views = views(&ctx.state, &ctx.nl.links().await?);
     if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        outln!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<20} {:<16} {:<18} {:<16} STATUS",
-        "NAME", "BRIDGE", "SUBNET", "GATEWAY"
+        "NAME",
+        "BRIDGE",
+        "SUBNET",
+        "GATEWAY"
     );
     for v in views {
         let status = if v.bridge_present {
@@ -259,7 +262,7 @@ pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
         } else {
             "bridge missing (run netpath up)"
         };
-        println!(
+        outln!(
             "{:<20} {:<16} {:<18} {:<16} {status}",
             v.name,
             v.network.bridge,

@@ -33,7 +33,7 @@ pub async fn publish(ctx: &mut Ctx, specs: Vec<Spec>, from_file: Option<&Path>) 
         bail!("netpath is not up here: run `netpath up` first");
     }
     let added = plan(ctx, &specs).await?.commit(ctx)?;
-    println!("published {added} port(s)");
+    outln!("published {added} port(s)");
     Ok(())
 }
 
@@ -73,7 +73,7 @@ pub async fn unpublish(ctx: &mut Ctx, specs: Vec<Spec>, from_file: Option<&Path>
         apply(&dp, &ctx.state.networks, &[], &removed)?;
     }
     ctx.state.publishes = publishes;
-    println!("unpublished {} port(s)", removed.len());
+    outln!("unpublished {} port(s)", removed.len());
     Ok(())
 }
 

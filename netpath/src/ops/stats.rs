@@ -30,9 +30,9 @@ pub fn stats(scope: &str, format: Format, watch: Option<Duration>) -> Result<()>
     let mut current = read(scope)?;
     let Some(every) = watch else {
         match format {
-            Format::Table => print!("{}", stats::table(&current.samples(), None)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&current)?),
-            Format::Prometheus => print!("{}", stats::prometheus(&current.samples())),
+            Format::Table => out!("{}", stats::table(&current.samples(), None)),
+            Format::Json => outln!("{}", serde_json::to_string_pretty(&current)?),
+            Format::Prometheus => out!("{}", stats::prometheus(&current.samples())),
         }
         return Ok(());
     };

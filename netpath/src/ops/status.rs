@@ -92,7 +92,7 @@ pub async fn status(ctx: &Ctx, json: bool) -> Result<()> {
         maps,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print_status(&status);
     }
@@ -100,14 +100,20 @@ pub async fn status(ctx: &Ctx, json: bool) -> Result<()> {
 }
 
 fn print_status(s: &Status) {
-    println!(
+    outln!(
         "scope {}: state in {}, pins in {}",
-        s.scope, s.state_dir, s.pin_dir
+        s.scope,
+        s.state_dir,
+        s.pin_dir
     );
-    println!("\nNETWORKS");
-    println!(
+    outln!("\nNETWORKS");
+    outln!(
         "{:<20} {:<16} {:<18} {:<16} {:<8} STATUS",
-        "NAME", "BRIDGE", "SUBNET", "GATEWAY", "IFINDEX"
+        "NAME",
+        "BRIDGE",
+        "SUBNET",
+        "GATEWAY",
+        "IFINDEX"
     );
     for v in &s.networks {
         let n = v.network;
@@ -116,7 +122,7 @@ fn print_status(s: &Status) {
         } else {
             "bridge missing (run netpath up)"
         };
-        println!(
+        outln!(
             "{:<20} {:<16} {:<18} {:<16} {:<8} {status}",
             v.name,
             n.bridge,
@@ -125,16 +131,16 @@ fn print_status(s: &Status) {
             n.ifindex
         );
     }
-    println!("\nCONTAINERS");
+    outln!("\nCONTAINERS");
     container::print_table(&s.containers);
-    println!("\nPUBLISHED PORTS: {}", s.publishes.ports);
+    outln!("\nPUBLISHED PORTS: {}", s.publishes.ports);
     for spec in &s.publishes.specs {
-        println!("{spec}");
+        outln!("{spec}");
     }
     let m = &s.masquerade;
     let exclude: Vec<String> = m.exclude.iter().map(Subnet::to_string).collect();
-    println!("\nMASQUERADE");
-    println!(
+    outln!("\nMASQUERADE");
+    outln!(
         "ports {}{}; excluded beside the networks: {}",
         m.ports,
         if m.default_ports { " (default)" } else { "" },
@@ -144,33 +150,44 @@ fn print_status(s: &Status) {
             exclude.join(", ")
         }
     );
-    println!("\nEXTERNAL INTERFACES");
-    println!("{:<16} {:<8} STATUS", "NAME", "IFINDEX");
+    outln!("\nEXTERNAL INTERFACES");
+    outln!("{:<16} {:<8} STATUS", "NAME", "IFINDEX");
     for e in &s.externals {
         let (ifindex, status) = match e.ifindex {
             Some(i) => (i.to_string(), "ok"),
             None => ("-".to_owned(), "missing (run netpath up)"),
         };
-        println!("{:<16} {ifindex:<8} {status}", e.name);
+        outln!("{:<16} {ifindex:<8} {status}", e.name);
     }
-    println!("\nATTACHMENTS");
-    println!(
+    outln!("\nATTACHMENTS");
+    outln!(
         "{:<16} {:<20} {:<24} {:>8} {:>8}",
-        "PROGRAM", "HOOK", "TARGET", "LINK", "PROG"
+        "PROGRAM",
+        "HOOK",
+        "TARGET",
+        "LINK",
+        "PROG"
     );
     for a in &s.attachments {
-        println!(
+        outln!(
             "{:<16} {:<20} {:<24} {:>8} {:>8}",
-            a.program, a.hook, a.target, a.link_id, a.program_id
+            a.program,
+            a.hook,
+            a.target,
+            a.link_id,
+            a.program_id
         );
     }
-    println!("\nMAPS");
-    println!("{:<16} {:>8} {:>8} {:>7}", "NAME", "ENTRIES", "MAX", "FILL");
+    outln!("\nMAPS");
+    outln!("{:<16} {:>8} {:>8} {:>7}", "NAME", "ENTRIES", "MAX", "FILL");
     for m in &s.maps {
         let fill = 100.0 * m.entries as f64 / f64::from(m.max_entries.max(1));
-        println!(
+        outln!(
             "{:<16} {:>8} {:>8} {:>6.1}%",
-            m.name, m.entries, m.max_entries, fill
+            m.name,
+            m.entries,
+            m.max_entries,
+            fill
         );
     }
 }
