@@ -202,3 +202,29 @@ fn down_after_a_crash_removes_pins_the_state_forgot() {
     sb.ok(&["down"]);
     assert!(!std::path::Path::new(&format!("/sys/fs/bpf/netpath/{}", sb.host)).exists());
 }
+
+#[test]
+fn a_missing_bpffs_is_mounted() {
+    let sb = sandbox();
+    let bin = netpath_bin();
+    // A private mount namespace without bpffs, as on a host that never mounted one; the
+    // pins live and die with it.
+    let script = format!(
+        "umount /sys/fs/bpf && {bin} --netns {host} up -d > /dev/null \
+         && grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts \
+         && test -e /sys/fs/bpf/netpath/{host}/NP_CT \
+         && {bin} --netns {host} down > /dev/null && echo done",
+        bin = bin.display(),
+        host = sb.host
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "done",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
