@@ -6,6 +6,7 @@ use std::{
     fs::{self, File},
     io::Write as _,
     net::Ipv4Addr,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -141,13 +142,26 @@ pub struct Store {
 impl Store {
     pub fn open(scope: &str) -> Result<Store> {
         let dir = Path::new(RUN_DIR).join(scope);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let file = File::create(dir.join("lock"))
-            .with_context(|| format!("opening {}/lock", dir.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("locking {}", dir.display()))?;
-        Ok(Store { dir, _lock: lock })
+        let path = dir.join("lock");
+        // The holder of the lock may remove the whole directory (`remove`): a waiter then holds
+        // a lock on a file nobody else can find, so it starts over until the lock it holds is
+        // the one at the path.
+        loop {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let lock = Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .with_context(|| format!("locking {}", path.display()))?;
+            let held = lock.metadata()?.ino();
+            if fs::metadata(&path).is_ok_and(|m| m.ino() == held) {
+                return Ok(Store { dir, _lock: lock });
+            }
+        }
     }
 
     fn path(&self) -> PathBuf {

@@ -125,10 +125,16 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
     let ran = netpath_tests::wait_until(300, Duration::from_millis(100), || {
         sb.netpath(&["run", &web]).status.success()
     });
-    assert!(
-        ran,
-        "netpath up in the foreground never brought the network up"
-    );
+    if !ran {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(up.id() as i32, libc::SIGKILL) };
+        let out = up.wait_with_output().unwrap();
+        panic!(
+            "netpath up in the foreground never brought the network up: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let _server = start(&sb, &web, ECHO, &["0.0.0.0", "81"], "ready");
     let mut conn = start(&sb, &client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
     exchange(&mut conn, "fg", 3);
@@ -227,4 +233,29 @@ fn a_missing_bpffs_is_mounted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn commands_racing_the_first_up_never_break_it() {
+    let sb = sandbox();
+    // A command that finds nothing removes the scope's state directory, lock included; the
+    // `up` waiting on that lock must not end up sharing the scope with the next command.
+    let pollers: Vec<_> = (0..4)
+        .map(|_| {
+            let (bin, host) = (netpath_bin(), sb.host.clone());
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let _ = Command::new(&bin).args(["--netns", &host, "ps"]).output();
+                }
+            })
+        })
+        .collect();
+    sb.ok(&["up", "-d"]);
+    for poller in pollers {
+        poller.join().unwrap();
+    }
+    let web = sb.name("web");
+    sb.ok(&["run", &web]);
+    assert!(sb.ping(&web, "172.17.0.1"));
+    assert!(sb.ok(&["status"]).contains("np_isolate"));
 }
