@@ -47,6 +47,8 @@ pub mod maps {
     pub const EXTERNALS: &str = "NP_EXTERNALS";
     /// Per-CPU [`crate::Traffic`] indexed by [`crate::traffic_slot`].
     pub const TRAFFIC: &str = "NP_TRAFFIC";
+    /// Container address (4 bytes) -> [`crate::Endpoint`].
+    pub const ENDPOINTS: &str = "NP_ENDPOINTS";
     /// aya-log's ring buffer, shared by every program instance.
     pub const LOGS: &str = "AYA_LOGS";
     /// Its size in bytes, as aya-log-ebpf defines it.
@@ -181,7 +183,8 @@ pub struct CtEntry {
     pub state: u8,
     /// [`CT_FLAG_REPLY`] and friends.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    /// With [`CT_FLAG_PEER`]: the container's MAC, the frame's new destination.
+    pub dst_mac: [u8; 6],
     /// `bpf_ktime_get_coarse_ns` of the last packet in this direction.
     pub last_seen_ns: u64,
 }
@@ -189,6 +192,24 @@ const _: () = assert!(size_of::<CtEntry>() == 32);
 
 /// The entry is the reply direction of its connection.
 pub const CT_FLAG_REPLY: u8 = 1;
+/// `redirect_ifindex` is a container's host-side veth: the packet goes straight into the
+/// container (`bpf_redirect_peer`), past the bridge, with `dst_mac` as its destination.
+pub const CT_FLAG_PEER: u8 = 2;
+
+/// A container interface the datapath can deliver to directly, keyed by its address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Endpoint {
+    /// The veth end in the host namespace (on the bridge).
+    pub host_ifindex: u32,
+    /// The container interface's MAC.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<Endpoint>() == 12);
+
+/// Container interfaces known to the datapath.
+pub const MAX_ENDPOINTS: u32 = 65536;
 
 /// The original destination of a socket whose destination a socket program rewrote.
 #[repr(C)]
@@ -342,4 +363,5 @@ mod user {
     unsafe impl aya::Pod for SockOrig {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Traffic {}
+    unsafe impl aya::Pod for Endpoint {}
 }

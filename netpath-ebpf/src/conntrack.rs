@@ -132,7 +132,7 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -
         redirect_ifindex: reply_redirect,
         state: CtState::New as u8,
         flags: CT_FLAG_REPLY,
-        _pad: [0; 6],
+        dst_mac: [0; 6],
         last_seen_ns: now,
     };
     let (min, max) = nat_ports();
@@ -161,7 +161,6 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, reply_redirect: u32, now: u64) -
             return None;
         }
         xlat.state = CtState::New as u8;
-        xlat.flags = 0;
         xlat.last_seen_ns = now;
         if NP_CT.insert(orig, *xlat, 0).is_err() {
             let _ = NP_CT.remove(reply_key);

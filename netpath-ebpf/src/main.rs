@@ -15,18 +15,18 @@ use aya_ebpf::{
         TC_ACT_SHOT, bpf_fib_lookup,
     },
     btf_maps::lpm_trie::Key,
-    helpers::{bpf_fib_lookup, bpf_redirect_neigh},
+    helpers::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
 use aya_log_ebpf::{debug, info, warn};
-use netpath_common::{Counter, CtEntry, CtKey, Direction, PublishTarget};
+use netpath_common::{CT_FLAG_PEER, Counter, CtEntry, CtKey, Direction, PublishTarget};
 
 use crate::{
     conntrack::{create, forget, lookup, now, reopens, track},
     maps::{
-        NP_BRIDGES, NP_CT, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count, count_traffic,
-        find_publish,
+        NP_BRIDGES, NP_CT, NP_ENDPOINTS, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count,
+        count_traffic, find_publish,
     },
     parse::{Headers, Packet, parse},
 };
@@ -110,7 +110,7 @@ impl Side {
 
 /// The translation of a new connection to a published port.
 fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
-    CtEntry {
+    let mut entry = CtEntry {
         src_addr: if side == Side::Bridge {
             target.gateway_addr
         } else {
@@ -122,9 +122,17 @@ fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
         redirect_ifindex: target.bridge_ifindex,
         state: 0,
         flags: 0,
-        _pad: [0; 6],
+        dst_mac: [0; 6],
         last_seen_ns: 0,
+    };
+    // From outside, straight into a container netpath knows, past the bridge.
+    // SAFETY: plain data.
+    if let (Side::External, Some(ep)) = (side, unsafe { NP_ENDPOINTS.get(target.container_addr) }) {
+        entry.redirect_ifindex = ep.host_ifindex;
+        entry.flags = CT_FLAG_PEER;
+        entry.dst_mac = ep.mac;
     }
+    entry
 }
 
 /// The shared path of both TC ingress programs: ICMP errors and tracked connections first,
@@ -234,7 +242,7 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
         redirect_ifindex: params.ifindex,
         state: 0,
         flags: 0,
-        _pad: [0; 6],
+        dst_mac: [0; 6],
         last_seen_ns: 0,
     })
 }
@@ -269,7 +277,7 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Sid
         "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
     );
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, entry.redirect_ifindex)
+    redirect(ctx, p, &entry)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
@@ -280,22 +288,32 @@ fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> i32 {
         return TC_ACT_SHOT;
     }
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, e.redirect_ifindex)
+    redirect(ctx, p, e)
 }
 
-/// Straight to the neighbour on that interface, as a router would forward it: a translated
-/// source may be a local address (the host's), which the stack would drop as martian.
+/// Straight out of the entry's interface, as a router would forward it: into a container's
+/// namespace (`bpf_redirect_peer`, only from TC ingress, which is where entries with that
+/// flag are made), or to the neighbour on that interface. Either way past the stack, whose
+/// routing would drop a translated source that is a local address (the host's) as martian.
 #[inline(always)]
-fn redirect(ctx: &TcContext, p: &Packet, ifindex: u32) -> i32 {
-    if ifindex == 0 {
+fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
+    if e.redirect_ifindex == 0 {
         return TC_ACT_OK;
     }
     if nat::decrement_ttl(ctx, p).is_err() {
         count(Counter::DropRewrite);
         return TC_ACT_SHOT;
     }
+    if e.flags & CT_FLAG_PEER != 0 {
+        if ctx.store(0, &e.dst_mac, 0).is_err() {
+            count(Counter::DropRewrite);
+            return TC_ACT_SHOT;
+        }
+        // SAFETY: no preconditions beyond running at TC ingress.
+        return unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 };
+    }
     // SAFETY: no parameters: the kernel looks up the next hop itself.
-    unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+    unsafe { bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
 #[cgroup_sock_addr(connect4)]

@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, MAX_CONNTRACK,
-    MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG,
-    PublishKey, PublishTarget, SockOrig, TRAFFIC_SLOTS, Traffic, traffic_slot,
+    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, Endpoint, MAX_CONNTRACK,
+    MAX_ENDPOINTS, MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH,
+    MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig, TRAFFIC_SLOTS, Traffic, traffic_slot,
 };
 
 #[btf_map]
@@ -36,6 +36,9 @@ pub static NP_MASQ_EXCL: LpmTrie<[u8; 4], u32, { MAX_MASQ_EXCLUDE as usize }> = 
 
 #[btf_map]
 pub static NP_EXTERNALS: HashMap<u32, u32, { MAX_EXTERNALS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static NP_ENDPOINTS: HashMap<[u8; 4], Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static NP_TRAFFIC: PerCpuArray<Traffic, { TRAFFIC_SLOTS as usize }> = PerCpuArray::new();

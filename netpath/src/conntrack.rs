@@ -302,7 +302,7 @@ mod tests {
             redirect_ifindex: 0,
             state: state as u8,
             flags,
-            _pad: [0; 6],
+            dst_mac: [0; 6],
             last_seen_ns,
         }
     }

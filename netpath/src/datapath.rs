@@ -23,10 +23,10 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use netpath_common::{
-    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, MAX_CONNTRACK,
-    MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG,
-    PublishKey, PublishTarget, SockOrig, TRAFFIC_PROTOS, TRAFFIC_SLOTS, Traffic, maps, programs,
-    traffic_slot,
+    BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, Endpoint, MAX_CONNTRACK,
+    MAX_ENDPOINTS, MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH,
+    MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig, TRAFFIC_PROTOS, TRAFFIC_SLOTS, Traffic,
+    maps, programs, traffic_slot,
 };
 
 /// The eBPF object built by build.rs from netpath-ebpf.
@@ -39,7 +39,7 @@ const SO_NETNS_COOKIE: i32 = 71;
 /// Every map of the object, all pinned, with the layout this netpath reads and writes:
 /// key size, value size and capacity. A pin that differs was made by another netpath
 /// version and is refused rather than misread.
-const MAPS: [(&str, usize, usize, u32); 11] = [
+const MAPS: [(&str, usize, usize, u32); 12] = [
     (maps::BRIDGES, 4, size_of::<BridgeInfo>(), MAX_NETWORKS),
     (maps::COUNTERS, 4, 8, COUNTER_SLOTS),
     (
@@ -62,6 +62,7 @@ const MAPS: [(&str, usize, usize, u32); 11] = [
     (maps::EXTERNALS, 4, 4, MAX_EXTERNALS),
     (maps::TRAFFIC, 4, size_of::<Traffic>(), TRAFFIC_SLOTS),
     (maps::LOGS, 0, 0, maps::LOGS_SIZE),
+    (maps::ENDPOINTS, 4, size_of::<Endpoint>(), MAX_ENDPOINTS),
 ];
 
 /// The socket programs and the cgroup hook each goes to.
@@ -327,6 +328,29 @@ impl Datapath {
             }
         }
         Ok(removed)
+    }
+
+    /// Registers a container interface for direct delivery (see `CT_FLAG_PEER`).
+    pub fn set_endpoint(&self, addr: Ipv4Addr, host_ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(self.map(maps::ENDPOINTS)?)?;
+        let endpoint = Endpoint {
+            host_ifindex,
+            mac,
+            _pad: [0; 2],
+        };
+        endpoints
+            .insert(addr.octets(), endpoint, 0)
+            .with_context(|| format!("registering endpoint {addr}"))
+    }
+
+    pub fn remove_endpoint(&self, addr: Ipv4Addr) -> Result<()> {
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(self.map(maps::ENDPOINTS)?)?;
+        match endpoints.remove(&addr.octets()) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("forgetting endpoint {addr}")),
+        }
     }
 
     /// Empties the conntrack table; returns how many entries it held.

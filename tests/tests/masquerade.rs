@@ -699,7 +699,7 @@ fn a_full_conntrack_table_evicts_the_oldest() {
             redirect_ifindex: 0,
             state: CtState::Established as u8,
             flags: if i % 2 == 0 { 0 } else { CT_FLAG_REPLY },
-            _pad: [0; 6],
+            dst_mac: [0; 6],
             last_seen_ns: 1,
         };
         ct.insert(key, entry, 0).expect("filling NP_CT");

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use netpath_common::{CT_FLAG_PEER, CT_FLAG_REPLY};
 use netpath_tests::{Client, EXT_ADDR, Proc, Sandbox, netpath_bin, wait_until};
 use serde_json::Value;
 
@@ -388,18 +389,20 @@ fn bpftool_dump_of_conntrack_has_named_fields() {
                 "redirect_ifindex",
                 "state",
                 "flags",
-                "_pad",
+                "dst_mac",
                 "last_seen_ns"
             ]
             .map(String::from)
             .into()
         );
     }
-    // The forward entry: from the client to the published port, rewritten to the container.
+    // The forward entry (not flagged as a reply): from the client to the published port,
+    // rewritten to the container and delivered straight into it (CT_FLAG_PEER).
     let forward = entries
         .iter()
-        .find(|e| e["value"]["flags"] == 0)
+        .find(|e| e["value"]["flags"].as_u64().unwrap() & u64::from(CT_FLAG_REPLY) == 0)
         .expect("a forward entry");
+    assert_eq!(forward["value"]["flags"], CT_FLAG_PEER);
     assert_eq!(
         forward["key"]["dst_addr"],
         serde_json::json!([203, 0, 113, 1])

@@ -14,8 +14,8 @@ use aya::{
 };
 use netpath::datapath::EBPF_OBJECT;
 use netpath_common::{
-    BridgeInfo, Config, Counter, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PublishKey,
-    PublishTarget, maps, programs,
+    BridgeInfo, CT_FLAG_PEER, Config, Counter, CtEntry, CtKey, Endpoint, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, PublishKey, PublishTarget, maps, programs,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -647,7 +647,7 @@ fn isolate_drops_only_traffic_routed_between_netpath_networks() {
             redirect_ifindex: 0,
             state: 0,
             flags: 1,
-            _pad: [0; 6],
+            dst_mac: [0; 6],
             last_seen_ns: 0,
         };
         ct.insert(reply_key, entry, 0).unwrap();
@@ -916,5 +916,46 @@ fn icmp_errors_about_a_translated_flow_are_translated_back() {
         let stray = icmp(ROUTER, HOST, 11, 0, &[vec![0; 4], stray].concat());
         let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &stray);
         assert_eq!((verdict, &out), (TC_ACT_OK, &stray));
+    });
+}
+
+#[test]
+fn published_connections_go_straight_into_a_known_container() {
+    in_fresh_netns(|| {
+        let mut dp = Datapath::new();
+        // What `netpath run` registers: the container's host-side veth and MAC.
+        let mac = [0x02, 0x42, 172, 17, 0, 2];
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(dp.ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
+        let endpoint = Endpoint {
+            host_ifindex: 4242,
+            mac,
+            _pad: [0; 2],
+        };
+        endpoints.insert(CONTAINER, endpoint, 0).unwrap();
+
+        let syn = Pkt::tcp(CLIENT, 40000, HOST, 8088, SYN).build();
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &syn);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "into the container's namespace");
+        assert_eq!(out[..6], mac, "the container's MAC as destination");
+        assert_eq!(tuple(&out), (CLIENT, 40000, CONTAINER, 80));
+        let mut expected = syn.clone();
+        expected[..6].copy_from_slice(&mac);
+        assert_only_tuple_changed(&expected, &out);
+        assert_checksums(&out);
+        let entry = dp
+            .conntrack()
+            .into_iter()
+            .find(|(k, _)| k.src_addr == CLIENT)
+            .unwrap()
+            .1;
+        assert_eq!(
+            (entry.redirect_ifindex, entry.flags, entry.dst_mac),
+            (4242, CT_FLAG_PEER, mac)
+        );
+        // The rest of the connection follows the same way.
+        let ack = Pkt::tcp(CLIENT, 40000, HOST, 8088, ACK).build();
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &ack);
+        assert_eq!((verdict, &out[..6]), (TC_ACT_REDIRECT, &mac[..]));
     });
 }

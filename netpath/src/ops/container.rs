@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::{Ctx, Teardown, check_name, publish};
 use crate::{
+    datapath::Datapath,
     ipam,
     netlink::{Link, Netlink},
     netns::{self, Netns},
@@ -195,9 +196,16 @@ async fn wire_endpoint(
         )
         .await?;
     let gateway = default_route.then_some(net.gateway);
-    let configured = cnl
-        .configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
-        .await;
+    let configured = async {
+        cnl.configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
+            .await?;
+        // Published ports deliver straight into the container through this veth.
+        match Datapath::existing(&ctx.scope) {
+            Some(dp) => dp.set_endpoint(e.ip, index, ipam::mac_for(e.ip)),
+            None => Ok(()),
+        }
+    }
+    .await;
     if configured.is_err() {
         let _ = ctx.nl.delete_link(index).await;
     }
@@ -262,7 +270,14 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
 /// /etc/netns directory. Pieces already gone are skipped, not errors.
 pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
     let mut t = Teardown::default();
+    let dp = Datapath::existing(&ctx.scope);
     for e in &container.endpoints {
+        if let Some(dp) = &dp {
+            t.step(
+                format!("datapath endpoint {}", e.ip),
+                dp.remove_endpoint(e.ip),
+            );
+        }
         match ctx.nl.delete_link_by_name(&e.host_veth).await {
             Ok(false) => {}
             deleted => {
