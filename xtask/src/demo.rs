@@ -74,7 +74,7 @@ pub fn run(bin: &Path) -> Result<()> {
         sb.host, client.netns
     );
 
-    step("netpath up --publish 8088:172.17.0.2:80, and two containers");
+    step("netpath up -d --publish 8088:172.17.0.2:80, and two containers");
     show(&sb.ok(&["up", "-d", "--publish", "8088:172.17.0.2:80"]));
     show(&sb.ok(&["run", &web]));
     show(&sb.ok(&["run", &app]));
