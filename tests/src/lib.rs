@@ -227,6 +227,20 @@ impl Sandbox {
         serde_json::from_slice(&out.stdout).context("parsing bpftool -j output")
     }
 
+    /// Runs netpath with bad input; `None` when it failed the way bad input must (non-zero
+    /// exit, exactly one `netpath: ...` line on stderr), else what was wrong.
+    pub fn refusal_problem(&self, args: &[&str]) -> Option<String> {
+        let out = self.netpath(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Some(format!("{args:?} succeeded"))
+        } else if err.trim().lines().count() != 1 || !err.starts_with("netpath: ") {
+            Some(format!("{args:?}: not a one-line error: {err:?}"))
+        } else {
+            None
+        }
+    }
+
     /// Runs a command inside a namespace (a container's or the host's) with `ip netns exec`.
     pub fn exec(&self, netns: &str, cmd: &[&str]) -> Output {
         Command::new("ip")
