@@ -13,6 +13,9 @@ pub mod programs {
     pub const EXT_IN: &str = "np_ext_in";
     /// TC ingress on every netpath bridge: reverse translation of replies and hairpin NAT.
     pub const BR_IN: &str = "np_br_in";
+    /// TC ingress on the host end of each container's veth: what BR_IN does, before the
+    /// bridge.
+    pub const VETH_IN: &str = "np_veth_in";
     /// cgroup connect4 / sendmsg4 / recvmsg4 / getpeername4: published ports reached from the
     /// host itself (local traffic never crosses a TC hook of an external interface).
     pub const CONNECT4: &str = "np_connect4";

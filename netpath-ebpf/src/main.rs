@@ -20,7 +20,9 @@ use aya_ebpf::{
     programs::{SockAddrContext, TcContext},
 };
 use aya_log_ebpf::{debug, info, warn};
-use netpath_common::{CT_FLAG_PEER, Counter, CtEntry, CtKey, Direction, PublishTarget};
+use netpath_common::{
+    CT_FLAG_PEER, CT_FLAG_REPLY, Counter, CtEntry, CtKey, Direction, PublishTarget,
+};
 
 use crate::{
     conntrack::{create, forget, lookup, now, reopens, track},
@@ -93,45 +95,65 @@ pub fn np_br_in(ctx: TcContext) -> i32 {
     translate(&ctx, Side::Bridge)
 }
 
+/// TC ingress on the host end of each container's veth: what `np_br_in` does, one hop
+/// earlier, so that translated packets skip the bridge and the second pass through the
+/// stack. A new connection from an address that is not this veth's container is left to
+/// `np_br_in`.
+#[classifier]
+pub fn np_veth_in(ctx: TcContext) -> i32 {
+    translate(&ctx, Side::Container)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     External,
     Bridge,
+    Container,
 }
 
 impl Side {
     fn direction(self) -> Direction {
         match self {
             Side::External => Direction::FromExternal,
-            Side::Bridge => Direction::FromContainers,
+            Side::Bridge | Side::Container => Direction::FromContainers,
         }
+    }
+}
+
+/// Where a translated packet for `addr` goes: straight into the container when netpath
+/// knows it (`bpf_redirect_peer`; every entry is used at a TC ingress hook, where that
+/// works), else to the neighbour `addr` on `ifindex`.
+#[inline(always)]
+fn deliver_to(entry: &mut CtEntry, addr: [u8; 4], ifindex: u32) {
+    // SAFETY: plain data.
+    match unsafe { NP_ENDPOINTS.get(addr) } {
+        Some(ep) => {
+            entry.redirect_ifindex = ep.host_ifindex;
+            entry.flags |= CT_FLAG_PEER;
+            entry.dst_mac = ep.mac;
+        }
+        None => entry.redirect_ifindex = ifindex,
     }
 }
 
 /// The translation of a new connection to a published port.
 fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
     let mut entry = CtEntry {
-        src_addr: if side == Side::Bridge {
-            target.gateway_addr
-        } else {
+        src_addr: if side == Side::External {
             t.src_addr
+        } else {
+            target.gateway_addr
         },
         dst_addr: target.container_addr,
         src_port: t.src_port,
         dst_port: target.container_port,
-        redirect_ifindex: target.bridge_ifindex,
+        redirect_ifindex: 0,
         state: 0,
         flags: 0,
         dst_mac: [0; 6],
         last_seen_ns: 0,
     };
-    // From outside, straight into a container netpath knows, past the bridge.
-    // SAFETY: plain data.
-    if let (Side::External, Some(ep)) = (side, unsafe { NP_ENDPOINTS.get(target.container_addr) }) {
-        entry.redirect_ifindex = ep.host_ifindex;
-        entry.flags = CT_FLAG_PEER;
-        entry.dst_mac = ep.mac;
-    }
+    deliver_to(&mut entry, target.container_addr, target.bridge_ifindex);
     entry
 }
 
@@ -167,18 +189,36 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
     }
     // SAFETY: as in `np_isolate`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: plain data.
+    let own =
+        || unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
+    if side == Side::Container && !own() {
+        return TC_ACT_OK;
+    }
     // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
     // so userspace keeps the namespace's addresses in a map.
     let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
     let (mut xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
         (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
-        (None, Side::Bridge) => match masquerade(ctx, t, ifindex) {
+        (None, Side::Bridge | Side::Container) => match masquerade(ctx, t, ifindex) {
             Some(xlat) => (xlat, Counter::MasqNew),
             None => return TC_ACT_OK,
         },
         (None, Side::External) => return TC_ACT_OK,
     };
-    let Some(entry) = create(t, &mut xlat, ifindex, now) else {
+    let mut reply = CtEntry {
+        src_addr: t.dst_addr,
+        dst_addr: t.src_addr,
+        src_port: t.dst_port,
+        dst_port: t.src_port,
+        redirect_ifindex: 0,
+        state: 0,
+        flags: CT_FLAG_REPLY,
+        dst_mac: [0; 6],
+        last_seen_ns: 0,
+    };
+    deliver_to(&mut reply, t.src_addr, ifindex);
+    let Some(entry) = create(t, &mut xlat, reply, now) else {
         count(Counter::DropNoPort);
         warn!(
             ctx,

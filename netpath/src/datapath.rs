@@ -65,6 +65,10 @@ const MAPS: [(&str, usize, usize, u32); 12] = [
     (maps::ENDPOINTS, 4, size_of::<Endpoint>(), MAX_ENDPOINTS),
 ];
 
+/// The container-veth program, pinned so that a container start only attaches it.
+const VETH_PROGRAM_PIN: &str = "prog_veth_in";
+const VETH_LINK_PREFIX: &str = "link_veth_in_";
+
 /// The socket programs and the cgroup hook each goes to.
 const SOCK_PROGRAMS: [&str; 4] = [
     programs::CONNECT4,
@@ -98,7 +102,7 @@ impl Datapath {
         let dir = self.dir.display();
         for entry in fs::read_dir(&self.dir).with_context(|| format!("reading {dir}"))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
-            if name.starts_with("link_") {
+            if name.starts_with("link_") || name == VETH_PROGRAM_PIN {
                 continue;
             }
             let Some(&(_, key, value, max)) = MAPS.iter().find(|m| m.0 == name) else {
@@ -174,9 +178,7 @@ impl Datapath {
         self.dir.join(format!("link_{what}"))
     }
 
-    /// Attaches a TC program and pins its link as `link_<pin>`. An existing live link (from
-    /// an earlier run) gets the new program atomically; a link severed by the deletion of its
-    /// interface (ENOLINK) is replaced by a new attachment.
+    /// Attaches a TC program and pins its link as `link_<pin>`.
     fn attach_tc(&self, prog: &str, ifname: &str, at: TcAttachType, pin: &str) -> Result<()> {
         let mut ebpf = self.load()?;
         let program: &mut SchedClassifier = ebpf
@@ -184,6 +186,19 @@ impl Datapath {
             .with_context(|| format!("{prog} missing from the object"))?
             .try_into()?;
         program.load().with_context(|| format!("loading {prog}"))?;
+        self.attach_loaded(program, ifname, at, pin)
+    }
+
+    /// Attaches a loaded TC program and pins its link as `link_<pin>`. An existing live link
+    /// (from an earlier run) gets the new program atomically; a link severed by the deletion
+    /// of its interface (ENOLINK) is replaced by a new attachment.
+    fn attach_loaded(
+        &self,
+        program: &mut SchedClassifier,
+        ifname: &str,
+        at: TcAttachType,
+        pin: &str,
+    ) -> Result<()> {
         let pin = self.link_pin(pin);
         let replaced = PinnedLink::from_pin(&pin).ok().and_then(|old| {
             let _ = fs::remove_file(&pin);
@@ -198,6 +213,78 @@ impl Datapath {
         link.pin(&pin)
             .with_context(|| format!("pinning {}", pin.display()))?;
         Ok(())
+    }
+
+    /// Loads the container-veth program and pins it, replacing the program of every veth
+    /// already attached; `attach_veth` then attaches it without loading the object (which
+    /// would cost a container start tens of milliseconds of verification).
+    pub fn load_veth_program(&self) -> Result<()> {
+        let mut ebpf = self.load()?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(programs::VETH_IN)
+            .with_context(|| format!("{} missing from the object", programs::VETH_IN))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("loading {}", programs::VETH_IN))?;
+        let pin = self.dir.join(VETH_PROGRAM_PIN);
+        match fs::remove_file(&pin) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", pin.display()));
+            }
+            _ => {}
+        }
+        program
+            .pin(&pin)
+            .with_context(|| format!("pinning {}", pin.display()))?;
+        for name in self.pins_with_prefix(VETH_LINK_PREFIX)? {
+            let what = &name["link_".len()..];
+            let link = PinnedLink::from_pin(self.dir.join(&name))
+                .with_context(|| format!("opening {name}"))?;
+            let updated = FdLink::from(link)
+                .try_into()
+                .ok()
+                .and_then(|link| program.attach_to_link(link).ok());
+            match updated {
+                Some(id) => drop(program.take_link(id)?),
+                // Its veth is gone: the link is dead, and so is the pin.
+                None => self.detach(what)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the container-veth program (pinned by `load_veth_program`, loaded first if it
+    /// is not) to the host end of a container's veth.
+    pub fn attach_veth(&self, ifname: &str) -> Result<()> {
+        let pin = self.dir.join(VETH_PROGRAM_PIN);
+        if !pin.exists() {
+            self.load_veth_program()?;
+        }
+        let mut program = SchedClassifier::from_pin(&pin)
+            .with_context(|| format!("opening {}", pin.display()))?;
+        self.attach_loaded(
+            &mut program,
+            ifname,
+            TcAttachType::Ingress,
+            &format!("veth_in_{ifname}"),
+        )
+        .with_context(|| format!("attaching to veth {ifname}"))
+    }
+
+    pub fn detach_veth(&self, ifname: &str) -> Result<()> {
+        self.detach(&format!("veth_in_{ifname}"))
+    }
+
+    /// The names of the scope's pins that start with `prefix`, sorted.
+    fn pins_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pins: Vec<String> = fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        pins.sort();
+        Ok(pins)
     }
 
     /// Detaches by unpinning: the pin holds the link's last reference.
@@ -497,7 +584,7 @@ impl Datapath {
                 self.detach(what)?;
             }
         }
-        for (name, ..) in MAPS {
+        for name in MAPS.iter().map(|m| m.0).chain([VETH_PROGRAM_PIN]) {
             match fs::remove_file(self.dir.join(name)) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("removing pin {name}"));
@@ -601,14 +688,8 @@ pub struct MapFill {
 impl Datapath {
     /// Every pinned link of the scope, sorted by pin name.
     pub fn attachments(&self) -> Result<Vec<Attachment>> {
-        let mut pins: Vec<String> = fs::read_dir(&self.dir)
-            .with_context(|| format!("listing {}", self.dir.display()))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|name| name.starts_with("link_"))
-            .collect();
-        pins.sort();
         let mut out = Vec::new();
-        for pin in pins {
+        for pin in self.pins_with_prefix("link_")? {
             let path = self.dir.join(&pin);
             let link = PinnedLink::from_pin(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
@@ -704,6 +785,7 @@ fn attach_point(pin: &str) -> Result<(String, String)> {
     if let Some(ifname) = what
         .strip_prefix("br_in_")
         .or_else(|| what.strip_prefix("ext_in_"))
+        .or_else(|| what.strip_prefix("veth_in_"))
     {
         return tc("ingress", ifname);
     }

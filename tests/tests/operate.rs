@@ -159,10 +159,12 @@ fn status_lists_what_was_created_with_real_program_ids() {
         .filter(|(_, hook, _)| hook.starts_with("tc "))
         .cloned()
         .collect();
+    let veth = containers[0]["endpoints"][0]["host_veth"].as_str().unwrap();
     let expected: BTreeSet<_> = [
         ("np_br_in", "tc ingress", "netpath0"),
         ("np_ext_in", "tc ingress", "ext0"),
         ("np_isolate", "tc egress", "netpath0"),
+        ("np_veth_in", "tc ingress", veth),
     ]
     .map(|(p, h, t)| (p.to_owned(), h.to_owned(), t.to_owned()))
     .into();
@@ -443,7 +445,8 @@ fn down_leaves_no_bpf_object_behind() {
     sb.ok(&["run", &web]);
     let status = json(&sb.ok(&["status", "--json"]));
     let attachments = status["attachments"].as_array().unwrap();
-    assert_eq!(attachments.len(), 7, "{status:#}");
+    // 3 on the bridge and the external interface, 1 on the container's veth, 4 cgroup hooks.
+    assert_eq!(attachments.len(), 8, "{status:#}");
     let ours = |key: &str| -> BTreeSet<u64> {
         attachments
             .iter()

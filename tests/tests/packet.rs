@@ -309,7 +309,12 @@ impl Datapath {
         let mut bridges: HashMap<_, u32, BridgeInfo> =
             HashMap::try_from(ebpf.map_mut(maps::BRIDGES).unwrap()).unwrap();
         bridges.insert(br, BridgeInfo { network_id: 1 }, 0).unwrap();
-        for name in [programs::EXT_IN, programs::BR_IN, programs::ISOLATE] {
+        for name in [
+            programs::EXT_IN,
+            programs::BR_IN,
+            programs::VETH_IN,
+            programs::ISOLATE,
+        ] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("the verifier rejects {name}: {e:?}"));
@@ -957,5 +962,82 @@ fn published_connections_go_straight_into_a_known_container() {
         let ack = Pkt::tcp(CLIENT, 40000, HOST, 8088, ACK).build();
         let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &ack);
         assert_eq!((verdict, &out[..6]), (TC_ACT_REDIRECT, &mac[..]));
+    });
+}
+
+#[test]
+fn a_containers_veth_translates_before_the_bridge() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        // What `netpath run` registers: the container's host-side veth and MAC.
+        let veth = bridge("vethhost", None);
+        let mac = [0x02, 0x42, 172, 17, 0, 2];
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(dp.ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
+        let endpoint = Endpoint {
+            host_ifindex: veth,
+            mac,
+            _pad: [0; 2],
+        };
+        endpoints.insert(CONTAINER, endpoint, 0).unwrap();
+
+        // Masquerade: out of the external interface from the veth, the reply straight back in.
+        let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::VETH_IN, veth, &syn);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (HOST, 40000, SERVER, 80))
+        );
+        assert_only_tuple_changed(&syn, &out);
+        assert_checksums(&out);
+        let reply = Pkt::tcp(SERVER, 80, HOST, 40000, SYN | ACK).build();
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &reply);
+        assert_eq!(
+            (verdict, tuple(&out), &out[..6]),
+            (TC_ACT_REDIRECT, (SERVER, 80, CONTAINER, 40000), &mac[..])
+        );
+        let mut expected = reply.clone();
+        expected[..6].copy_from_slice(&mac);
+        assert_only_tuple_changed(&expected, &out);
+        assert_checksums(&out);
+        assert_eq!(dp.counter(Counter::MasqNew), 1);
+
+        // A published connection's reply leaves from the veth too.
+        let syn = Pkt::tcp(CLIENT, 40001, HOST, 8088, SYN).build();
+        assert_eq!(dp.run(programs::EXT_IN, dp.ext, &syn).0, TC_ACT_REDIRECT);
+        let syn_ack = Pkt::tcp(CONTAINER, 80, CLIENT, 40001, SYN | ACK).build();
+        let (verdict, out) = dp.run(programs::VETH_IN, veth, &syn_ack);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (HOST, 8088, CLIENT, 40001))
+        );
+        assert_only_tuple_changed(&syn_ack, &out);
+        assert_checksums(&out);
+
+        // Hairpin from this container: straight into the target, and the reply back into
+        // this one, both past the bridge.
+        let syn = Pkt::tcp(CONTAINER, 40002, HOST, 8088, SYN).build();
+        let (verdict, out) = dp.run(programs::VETH_IN, veth, &syn);
+        assert_eq!(
+            (verdict, tuple(&out), &out[..6]),
+            (TC_ACT_REDIRECT, (GATEWAY, 40002, CONTAINER, 80), &mac[..])
+        );
+        assert_checksums(&out);
+        let back = Pkt::tcp(CONTAINER, 80, GATEWAY, 40002, SYN | ACK).build();
+        let (verdict, out) = dp.run(programs::VETH_IN, veth, &back);
+        assert_eq!(
+            (verdict, tuple(&out), &out[..6]),
+            (TC_ACT_REDIRECT, (HOST, 8088, CONTAINER, 40002), &mac[..])
+        );
+        assert_checksums(&out);
+
+        // A new connection from an address that is not this veth's container is the
+        // bridge's business: untouched here.
+        let stranger = Pkt::tcp(OTHER_CONTAINER, 40003, SERVER, 80, SYN).build();
+        assert_eq!(
+            dp.run(programs::VETH_IN, veth, &stranger),
+            (TC_ACT_OK, stranger.clone())
+        );
+        assert_eq!(dp.counter(Counter::MasqNew), 1);
     });
 }

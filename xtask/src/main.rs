@@ -46,6 +46,13 @@ enum Task {
         /// One short pass, N in {0, 1000}: a sanity run of about two minutes.
         #[arg(long)]
         quick: bool,
+        /// Only these configurations (comma-separated: limit, routed, iptables, netpath),
+        /// for comparing a change quickly; the report covers what ran.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Passes over every configuration (default: 5, or 1 with --quick).
+        #[arg(long)]
+        passes: Option<usize>,
     },
 }
 
@@ -63,7 +70,11 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(&build_netpath(true)?),
         Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
-        Task::Bench { quick } => netbench::run(&build_netpath(true)?, quick),
+        Task::Bench {
+            quick,
+            only,
+            passes,
+        } => netbench::run(&build_netpath(true)?, quick, &only, passes),
     }
 }
 

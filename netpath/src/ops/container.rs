@@ -199,17 +199,27 @@ async fn wire_endpoint(
     let configured = async {
         cnl.configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
             .await?;
-        // Published ports deliver straight into the container through this veth.
         match Datapath::existing(&ctx.scope) {
-            Some(dp) => dp.set_endpoint(e.ip, index, ipam::mac_for(e.ip)),
+            Some(dp) => register(&dp, e, index),
             None => Ok(()),
         }
     }
     .await;
     if configured.is_err() {
+        if let Some(dp) = Datapath::existing(&ctx.scope) {
+            let _ = dp.detach_veth(&e.host_veth);
+            let _ = dp.remove_endpoint(e.ip);
+        }
         let _ = ctx.nl.delete_link(index).await;
     }
     configured
+}
+
+/// Puts a container's veth on the fast path: translated packets from the container leave
+/// through its host end's program, and those to it go straight in.
+pub fn register(dp: &Datapath, e: &Endpoint, host_ifindex: u32) -> Result<()> {
+    dp.attach_veth(&e.host_veth)?;
+    dp.set_endpoint(e.ip, host_ifindex, ipam::mac_for(e.ip))
 }
 
 pub async fn connect(ctx: &mut Ctx, name: &str, network: &str, ip: Option<Ipv4Addr>) -> Result<()> {
@@ -276,6 +286,10 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
             t.step(
                 format!("datapath endpoint {}", e.ip),
                 dp.remove_endpoint(e.ip),
+            );
+            t.step(
+                format!("program on veth {}", e.host_veth),
+                dp.detach_veth(&e.host_veth),
             );
         }
         match ctx.nl.delete_link_by_name(&e.host_veth).await {

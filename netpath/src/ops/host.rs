@@ -87,6 +87,7 @@ pub async fn up(
             .expect("listed above")
             .ifindex = ifindex;
     }
+    register_containers(ctx).await?;
     let forward =
         fs::read_to_string(IP_FORWARD).with_context(|| format!("reading {IP_FORWARD}"))?;
     if forward.trim() != "1" {
@@ -122,6 +123,23 @@ pub async fn up(
         s.masquerade_ports.unwrap_or(NatPorts::DEFAULT),
         s.masquerade_exclude.len(),
     );
+    Ok(())
+}
+
+/// Loads the container-veth program (a new netpath's replaces the old one on every veth) and
+/// puts every container's veth on the fast path, those started before the datapath included.
+async fn register_containers(ctx: &Ctx) -> Result<()> {
+    let dp = Datapath::open(&ctx.scope)?;
+    dp.load_veth_program()?;
+    for (name, c) in &ctx.state.containers {
+        for e in &c.endpoints {
+            // A veth deleted behind netpath's back is reported by `ps`; `rm` cleans up.
+            if let Some(link) = ctx.nl.link_by_name(&e.host_veth).await? {
+                container::register(&dp, e, link.index)
+                    .with_context(|| format!("container {name}"))?;
+            }
+        }
+    }
     Ok(())
 }
 

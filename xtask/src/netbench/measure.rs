@@ -56,7 +56,8 @@ const fn fig(
     }
 }
 
-/// What one pass of every test measured: (figure index, value) pairs and the errors.
+/// What one pass of every test measured in one configuration: (figure index, value) pairs
+/// and the errors.
 #[derive(Default)]
 pub struct Pass {
     pub values: Vec<(usize, f64)>,
@@ -66,31 +67,34 @@ pub struct Pass {
     gbits: f64,
 }
 
-/// Runs every test once, leaving the connection churn for last (its TIME_WAIT and
-/// conntrack leftovers must not weigh on the other tests); stops early when interrupted.
-pub fn pass(topo: &Topology, secs: u32, interrupted: &dyn Fn() -> bool) -> Pass {
-    type Test = fn(&Topology, u32, &mut Pass) -> Result<()>;
-    let tests: [(&str, Test); 6] = [
-        ("iperf3 1 stream", |t, s, p| throughput(t, 1, s, 0, p)),
-        ("iperf3 4 streams", |t, s, p| throughput(t, 4, s, 1, p)),
-        ("sockperf TCP", |t, s, p| latency(t, true, s, 4, p)),
-        ("sockperf UDP", |t, s, p| latency(t, false, s, 6, p)),
-        ("wrk keep-alive", |t, s, p| http(t, false, s, 2, p)),
-        ("wrk Connection: close", |t, s, p| http(t, true, s, 3, p)),
-    ];
-    let mut pass = Pass::default();
-    for (name, test) in tests {
-        if interrupted() {
-            break;
-        }
-        if let Err(e) = test(topo, secs, &mut pass) {
-            pass.errors.push(format!("{name}: {e:#}"));
+impl Pass {
+    /// Adds CPU per gigabit once every test has run.
+    pub fn finish(&mut self) {
+        if self.gbits > 0.0 {
+            self.values.push((8, self.cpu / self.gbits));
         }
     }
-    if pass.gbits > 0.0 {
-        pass.values.push((8, pass.cpu / pass.gbits));
+}
+
+type Run = fn(&Topology, u32, &mut Pass) -> Result<()>;
+
+/// Every test, the connection churn last (its TIME_WAIT and conntrack leftovers must not
+/// weigh on the other tests).
+pub const TESTS: [(&str, Run); 6] = [
+    ("iperf3 1 stream", |t, s, p| throughput(t, 1, s, 0, p)),
+    ("iperf3 4 streams", |t, s, p| throughput(t, 4, s, 1, p)),
+    ("sockperf TCP", |t, s, p| latency(t, true, s, 4, p)),
+    ("sockperf UDP", |t, s, p| latency(t, false, s, 6, p)),
+    ("wrk keep-alive", |t, s, p| http(t, false, s, 2, p)),
+    ("wrk Connection: close", |t, s, p| http(t, true, s, 3, p)),
+];
+
+/// Runs test `i` of `TESTS` once through `topo`, recording into `pass`.
+pub fn run(i: usize, topo: &Topology, secs: u32, pass: &mut Pass) {
+    let (name, test) = TESTS[i];
+    if let Err(e) = test(topo, secs, pass) {
+        pass.errors.push(format!("{name}: {e:#}"));
     }
-    pass
 }
 
 /// Runs a tool in the client namespace, bounded by `secs` plus a margin, and returns its

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: the same client -> published port -> container path measured four
 //! ways (the veth limit, plain routing, Docker's iptables rules, netpath) with real servers
 //! (iperf3, nginx, sockperf) and N extra published ports. Every topology is built first, in
-//! its own throwaway namespaces; then passes interleave them, so that a slow phase of the
-//! machine spreads over all configurations instead of hitting one. Medians are reported.
+//! its own throwaway namespaces; then each test runs through every configuration in turn,
+//! so that a slow phase of the machine spreads over all configurations instead of hitting
+//! one. Medians over the passes are reported.
 mod measure;
 mod report;
 mod topo;
@@ -39,8 +40,8 @@ impl Plan {
             }
         } else {
             Plan {
-                secs: 5,
-                passes: 3,
+                secs: 4,
+                passes: 5,
                 ns: vec![0, 1000, 10_000],
             }
         }
@@ -60,7 +61,8 @@ pub struct Cell {
     config: Config,
     n: usize,
     topo: Option<Topology>,
-    samples: [Vec<f64>; FIGURES.len()],
+    /// Per figure: (pass, value), so that ratios pair figures of the same pass.
+    samples: [Vec<(usize, f64)>; FIGURES.len()],
     errors: Vec<String>,
     setup_secs: f64,
 }
@@ -125,15 +127,34 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-pub fn run(bin: &Path, quick: bool) -> Result<()> {
+pub fn run(bin: &Path, quick: bool, only: &[String], passes: Option<usize>) -> Result<()> {
     if !netpath_tests::is_root() {
         bail!("the bench creates network namespaces and must run as root");
     }
+    let all = [
+        Config::Limit,
+        Config::Routed,
+        Config::Iptables,
+        Config::Netpath,
+    ];
+    if let Some(unknown) = only.iter().find(|o| !all.iter().any(|c| c.name() == *o)) {
+        bail!("unknown configuration {unknown:?} in --only (limit, routed, iptables, netpath)");
+    }
+    if passes == Some(0) {
+        bail!("--passes must be at least 1");
+    }
     catch_signals();
-    let plan = Plan::new(quick);
-    let mut configs = vec![(Config::Limit, 0), (Config::Routed, 0)];
-    for config in [Config::Iptables, Config::Netpath] {
-        configs.extend(plan.ns.iter().map(|&n| (config, n)));
+    let mut plan = Plan::new(quick);
+    plan.passes = passes.unwrap_or(plan.passes);
+    let mut configs = Vec::new();
+    for config in all
+        .into_iter()
+        .filter(|c| only.is_empty() || only.iter().any(|o| o == c.name()))
+    {
+        match config.has_n() {
+            true => configs.extend(plan.ns.iter().map(|&n| (config, n))),
+            false => configs.push((config, 0)),
+        }
     }
     let mut cells: Vec<Cell> = configs.into_iter().map(Cell::new).collect();
     let started = Instant::now();
@@ -162,26 +183,41 @@ pub fn run(bin: &Path, quick: bool) -> Result<()> {
         }
     }
 
+    // Every test runs through every configuration before the next test starts, so that the
+    // figures compared with each other were measured minutes apart at most, whatever the
+    // machine's other load does over the run; each pass starts at another configuration.
     let count = cells.len();
     for pass in 0..plan.passes {
-        // Each pass starts at a different configuration: none always runs first.
-        let offset = pass * count.div_ceil(plan.passes);
-        for i in 0..count {
-            check_interrupted()?;
-            let cell = &mut cells[(i + offset) % count];
-            let Some(topo) = &cell.topo else { continue };
-            print!("pass {}/{} {:<16} ", pass + 1, plan.passes, cell.legend());
-            let _ = std::io::stdout().flush();
-            let result = measure::pass(topo, plan.secs, &interrupted);
+        let mut results: Vec<measure::Pass> = cells.iter().map(|_| Default::default()).collect();
+        for test in 0..measure::TESTS.len() {
+            println!(
+                "pass {}/{} {}",
+                pass + 1,
+                plan.passes,
+                measure::TESTS[test].0
+            );
+            for i in 0..count {
+                check_interrupted()?;
+                let at = (i + pass) % count;
+                if let Some(topo) = &cells[at].topo {
+                    measure::run(test, topo, plan.secs, &mut results[at]);
+                }
+            }
+        }
+        for (cell, mut result) in cells.iter_mut().zip(results) {
+            if cell.topo.is_none() {
+                continue;
+            }
+            result.finish();
             for &(f, v) in &result.values {
-                cell.samples[f].push(v);
+                cell.samples[f].push((pass, v));
             }
             let shown: Vec<String> = result
                 .values
                 .iter()
                 .map(|&(f, v)| format!("{} {v:.3}", FIGURES[f].short))
                 .collect();
-            println!("{}", shown.join(", "));
+            println!("  {:<16} {}", cell.legend(), shown.join(", "));
             for e in result.errors {
                 println!("  error: {e}");
                 cell.errors.push(format!("pass {}: {e}", pass + 1));
@@ -208,8 +244,8 @@ fn write_report(plan: &Plan, quick: bool, cells: &[Cell], elapsed: f64) -> Resul
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let subtitle = format!(
-        "median of {} pass(es), {} s per test, {cpus} CPUs, Linux {}; latency and CPU per \
-         Gbit inverted (limit / value)",
+        "median over {} pass(es) of each pass's ratio, {} s per test, {cpus} CPUs, Linux {}; \
+         latency and CPU per Gbit inverted (limit / value)",
         plan.passes,
         plan.secs,
         kernel.trim()

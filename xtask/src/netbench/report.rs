@@ -20,7 +20,12 @@ impl<'a> Summary<'a> {
     pub fn new(cells: &'a [Cell]) -> Summary<'a> {
         let medians = cells
             .iter()
-            .map(|c| std::array::from_fn(|i| median(&c.samples[i])))
+            .map(|c| {
+                std::array::from_fn(|i| {
+                    let values: Vec<f64> = c.samples[i].iter().map(|s| s.1).collect();
+                    median(&values)
+                })
+            })
             .collect();
         Summary { cells, medians }
     }
@@ -42,9 +47,19 @@ impl<'a> Summary<'a> {
         self.ratio(cell, self.find(Config::Limit, 0)?, fig)
     }
 
+    /// The median over passes of value / base, each pair measured in the same pass, minutes
+    /// apart at most: a slow phase of the machine then shifts both sides of a ratio instead
+    /// of one median.
     fn ratio(&self, cell: usize, base: usize, fig: usize) -> Option<f64> {
-        let (v, b) = (self.medians[cell][fig]?, self.medians[base][fig]?);
-        (b > 0.0).then(|| v / b)
+        let base = &self.cells[base].samples[fig];
+        let ratios: Vec<f64> = self.cells[cell].samples[fig]
+            .iter()
+            .filter_map(|&(pass, v)| {
+                let &(_, b) = base.iter().find(|s| s.0 == pass)?;
+                (b > 0.0).then(|| v / b)
+            })
+            .collect();
+        median(&ratios)
     }
 
     /// The figure as a fraction of the limit, inverted where lower is better, so that 1 is
@@ -69,10 +84,10 @@ impl<'a> Summary<'a> {
         for (title, value) in [
             ("medians", medians),
             (
-                "ratio to iptables (same N; N=0 for limit and routed)",
+                "ratio to iptables (same N; N=0 for limit and routed; median of per-pass ratios)",
                 vs_ipt,
             ),
-            ("ratio to the limit", vs_lim),
+            ("ratio to the limit (median of per-pass ratios)", vs_lim),
         ] {
             let mut header = vec!["config".to_owned(), "N".to_owned()];
             header.extend(FIGURES.iter().map(|f| f.short.to_owned()));
@@ -117,7 +132,7 @@ impl<'a> Summary<'a> {
                     .map(|(f, fig)| {
                         let v = json!({
                             "median": self.medians[c][f],
-                            "samples": cell.samples[f],
+                            "samples": cell.samples[f].iter().map(|s| s.1).collect::<Vec<_>>(),
                             "vs_iptables": self.vs_iptables(c, f),
                             "vs_limit": self.vs_limit(c, f),
                         });
