@@ -19,6 +19,7 @@ use aya::{
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle, qdisc_add_clsact},
     },
 };
 use aya_log::EbpfLogger;
@@ -67,7 +68,8 @@ const MAPS: [(&str, usize, usize, u32); 12] = [
 
 /// The container-veth program, pinned so that a container start only attaches it.
 const VETH_PROGRAM_PIN: &str = "prog_veth_in";
-const VETH_LINK_PREFIX: &str = "link_veth_in_";
+/// Its filter's priority and handle on every veth: fixed, so that `up` replaces it in place.
+const VETH_FILTER: (u16, TcHandle) = (1, TcHandle::new(0, 1));
 
 /// The socket programs and the cgroup hook each goes to.
 const SOCK_PROGRAMS: [&str; 4] = [
@@ -215,9 +217,9 @@ impl Datapath {
         Ok(())
     }
 
-    /// Loads the container-veth program and pins it, replacing the program of every veth
-    /// already attached; `attach_veth` then attaches it without loading the object (which
-    /// would cost a container start tens of milliseconds of verification).
+    /// Loads the container-veth program and pins it; `attach_veth` then attaches it without
+    /// loading the object (which would cost a container start tens of milliseconds of
+    /// verification).
     pub fn load_veth_program(&self) -> Result<()> {
         let mut ebpf = self.load()?;
         let program: &mut SchedClassifier = ebpf
@@ -236,26 +238,14 @@ impl Datapath {
         }
         program
             .pin(&pin)
-            .with_context(|| format!("pinning {}", pin.display()))?;
-        for name in self.pins_with_prefix(VETH_LINK_PREFIX)? {
-            let what = &name["link_".len()..];
-            let link = PinnedLink::from_pin(self.dir.join(&name))
-                .with_context(|| format!("opening {name}"))?;
-            let updated = FdLink::from(link)
-                .try_into()
-                .ok()
-                .and_then(|link| program.attach_to_link(link).ok());
-            match updated {
-                Some(id) => drop(program.take_link(id)?),
-                // Its veth is gone: the link is dead, and so is the pin.
-                None => self.detach(what)?,
-            }
-        }
-        Ok(())
+            .with_context(|| format!("pinning {}", pin.display()))
     }
 
     /// Attaches the container-veth program (pinned by `load_veth_program`, loaded first if it
-    /// is not) to the host end of a container's veth.
+    /// is not) to the ingress of a container's host-side veth, replacing the program already
+    /// there in place. A clsact filter rather than a tcx link: the first tcx link of a device
+    /// waits for an RCU grace period (about 10 ms, a container start's whole budget), and
+    /// the filter, like the veth, needs no pin: it goes when the veth is deleted.
     pub fn attach_veth(&self, ifname: &str) -> Result<()> {
         let pin = self.dir.join(VETH_PROGRAM_PIN);
         if !pin.exists() {
@@ -263,17 +253,33 @@ impl Datapath {
         }
         let mut program = SchedClassifier::from_pin(&pin)
             .with_context(|| format!("opening {}", pin.display()))?;
-        self.attach_loaded(
-            &mut program,
-            ifname,
-            TcAttachType::Ingress,
-            &format!("veth_in_{ifname}"),
-        )
-        .with_context(|| format!("attaching to veth {ifname}"))
-    }
-
-    pub fn detach_veth(&self, ifname: &str) -> Result<()> {
-        self.detach(&format!("veth_in_{ifname}"))
+        let (priority, handle) = VETH_FILTER;
+        let replaced =
+            SchedClassifierLink::attached(ifname, TcAttachType::Ingress, priority, handle, None)
+                .ok()
+                .and_then(|old| program.attach_to_link(old).ok());
+        let link_id = match replaced {
+            Some(id) => id,
+            None => {
+                // A fresh veth has no qdisc yet; an existing clsact is fine.
+                let _ = qdisc_add_clsact(ifname);
+                let options = NlOptions {
+                    priority,
+                    handle,
+                    ..Default::default()
+                };
+                program
+                    .attach_with_options(
+                        ifname,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::Netlink(options),
+                    )
+                    .with_context(|| format!("attaching {} to veth {ifname}", programs::VETH_IN))?
+            }
+        };
+        // Dropping the link would detach the filter; it is the veth's to keep.
+        std::mem::forget(program.take_link(link_id)?);
+        Ok(())
     }
 
     /// The names of the scope's pins that start with `prefix`, sorted.
@@ -671,9 +677,10 @@ pub struct Attachment {
     pub hook: String,
     /// The interface, or the cgroup directory.
     pub target: String,
-    /// The pin under the scope's directory.
+    /// The pin under the scope's directory: the link's, or for a container veth's filter
+    /// (which has no link) the program's.
     pub pin: String,
-    pub link_id: u32,
+    pub link_id: Option<u32>,
     pub program_id: u32,
 }
 
@@ -686,8 +693,9 @@ pub struct MapFill {
 }
 
 impl Datapath {
-    /// Every pinned link of the scope, sorted by pin name.
-    pub fn attachments(&self) -> Result<Vec<Attachment>> {
+    /// Every pinned link of the scope, sorted by pin name, then the filters on container veths
+    /// given as (interface, program ids found in its ingress filters).
+    pub fn attachments(&self, veth_filters: &[(String, Vec<u32>)]) -> Result<Vec<Attachment>> {
         let mut out = Vec::new();
         for pin in self.pins_with_prefix("link_")? {
             let path = self.dir.join(&pin);
@@ -702,9 +710,21 @@ impl Datapath {
                 hook,
                 target,
                 pin,
-                link_id: info.id(),
+                link_id: Some(info.id()),
                 program_id: info.program_id(),
             });
+        }
+        for (ifname, ids) in veth_filters {
+            for &program_id in ids {
+                out.push(Attachment {
+                    program: String::new(),
+                    hook: "tc ingress".to_owned(),
+                    target: ifname.clone(),
+                    pin: VETH_PROGRAM_PIN.to_owned(),
+                    link_id: None,
+                    program_id,
+                });
+            }
         }
         // The kernel has no lookup of a program's info by id short of iterating them all.
         for prog in aya::programs::loaded_programs() {
@@ -785,7 +805,6 @@ fn attach_point(pin: &str) -> Result<(String, String)> {
     if let Some(ifname) = what
         .strip_prefix("br_in_")
         .or_else(|| what.strip_prefix("ext_in_"))
-        .or_else(|| what.strip_prefix("veth_in_"))
     {
         return tc("ingress", ifname);
     }

@@ -20,6 +20,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
 };
+use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
@@ -263,6 +264,36 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("deleting interface {name}")),
         }
+    }
+
+    /// The ids of the BPF programs in the clsact ingress filters of interface `index`.
+    pub async fn ingress_bpf_programs(&self, index: u32) -> Result<Vec<u32>> {
+        let mut msg = TcMessage::default();
+        msg.header.index = index as i32;
+        msg.header.parent = TcHandle {
+            major: 0xffff,
+            minor: TcHandle::MIN_INGRESS,
+        };
+        let msgs = replies(self.send(RouteNetlinkMessage::GetTrafficFilter(msg), DUMP)?)
+            .await
+            .with_context(|| format!("listing the ingress filters of interface {index}"))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewTrafficFilter(f) => Some(f.attributes),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|a| match a {
+                TcAttribute::Options(options) => Some(options),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|o| match o {
+                TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(id),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Queues `msg` on the connection and returns the stream of its responses. The request is

@@ -206,8 +206,8 @@ async fn wire_endpoint(
     }
     .await;
     if configured.is_err() {
+        // The veth takes its filter with it.
         if let Some(dp) = Datapath::existing(&ctx.scope) {
-            let _ = dp.detach_veth(&e.host_veth);
             let _ = dp.remove_endpoint(e.ip);
         }
         let _ = ctx.nl.delete_link(index).await;
@@ -286,10 +286,6 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
             t.step(
                 format!("datapath endpoint {}", e.ip),
                 dp.remove_endpoint(e.ip),
-            );
-            t.step(
-                format!("program on veth {}", e.host_veth),
-                dp.detach_veth(&e.host_veth),
             );
         }
         match ctx.nl.delete_link_by_name(&e.host_veth).await {

@@ -58,9 +58,17 @@ struct External<'a> {
 pub async fn status(ctx: &Ctx, json: bool) -> Result<()> {
     let links = ctx.nl.links().await?;
     let state = &ctx.state;
+    let mut veth_filters = Vec::new();
+    for e in state.containers.values().flat_map(|c| &c.endpoints) {
+        if let Some(link) = links.iter().find(|l| l.name == e.host_veth) {
+            let ids = ctx.nl.ingress_bpf_programs(link.index).await?;
+            veth_filters.push((e.host_veth.clone(), ids));
+        }
+    }
     let (attachments, maps) = match Datapath::existing(&ctx.scope) {
         Some(dp) => (
-            dp.attachments().context("reading the pinned links")?,
+            dp.attachments(&veth_filters)
+                .context("reading the attached programs")?,
             dp.map_fill().context("reading the maps")?,
         ),
         None => (Vec::new(), Vec::new()),
@@ -174,7 +182,7 @@ fn print_status(s: &Status) {
             a.program,
             a.hook,
             a.target,
-            a.link_id,
+            a.link_id.map_or("-".to_owned(), |id| id.to_string()),
             a.program_id
         );
     }
