@@ -15,7 +15,7 @@ use aya_ebpf::{
         TC_ACT_SHOT, bpf_fib_lookup,
     },
     btf_maps::lpm_trie::Key,
-    helpers::{bpf_fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
@@ -333,7 +333,7 @@ fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> i32 {
 
 /// Straight out of the entry's interface, as a router would forward it: into a container's
 /// namespace (`bpf_redirect_peer`, only from TC ingress, which is where entries with that
-/// flag are made), or to the neighbour on that interface. Either way past the stack, whose
+/// flag are used), or to the next hop on that interface. Either way past the stack, whose
 /// routing would drop a translated source that is a local address (the host's) as martian.
 #[inline(always)]
 fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
@@ -352,8 +352,49 @@ fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
         // SAFETY: no preconditions beyond running at TC ingress.
         return unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 };
     }
+    if let Some(macs) = next_hop(ctx, e) {
+        if ctx.store(0, &macs, 0).is_err() {
+            count(Counter::DropRewrite);
+            return TC_ACT_SHOT;
+        }
+        // SAFETY: no preconditions.
+        return unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 };
+    }
+    // No resolved neighbour yet (or a route elsewhere): the kernel resolves it.
     // SAFETY: no parameters: the kernel looks up the next hop itself.
     unsafe { bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+/// The destination and source MACs of the translated packet's next hop, when the routing
+/// table sends it out of the entry's interface and the neighbour is known. Looked up for
+/// every packet, as the stack's forwarding does, so route and neighbour changes apply at
+/// once; cheaper than `bpf_redirect_neigh`, which builds a route for each packet.
+#[inline(always)]
+fn next_hop(ctx: &TcContext, e: &CtEntry) -> Option<[u8; 12]> {
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    // SAFETY: as in `np_isolate`.
+    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(e.src_addr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(e.dst_addr);
+    // SAFETY: params is a valid, writable bpf_fib_lookup of the size given; tot_len 0 has
+    // the kernel check the packet itself against the egress MTU (GSO packets pass).
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || params.ifindex != e.redirect_ifindex {
+        return None;
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&params.dmac);
+    macs[6..].copy_from_slice(&params.smac);
+    Some(macs)
 }
 
 #[cgroup_sock_addr(connect4)]

@@ -1041,3 +1041,53 @@ fn a_containers_veth_translates_before_the_bridge() {
         assert_eq!(dp.counter(Counter::MasqNew), 1);
     });
 }
+
+#[test]
+fn a_resolved_next_hop_gets_the_frame_addressed_to_it() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        // The router's MAC is known: the frame leaves addressed to it, from ext0's MAC,
+        // without the kernel's neighbour output path.
+        let router_mac = [0x02, 0, 0, 0, 0, 0x02];
+        let ok = Command::new("ip")
+            .args([
+                "neigh",
+                "replace",
+                "203.0.113.2",
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                "ext0",
+                "nud",
+                "permanent",
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let out = Command::new("ip")
+            .args(["-j", "link", "show", "ext0"])
+            .output()
+            .unwrap();
+        let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ext_mac: Vec<u8> = link[0]["address"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+
+        let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (HOST, 40000, SERVER, 80))
+        );
+        assert_eq!(out[..6], router_mac, "destination: the next hop");
+        assert_eq!(out[6..12], ext_mac[..], "source: the external interface");
+        let mut expected = syn.clone();
+        expected[..6].copy_from_slice(&router_mac);
+        expected[6..12].copy_from_slice(&ext_mac);
+        assert_only_tuple_changed(&expected, &out);
+        assert_checksums(&out);
+    });
+}

@@ -53,6 +53,9 @@ enum Task {
         /// Passes over every configuration (default: 5, or 1 with --quick).
         #[arg(long)]
         passes: Option<usize>,
+        /// Seconds per test (default: 4, or 2 with --quick).
+        #[arg(long)]
+        secs: Option<u32>,
     },
 }
 
@@ -74,7 +77,8 @@ fn main() -> Result<()> {
             quick,
             only,
             passes,
-        } => netbench::run(&build_netpath(true)?, quick, &only, passes),
+            secs,
+        } => netbench::run(&build_netpath(true)?, quick, &only, passes, secs),
     }
 }
 

@@ -91,7 +91,9 @@ fn main() -> Result<()> {
         "## netpath status",
         "Everything netpath set up in the namespace, and what the kernel has of it: each \
          program's attachment with the ids of its link and program (as `bpftool link show` and \
-         `bpftool prog show` give them), and how many entries each map holds against its \
+         `bpftool prog show` give them; a container's veth carries `np_veth_in` as a clsact \
+         filter, which has no link, so LINK shows `-` and PROG is the program pinned as \
+         `prog_veth_in`), and how many entries each map holds against its \
          capacity (counted by walking the keys; for a full conntrack table of 262144 entries \
          that takes about half a second). `--json` gives the same as one object.",
         &["status"],
@@ -165,9 +167,10 @@ fn main() -> Result<()> {
     )?;
     page.command(
         "## bpftool net show",
-        "Inside the namespace. The TC programs are attached through tcx links; bpftool \
-         versions that predate tcx (as the one below) list only netlink-attached programs \
-         here, so the section stays empty and `bpftool link show` is where to look.",
+        "Inside the namespace. The programs on bridges and external interfaces are attached \
+         through tcx links, which bpftool versions that predate tcx (as the one below) do not \
+         list here (`bpftool link show` is where to look); the containers' veths carry \
+         `np_veth_in` as a netlink (clsact) filter, listed under `tc`.",
         &["bpftool", "net", "show"],
         Some(&sb.host),
     )?;

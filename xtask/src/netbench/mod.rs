@@ -127,7 +127,13 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-pub fn run(bin: &Path, quick: bool, only: &[String], passes: Option<usize>) -> Result<()> {
+pub fn run(
+    bin: &Path,
+    quick: bool,
+    only: &[String],
+    passes: Option<usize>,
+    secs: Option<u32>,
+) -> Result<()> {
     if !netpath_tests::is_root() {
         bail!("the bench creates network namespaces and must run as root");
     }
@@ -140,12 +146,13 @@ pub fn run(bin: &Path, quick: bool, only: &[String], passes: Option<usize>) -> R
     if let Some(unknown) = only.iter().find(|o| !all.iter().any(|c| c.name() == *o)) {
         bail!("unknown configuration {unknown:?} in --only (limit, routed, iptables, netpath)");
     }
-    if passes == Some(0) {
-        bail!("--passes must be at least 1");
+    if passes == Some(0) || secs == Some(0) {
+        bail!("--passes and --secs must be at least 1");
     }
     catch_signals();
     let mut plan = Plan::new(quick);
     plan.passes = passes.unwrap_or(plan.passes);
+    plan.secs = secs.unwrap_or(plan.secs);
     let mut configs = Vec::new();
     for config in all
         .into_iter()
