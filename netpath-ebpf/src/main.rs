@@ -217,7 +217,11 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         dst_mac: [0; 6],
         last_seen_ns: 0,
     };
-    deliver_to(&mut reply, t.src_addr, ifindex);
+    // A client outside is never one of the containers: no need to look it up.
+    match side {
+        Side::External => reply.redirect_ifindex = ifindex,
+        Side::Bridge | Side::Container => deliver_to(&mut reply, t.src_addr, ifindex),
+    }
     let Some(entry) = create(t, &mut xlat, reply, now) else {
         count(Counter::DropNoPort);
         warn!(
@@ -249,9 +253,8 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
     if NP_MASQ_EXCL.get(&excluded).is_some() {
         return None;
     }
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
+    let mut room = core::mem::MaybeUninit::uninit();
+    let params = fib_params(&mut room);
     params.l4_protocol = t.proto;
     params.sport = t.src_port.to_be();
     params.dport = t.dst_port.to_be();
@@ -263,7 +266,7 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.skb.skb.cast(),
-            &mut params,
+            params,
             size_of::<bpf_fib_lookup>() as i32,
             flags,
         )
@@ -285,6 +288,27 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
         dst_mac: [0; 6],
         last_seen_ns: 0,
     })
+}
+
+/// Room for the parameters of a FIB lookup, zeroed in place by `fib_params`.
+#[repr(C, align(8))]
+struct FibParams([u64; size_of::<bpf_fib_lookup>() / 8]);
+
+/// Zeroed IPv4 FIB lookup parameters, in `room`. Zeroed word by word, in place: a zeroed
+/// value becomes a call to a byte-by-byte memset, 64 iterations on every forwarded packet.
+#[inline(always)]
+fn fib_params(room: &mut core::mem::MaybeUninit<FibParams>) -> &mut bpf_fib_lookup {
+    const _: () = assert!(size_of::<FibParams>() == size_of::<bpf_fib_lookup>());
+    let words = room.as_mut_ptr().cast::<u64>();
+    for i in 0..size_of::<FibParams>() / 8 {
+        // SAFETY: in bounds; volatile, so that LLVM cannot fold the stores into a memset.
+        unsafe { words.add(i).write_volatile(0) };
+    }
+    // SAFETY: every byte is written, all-zero is a valid bpf_fib_lookup (plain integers),
+    // and `room` has the size and more than the alignment it needs.
+    let params = unsafe { &mut *room.as_mut_ptr().cast::<bpf_fib_lookup>() };
+    params.family = AF_INET;
+    params
 }
 
 /// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
@@ -371,9 +395,8 @@ fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
 /// once; cheaper than `bpf_redirect_neigh`, which builds a route for each packet.
 #[inline(always)]
 fn next_hop(ctx: &TcContext, e: &CtEntry) -> Option<[u8; 12]> {
-    // SAFETY: all-zero is a valid bpf_fib_lookup.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
+    let mut room = core::mem::MaybeUninit::uninit();
+    let params = fib_params(&mut room);
     // SAFETY: as in `np_isolate`.
     params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(e.src_addr);
@@ -383,7 +406,7 @@ fn next_hop(ctx: &TcContext, e: &CtEntry) -> Option<[u8; 12]> {
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.skb.skb.cast(),
-            &mut params,
+            params,
             size_of::<bpf_fib_lookup>() as i32,
             0,
         )
