@@ -189,11 +189,13 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
     }
     // SAFETY: as in `np_isolate`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: plain data.
-    let own =
-        || unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
-    if side == Side::Container && !own() {
-        return TC_ACT_OK;
+    if side == Side::Container {
+        // SAFETY: plain data.
+        let own =
+            unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
+        if !own {
+            return TC_ACT_OK;
+        }
     }
     // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
     // so userspace keeps the namespace's addresses in a map.

@@ -180,7 +180,9 @@ impl Datapath {
         self.dir.join(format!("link_{what}"))
     }
 
-    /// Attaches a TC program and pins its link as `link_<pin>`.
+    /// Attaches a TC program and pins its link as `link_<pin>`. An existing live link (from
+    /// an earlier run) gets the new program atomically; a link severed by the deletion of its
+    /// interface (ENOLINK) is replaced by a new attachment.
     fn attach_tc(&self, prog: &str, ifname: &str, at: TcAttachType, pin: &str) -> Result<()> {
         let mut ebpf = self.load()?;
         let program: &mut SchedClassifier = ebpf
@@ -188,19 +190,6 @@ impl Datapath {
             .with_context(|| format!("{prog} missing from the object"))?
             .try_into()?;
         program.load().with_context(|| format!("loading {prog}"))?;
-        self.attach_loaded(program, ifname, at, pin)
-    }
-
-    /// Attaches a loaded TC program and pins its link as `link_<pin>`. An existing live link
-    /// (from an earlier run) gets the new program atomically; a link severed by the deletion
-    /// of its interface (ENOLINK) is replaced by a new attachment.
-    fn attach_loaded(
-        &self,
-        program: &mut SchedClassifier,
-        ifname: &str,
-        at: TcAttachType,
-        pin: &str,
-    ) -> Result<()> {
         let pin = self.link_pin(pin);
         let replaced = PinnedLink::from_pin(&pin).ok().and_then(|old| {
             let _ = fs::remove_file(&pin);
@@ -280,17 +269,6 @@ impl Datapath {
         // Dropping the link would detach the filter; it is the veth's to keep.
         std::mem::forget(program.take_link(link_id)?);
         Ok(())
-    }
-
-    /// The names of the scope's pins that start with `prefix`, sorted.
-    fn pins_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut pins: Vec<String> = fs::read_dir(&self.dir)
-            .with_context(|| format!("listing {}", self.dir.display()))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|name| name.starts_with(prefix))
-            .collect();
-        pins.sort();
-        Ok(pins)
     }
 
     /// Detaches by unpinning: the pin holds the link's last reference.
@@ -696,8 +674,14 @@ impl Datapath {
     /// Every pinned link of the scope, sorted by pin name, then the filters on container veths
     /// given as (interface, program ids found in its ingress filters).
     pub fn attachments(&self, veth_filters: &[(String, Vec<u32>)]) -> Result<Vec<Attachment>> {
+        let mut pins: Vec<String> = fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("link_"))
+            .collect();
+        pins.sort();
         let mut out = Vec::new();
-        for pin in self.pins_with_prefix("link_")? {
+        for pin in pins {
             let path = self.dir.join(&pin);
             let link = PinnedLink::from_pin(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
