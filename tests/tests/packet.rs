@@ -343,6 +343,19 @@ impl Datapath {
         (result.return_value, out)
     }
 
+    /// What `netpath run` registers for a container: its host-side veth and its MAC (here
+    /// [`ENDPOINT_MAC`]).
+    fn add_endpoint(&mut self, addr: [u8; 4], host_ifindex: u32) {
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(self.ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
+        let endpoint = Endpoint {
+            host_ifindex,
+            mac: ENDPOINT_MAC,
+            _pad: [0; 2],
+        };
+        endpoints.insert(addr, endpoint, 0).unwrap();
+    }
+
     fn counter(&self, c: Counter) -> u64 {
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
@@ -355,6 +368,10 @@ impl Datapath {
         ct.iter().map(Result::unwrap).collect()
     }
 }
+
+/// A registered container's MAC: unlike any address `Pkt` frames carry, so that a rewrite
+/// of the destination shows.
+const ENDPOINT_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0xee, 0x02];
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -928,16 +945,8 @@ fn icmp_errors_about_a_translated_flow_are_translated_back() {
 fn published_connections_go_straight_into_a_known_container() {
     in_fresh_netns(|| {
         let mut dp = Datapath::new();
-        // What `netpath run` registers: the container's host-side veth and MAC.
-        let mac = [0x02, 0x42, 172, 17, 0, 2];
-        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
-            HashMap::try_from(dp.ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
-        let endpoint = Endpoint {
-            host_ifindex: 4242,
-            mac,
-            _pad: [0; 2],
-        };
-        endpoints.insert(CONTAINER, endpoint, 0).unwrap();
+        dp.add_endpoint(CONTAINER, 4242);
+        let mac = ENDPOINT_MAC;
 
         let syn = Pkt::tcp(CLIENT, 40000, HOST, 8088, SYN).build();
         let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &syn);
@@ -969,17 +978,9 @@ fn published_connections_go_straight_into_a_known_container() {
 fn a_containers_veth_translates_before_the_bridge() {
     in_fresh_netns(|| {
         let mut dp = masquerading((50000, 50009));
-        // What `netpath run` registers: the container's host-side veth and MAC.
         let veth = bridge("vethhost", None);
-        let mac = [0x02, 0x42, 172, 17, 0, 2];
-        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
-            HashMap::try_from(dp.ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
-        let endpoint = Endpoint {
-            host_ifindex: veth,
-            mac,
-            _pad: [0; 2],
-        };
-        endpoints.insert(CONTAINER, endpoint, 0).unwrap();
+        dp.add_endpoint(CONTAINER, veth);
+        let mac = ENDPOINT_MAC;
 
         // Masquerade: out of the external interface from the veth, the reply straight back in.
         let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
@@ -1049,26 +1050,19 @@ fn a_resolved_next_hop_gets_the_frame_addressed_to_it() {
         // The router's MAC is known: the frame leaves addressed to it, from ext0's MAC,
         // without the kernel's neighbour output path.
         let router_mac = [0x02, 0, 0, 0, 0, 0x02];
-        let ok = Command::new("ip")
-            .args([
-                "neigh",
-                "replace",
-                "203.0.113.2",
-                "lladdr",
-                "02:00:00:00:00:02",
-                "dev",
-                "ext0",
-                "nud",
-                "permanent",
-            ])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let out = Command::new("ip")
-            .args(["-j", "link", "show", "ext0"])
-            .output()
-            .unwrap();
-        let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        netpath_tests::ip(&[
+            "neigh",
+            "replace",
+            "203.0.113.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "ext0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+        let link = netpath_tests::ip_json(None, &["link", "show", "ext0"]);
         let ext_mac: Vec<u8> = link[0]["address"]
             .as_str()
             .unwrap()
