@@ -118,14 +118,30 @@ pub fn track(e: *mut CtEntry, p: &Packet, now: u64) {
     entry.last_seen_ns = now;
 }
 
+/// The entry that translates the replies of `orig` back to it; where they go is the
+/// caller's to fill in.
+#[inline(always)]
+pub fn reply_to(orig: &CtKey) -> CtEntry {
+    CtEntry {
+        src_addr: orig.dst_addr,
+        dst_addr: orig.src_addr,
+        src_port: orig.dst_port,
+        dst_port: orig.src_port,
+        redirect_ifindex: 0,
+        state: CtState::New as u8,
+        flags: CT_FLAG_REPLY,
+        dst_mac: [0; 6],
+        last_seen_ns: 0,
+    }
+}
+
 /// Creates both entries of a new connection from `orig` (as it arrived) to `xlat` (what it
-/// becomes), `reply` being the translation back to `orig` and where it goes. If the reply
+/// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it goes. If the reply
 /// tuple is already taken by a live connection (an expired one never blocks), other source
 /// ports (ICMP identifiers) from the NAT range are tried for `xlat`; returns the forward
 /// entry, or `None` when no port was free.
 #[inline(always)]
 pub fn create(orig: &CtKey, xlat: &mut CtEntry, mut reply: CtEntry, now: u64) -> Option<CtEntry> {
-    reply.state = CtState::New as u8;
     reply.last_seen_ns = now;
     let (min, max) = nat_ports();
     // Never 0 (nat_ports keeps min <= max); `max(1)` lets the compiler see it, so that no

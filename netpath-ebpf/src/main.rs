@@ -20,12 +20,10 @@ use aya_ebpf::{
     programs::{SockAddrContext, TcContext},
 };
 use aya_log_ebpf::{debug, info, warn};
-use netpath_common::{
-    CT_FLAG_PEER, CT_FLAG_REPLY, Counter, CtEntry, CtKey, Direction, PublishTarget,
-};
+use netpath_common::{CT_FLAG_PEER, Counter, CtEntry, CtKey, Direction, PublishTarget};
 
 use crate::{
-    conntrack::{create, forget, lookup, now, reopens, track},
+    conntrack::{create, forget, lookup, now, reopens, reply_to, track},
     maps::{
         NP_BRIDGES, NP_CT, NP_ENDPOINTS, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count,
         count_traffic, find_publish,
@@ -208,17 +206,7 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         },
         (None, Side::External) => return TC_ACT_OK,
     };
-    let mut reply = CtEntry {
-        src_addr: t.dst_addr,
-        dst_addr: t.src_addr,
-        src_port: t.dst_port,
-        dst_port: t.src_port,
-        redirect_ifindex: 0,
-        state: 0,
-        flags: CT_FLAG_REPLY,
-        dst_mac: [0; 6],
-        last_seen_ns: 0,
-    };
+    let mut reply = reply_to(t);
     // A client outside is never one of the containers: no need to look it up.
     match side {
         Side::External => reply.redirect_ifindex = ifindex,
@@ -334,8 +322,7 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Sid
     // SAFETY: map values stay valid for the program's run.
     let entry = unsafe { *e };
     if nat::rewrite_icmp_error(ctx, p, quoted, &entry).is_err() {
-        count(Counter::DropRewrite);
-        return TC_ACT_SHOT;
+        return dropped();
     }
     count(Counter::IcmpError);
     debug!(
@@ -350,11 +337,17 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Sid
 #[inline(always)]
 fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> i32 {
     if nat::rewrite(ctx, p, e).is_err() {
-        count(Counter::DropRewrite);
-        return TC_ACT_SHOT;
+        return dropped();
     }
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
     redirect(ctx, p, e)
+}
+
+/// A packet the helpers failed to rewrite: dropped, and counted.
+#[inline(always)]
+fn dropped() -> i32 {
+    count(Counter::DropRewrite);
+    TC_ACT_SHOT
 }
 
 /// Straight out of the entry's interface, as a router would forward it: into a container's
@@ -367,21 +360,18 @@ fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
         return TC_ACT_OK;
     }
     if nat::decrement_ttl(ctx, p).is_err() {
-        count(Counter::DropRewrite);
-        return TC_ACT_SHOT;
+        return dropped();
     }
     if e.flags & CT_FLAG_PEER != 0 {
         if ctx.store(0, &e.dst_mac, 0).is_err() {
-            count(Counter::DropRewrite);
-            return TC_ACT_SHOT;
+            return dropped();
         }
         // SAFETY: no preconditions beyond running at TC ingress.
         return unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 };
     }
     if let Some(macs) = next_hop(ctx, e) {
         if ctx.store(0, &macs, 0).is_err() {
-            count(Counter::DropRewrite);
-            return TC_ACT_SHOT;
+            return dropped();
         }
         // SAFETY: no preconditions.
         return unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 };

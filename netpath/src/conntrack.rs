@@ -2,7 +2,7 @@
 //! direction, this pairs them into connections and works out their ages. Pure data.
 use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use netpath_common::{
     CT_FLAG_REPLY, CtEntry, CtKey, CtState, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_timeout_secs,
     proto_name,
@@ -138,19 +138,6 @@ fn state_name(state: u8) -> &'static str {
         CLOSED => "closed",
         _ => "unknown",
     }
-}
-
-/// The clock `bpf_ktime_get_coarse_ns` reads.
-pub fn monotonic_coarse_ns() -> Result<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec to write to.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading CLOCK_MONOTONIC_COARSE");
-    }
-    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// The keys of both entries of every expired connection: what garbage collection removes.

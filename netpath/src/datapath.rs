@@ -319,12 +319,9 @@ impl Datapath {
         self.detach(&format!("isolate_{bridge}"))?;
         self.detach(&format!("br_in_{bridge}"))?;
         let mut bridges: HashMap<_, u32, BridgeInfo> = HashMap::try_from(self.map(maps::BRIDGES)?)?;
-        match bridges.remove(&ifindex) {
-            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-            Err(e) => {
-                Err(e).with_context(|| format!("removing bridge {bridge} from {}", maps::BRIDGES))
-            }
-        }
+        remove_key(&mut bridges, &ifindex)
+            .with_context(|| format!("removing bridge {bridge} from {}", maps::BRIDGES))?;
+        Ok(())
     }
 
     /// Attaches translation (published ports in, masquerade replies) to the ingress of an
@@ -344,10 +341,8 @@ impl Datapath {
         if let Some(ifindex) = ifindex {
             let mut externals: HashMap<_, u32, u32> =
                 HashMap::try_from(self.map(maps::EXTERNALS)?)?;
-            match externals.remove(&ifindex) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).with_context(|| format!("unregistering {ifname}")),
-            }
+            remove_key(&mut externals, &ifindex)
+                .with_context(|| format!("unregistering {ifname}"))?;
         }
         self.detach(&format!("ext_in_{ifname}"))
     }
@@ -392,10 +387,8 @@ impl Datapath {
         let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
         let mut removed = 0;
         for key in keys {
-            match ct.remove(key) {
-                Ok(()) => removed += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("removing conntrack entries"),
+            if remove_key(&mut ct, key).context("removing conntrack entries")? {
+                removed += 1;
             }
         }
         Ok(removed)
@@ -418,22 +411,16 @@ impl Datapath {
     pub fn remove_endpoint(&self, addr: Ipv4Addr) -> Result<()> {
         let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
             HashMap::try_from(self.map(maps::ENDPOINTS)?)?;
-        match endpoints.remove(&addr.octets()) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("forgetting endpoint {addr}")),
-        }
+        remove_key(&mut endpoints, &addr.octets())
+            .with_context(|| format!("forgetting endpoint {addr}"))?;
+        Ok(())
     }
 
     /// Empties the conntrack table; returns how many entries it held.
     pub fn flush_conntrack(&self) -> Result<usize> {
-        let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
+        let ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
         let keys: Vec<CtKey> = ct.keys().filter_map(|k| k.ok()).collect();
-        for key in &keys {
-            match ct.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("flushing conntrack"),
-            }
-        }
+        self.remove_conntrack(&keys).context("flushing conntrack")?;
         Ok(keys.len())
     }
 
@@ -483,10 +470,7 @@ impl Datapath {
         let mut publish: HashMap<_, PublishKey, PublishTarget> =
             HashMap::try_from(self.map(maps::PUBLISH)?)?;
         for key in remove {
-            match publish.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("removing a publish"),
-            }
+            remove_key(&mut publish, key).context("removing a publish")?;
         }
         for (key, target) in add {
             publish.insert(key, target, 0).context("adding a publish")?;
@@ -532,7 +516,7 @@ impl Datapath {
 
     /// Per-CPU counters, summed.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(maps::COUNTERS)?)?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(self.pinned(maps::COUNTERS)?.0)?;
         Counter::ALL
             .into_iter()
             .map(|c| Ok((c, counters.get(&(c as u32), 0)?.iter().sum())))
@@ -541,7 +525,8 @@ impl Datapath {
 
     /// Translated packets and bytes per direction and protocol, summed over CPUs.
     pub fn traffic(&self) -> Result<Vec<(Direction, u8, Traffic)>> {
-        let traffic: PerCpuArray<_, Traffic> = PerCpuArray::try_from(self.map(maps::TRAFFIC)?)?;
+        let traffic: PerCpuArray<_, Traffic> =
+            PerCpuArray::try_from(self.pinned(maps::TRAFFIC)?.0)?;
         let mut out = Vec::new();
         for dir in Direction::ALL {
             for proto in TRAFFIC_PROTOS {
@@ -588,6 +573,18 @@ impl Datapath {
     }
 }
 
+/// Removes `key` from `map`; an absent key is no error. Returns whether it was there.
+fn remove_key<T: std::borrow::BorrowMut<MapData>, K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<T, K, V>,
+    key: &K,
+) -> Result<bool, MapError> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn ensure_bpffs() -> Result<()> {
     let is_bpffs = nix::sys::statfs::statfs(BPFFS)
         .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
@@ -603,6 +600,19 @@ fn ensure_bpffs() -> Result<()> {
         .with_context(|| format!("mounting bpffs at {BPFFS}"))?;
     }
     Ok(())
+}
+
+/// The clock `bpf_ktime_get_coarse_ns` reads.
+pub fn monotonic_coarse_ns() -> Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading CLOCK_MONOTONIC_COARSE");
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// The cookie of the current network namespace, as `bpf_get_netns_cookie` returns it.

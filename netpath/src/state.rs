@@ -140,8 +140,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// Where the scope's state and lock live.
+    pub fn dir(scope: &str) -> PathBuf {
+        Path::new(RUN_DIR).join(scope)
+    }
+
     pub fn open(scope: &str) -> Result<Store> {
-        let dir = Path::new(RUN_DIR).join(scope);
+        let dir = Self::dir(scope);
         let path = dir.join("lock");
         // The holder of the lock may remove the whole directory (`remove`): a waiter then holds
         // a lock on a file nobody else can find, so it starts over until the lock it holds is
@@ -179,7 +184,7 @@ impl Store {
     /// renames, so it is always whole): for a command that only looks and must not hold up
     /// the others for long (`stats --watch`). None when the scope has no state.
     pub fn peek(scope: &str) -> Result<Option<State>> {
-        read(&Path::new(RUN_DIR).join(scope).join("state.json"))
+        read(&Self::dir(scope).join("state.json"))
     }
 
     pub fn save(&self, state: &State) -> Result<()> {

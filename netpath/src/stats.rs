@@ -102,12 +102,11 @@ impl Stats {
     }
 }
 
-/// One metric: its Prometheus name (after `netpath_`), type, help text and what the table
-/// calls it.
+/// One metric: its Prometheus name (after `netpath_`; a counter's ends in `_total`, as
+/// Prometheus names them, anything else is a gauge), help text and what the table calls it.
 #[derive(Debug)]
 pub struct Metric {
     pub name: &'static str,
-    pub gauge: bool,
     pub help: &'static str,
     pub title: &'static str,
 }
@@ -130,12 +129,7 @@ impl Sample {
 }
 
 const fn metric(name: &'static str, title: &'static str, help: &'static str) -> Metric {
-    Metric {
-        name,
-        gauge: false,
-        help,
-        title,
-    }
+    Metric { name, help, title }
 }
 
 static DROPS: Metric = metric(
@@ -198,22 +192,16 @@ static CT_EVICTED: Metric = metric(
     "evicted (derived)",
     "Derived: inserts - removals - entries - removed by netpath; evicted by the LRU or overwritten after expiry.",
 );
-static CT_ENTRIES: Metric = Metric {
-    gauge: true,
-    ..metric(
-        "conntrack_entries",
-        "conntrack entries",
-        "Entries in the conntrack table, two per connection.",
-    )
-};
-static CT_MAX: Metric = Metric {
-    gauge: true,
-    ..metric(
-        "conntrack_entries_max",
-        "conntrack capacity",
-        "Entries the conntrack table holds before the LRU evicts.",
-    )
-};
+static CT_ENTRIES: Metric = metric(
+    "conntrack_entries",
+    "conntrack entries",
+    "Entries in the conntrack table, two per connection.",
+);
+static CT_MAX: Metric = metric(
+    "conntrack_entries_max",
+    "conntrack capacity",
+    "Entries the conntrack table holds before the LRU evicts.",
+);
 
 /// Every metric, in output order.
 pub static METRICS: [&Metric; 14] = [
@@ -257,7 +245,11 @@ pub fn prometheus(samples: &[Sample]) -> String {
     for s in samples {
         let name = s.metric.name;
         if !last.is_some_and(|m| std::ptr::eq(m, s.metric)) {
-            let kind = if s.metric.gauge { "gauge" } else { "counter" };
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(out, "# HELP netpath_{name} {}", s.metric.help);
             let _ = writeln!(out, "# TYPE netpath_{name} {kind}");
             last = Some(s.metric);
@@ -385,7 +377,6 @@ mod tests {
         for m in METRICS {
             let help = format!("# HELP netpath_{} ", m.name);
             assert_eq!(text.matches(&help).count(), 1, "{}", m.name);
-            assert_eq!(m.gauge, !m.name.ends_with("_total"), "{}", m.name);
         }
     }
 

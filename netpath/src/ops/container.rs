@@ -196,18 +196,19 @@ async fn wire_endpoint(
         )
         .await?;
     let gateway = default_route.then_some(net.gateway);
+    let dp = Datapath::existing(&ctx.scope);
     let configured = async {
         cnl.configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
             .await?;
-        match Datapath::existing(&ctx.scope) {
-            Some(dp) => register(&dp, e, index),
+        match &dp {
+            Some(dp) => register(dp, e, index),
             None => Ok(()),
         }
     }
     .await;
     if configured.is_err() {
         // The veth takes its filter with it.
-        if let Some(dp) = Datapath::existing(&ctx.scope) {
+        if let Some(dp) = &dp {
             let _ = dp.remove_endpoint(e.ip);
         }
         let _ = ctx.nl.delete_link(index).await;

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     cli::LogLevel,
     conntrack,
-    datapath::Datapath,
+    datapath::{self, Datapath},
     masquerade::{Exclude, NatPorts, plan_exclude},
     publish::Spec,
     state::{NetMode, Network},
@@ -247,7 +247,7 @@ pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel)
                     outln!("the datapath is gone (netpath down); exiting");
                     return Ok(());
                 };
-                let expired = conntrack::expired_keys(&dp.conntrack()?, conntrack::monotonic_coarse_ns()?);
+                let expired = conntrack::expired_keys(&dp.conntrack()?, datapath::monotonic_coarse_ns()?);
                 let removed = dp.remove_conntrack(&expired)?;
                 if removed > 0 {
                     // Recorded so that `netpath stats` does not take them for evictions.

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use super::Ctx;
 use crate::{
     conntrack::{self, Filter},
-    datapath::Datapath,
+    datapath::{self, Datapath},
     ipam::Subnet,
     masquerade::{NatPorts, trie_entries},
 };
@@ -50,8 +50,7 @@ pub fn list(ctx: &Ctx, json: bool, filter: &Filter) -> Result<()> {
         Some(dp) => dp.conntrack().context("reading the conntrack table")?,
         None => Vec::new(),
     };
-    let connections =
-        conntrack::connections(&entries, crate::conntrack::monotonic_coarse_ns()?, filter);
+    let connections = conntrack::connections(&entries, datapath::monotonic_coarse_ns()?, filter);
     if json {
         outln!("{}", serde_json::to_string_pretty(&connections)?);
     } else {

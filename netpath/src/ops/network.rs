@@ -224,10 +224,10 @@ pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
 
 #[derive(Serialize)]
 pub(super) struct NetworkView<'a> {
-    pub(super) name: &'a str,
+    name: &'a str,
     #[serde(flatten)]
-    pub(super) network: &'a Network,
-    pub(super) bridge_present: bool,
+    network: &'a Network,
+    bridge_present: bool,
 }
 
 /// Every network as `network ls` shows it; `links` are the interfaces of the namespace.
@@ -243,18 +243,19 @@ pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<NetworkView<'a>
         .collect()
 }
 
-pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
-    let views = views(&ctx.state, &ctx.nl.links().await?);
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
-    }
+/// The `network ls` table; `status` adds each bridge's ifindex.
+pub(super) fn print_table(views: &[NetworkView], with_ifindex: bool) {
+    let ifindex = |v: String| match with_ifindex {
+        true => format!("{v:<8} "),
+        false => String::new(),
+    };
     outln!(
-        "{:<20} {:<16} {:<18} {:<16} STATUS",
+        "{:<20} {:<16} {:<18} {:<16} {}STATUS",
         "NAME",
         "BRIDGE",
         "SUBNET",
-        "GATEWAY"
+        "GATEWAY",
+        ifindex("IFINDEX".to_owned())
     );
     for v in views {
         let status = if v.bridge_present {
@@ -263,12 +264,22 @@ pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             "bridge missing (run netpath up)"
         };
         outln!(
-            "{:<20} {:<16} {:<18} {:<16} {status}",
+            "{:<20} {:<16} {:<18} {:<16} {}{status}",
             v.name,
             v.network.bridge,
             v.network.subnet.to_string(),
-            v.network.gateway.to_string()
+            v.network.gateway.to_string(),
+            ifindex(v.network.ifindex.to_string())
         );
     }
+}
+
+pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
+    let views = views(&ctx.state, &ctx.nl.links().await?);
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    print_table(&views, false);
     Ok(())
 }

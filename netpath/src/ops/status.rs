@@ -14,7 +14,7 @@ use crate::{
     ipam::Subnet,
     masquerade::NatPorts,
     publish::Spec,
-    state::RUN_DIR,
+    state::Store,
 };
 
 #[derive(Serialize)]
@@ -75,7 +75,7 @@ pub async fn status(ctx: &Ctx, json: bool) -> Result<()> {
     };
     let status = Status {
         scope: &ctx.scope,
-        state_dir: format!("{RUN_DIR}/{}", ctx.scope),
+        state_dir: Store::dir(&ctx.scope).display().to_string(),
         pin_dir: Datapath::pin_dir(&ctx.scope).display().to_string(),
         networks: network::views(state, &links),
         containers: container::views(state, &links),
@@ -115,30 +115,7 @@ fn print_status(s: &Status) {
         s.pin_dir
     );
     outln!("\nNETWORKS");
-    outln!(
-        "{:<20} {:<16} {:<18} {:<16} {:<8} STATUS",
-        "NAME",
-        "BRIDGE",
-        "SUBNET",
-        "GATEWAY",
-        "IFINDEX"
-    );
-    for v in &s.networks {
-        let n = v.network;
-        let status = if v.bridge_present {
-            "ok"
-        } else {
-            "bridge missing (run netpath up)"
-        };
-        outln!(
-            "{:<20} {:<16} {:<18} {:<16} {:<8} {status}",
-            v.name,
-            n.bridge,
-            n.subnet.to_string(),
-            n.gateway.to_string(),
-            n.ifindex
-        );
-    }
+    network::print_table(&s.networks, true);
     outln!("\nCONTAINERS");
     container::print_table(&s.containers);
     outln!("\nPUBLISHED PORTS: {}", s.publishes.ports);
