@@ -18,18 +18,21 @@ use anyhow::{Context as _, Result, bail};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// The netpath binary next to the running test executable (target/<profile>/netpath), or
+/// The netpath binary of the running executable's profile (target/<profile>/netpath, seen
+/// from a test in target/<profile>/deps or a binary in target/<profile>), or
 /// `$NETPATH_BIN`. `cargo xtask test` builds it before the tests run.
 pub fn netpath_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("NETPATH_BIN") {
         return bin.into();
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("netpath");
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target/<profile>[/deps]");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
+    let bin = dir.join("netpath");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build -p netpath` (cargo xtask test does)",

@@ -41,10 +41,6 @@ for line in sys.stdin:
         break
 "#;
 
-fn start(sb: &Sandbox, netns: &str, script: &str, args: &[&str], expect: &str) -> Proc {
-    sb.start_python(netns, script, args, expect)
-}
-
 /// Sends `n` numbered lines over `conn` and expects each echoed.
 fn exchange(conn: &mut Proc, tag: &str, n: u32) {
     for i in 0..n {
@@ -65,11 +61,11 @@ fn connections_survive_a_restart() {
     let web = sb.name("web");
     sb.ok(&["up", "-d", "--publish", "8081:172.17.0.2:81"]);
     sb.ok(&["run", &web]);
-    let _in_server = start(&sb, &web, ECHO, &["0.0.0.0", "81"], "ready");
-    let _out_server = start(&sb, &client.netns, ECHO, &[CLIENT_ADDR, "9000"], "ready");
+    let _in_server = sb.start_python(&web, ECHO, &["0.0.0.0", "81"], "ready");
+    let _out_server = sb.start_python(&client.netns, ECHO, &[CLIENT_ADDR, "9000"], "ready");
     // One connection through the published port, one through masquerade.
-    let mut inbound = start(&sb, &client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
-    let mut outbound = start(&sb, &web, HOLD, &[CLIENT_ADDR, "9000"], "connected");
+    let mut inbound = sb.start_python(&client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
+    let mut outbound = sb.start_python(&web, HOLD, &[CLIENT_ADDR, "9000"], "connected");
     exchange(&mut inbound, "in", 5);
     exchange(&mut outbound, "out", 5);
 
@@ -135,8 +131,8 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _server = start(&sb, &web, ECHO, &["0.0.0.0", "81"], "ready");
-    let mut conn = start(&sb, &client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
+    let _server = sb.start_python(&web, ECHO, &["0.0.0.0", "81"], "ready");
+    let mut conn = sb.start_python(&client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
     exchange(&mut conn, "fg", 3);
     // Other commands are not locked out while it runs.
     sb.ok(&["ps"]);
@@ -159,6 +155,29 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
     exchange(&mut conn, "after-exit", 3);
 }
 
+/// A file removed when dropped, whether the test passed or not.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Pins a new map of `kind` at `path` with key and value of `size` bytes (bpftool).
+fn pin_map(path: &str, kind: &str, size: u32, entries: u32, name: &str) {
+    let size = size.to_string();
+    let entries = entries.to_string();
+    let created = Command::new("bpftool")
+        .args([
+            "map", "create", path, "type", kind, "key", &size, "value", &size, "entries", &entries,
+            "name", name,
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success(), "bpftool map create {path}");
+}
+
 #[test]
 fn pins_netpath_cannot_trust_are_refused() {
     let sb = sandbox();
@@ -166,33 +185,21 @@ fn pins_netpath_cannot_trust_are_refused() {
     let dir = format!("/sys/fs/bpf/netpath/{}", sb.host);
 
     // A map pinned under one of netpath's names with another layout, as an older version
-    // would have left it: refused, not misread.
+    // would have left it: refused, not misread. The real one waits beside the pin directory,
+    // removed even if the test fails.
     let ct = format!("{dir}/NP_CT");
-    std::fs::rename(&ct, format!("{dir}/../{}-ct-saved", sb.host)).unwrap();
-    let created = Command::new("bpftool")
-        .args([
-            "map", "create", &ct, "type", "hash", "key", "8", "value", "8", "entries", "16",
-            "name", "NP_CT",
-        ])
-        .status()
-        .unwrap();
-    assert!(created.success());
+    let saved = RemoveOnDrop(format!("{dir}-ct-saved"));
+    std::fs::rename(&ct, &saved.0).unwrap();
+    pin_map(&ct, "hash", 8, 16, "NP_CT");
     let err = sb.fails(&["up", "-d"]);
     assert!(err.contains("pinned by another netpath version"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     std::fs::remove_file(&ct).unwrap();
-    std::fs::rename(format!("{dir}/../{}-ct-saved", sb.host), &ct).unwrap();
+    std::fs::rename(&saved.0, &ct).unwrap();
 
     // Something foreign in the pin directory.
     let foreign = format!("{dir}/not-ours");
-    let created = Command::new("bpftool")
-        .args([
-            "map", "create", &foreign, "type", "array", "key", "4", "value", "4", "entries", "1",
-            "name", "foreign",
-        ])
-        .status()
-        .unwrap();
-    assert!(created.success());
+    pin_map(&foreign, "array", 4, 1, "foreign");
     let err = sb.fails(&["up", "-d"]);
     assert!(err.contains("not-ours is not a netpath pin"), "{err}");
     std::fs::remove_file(&foreign).unwrap();

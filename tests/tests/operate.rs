@@ -41,26 +41,31 @@ fn setup() -> (Sandbox, Client, String, Proc) {
     ]);
     let web = sb.name("web");
     sb.ok(&["run", &web]);
-    let sink = sb
-        .spawn(&web, &["python3", "-c", SINK])
-        .expect("starting the sink");
-    sink.wait_for("ready", Duration::from_secs(10))
-        .expect("sink ready");
+    let sink = sb.start_python(&web, SINK, &[], "ready");
     (sb, client, web, sink)
 }
 
-/// Sends `n` datagrams of [`PAYLOAD`] bytes to the published UDP port from one socket.
-fn send_udp(sb: &Sandbox, client: &Client, n: u64) {
+/// `netpath stats --json`, parsed.
+fn stats(sb: &Sandbox) -> Value {
+    json(&sb.ok(&["stats", "--json"]))
+}
+
+/// Sends `n` datagrams of [`PAYLOAD`] bytes to the published UDP port from one socket, and
+/// waits until the datapath has translated them all (the first of the sandbox's, as every
+/// caller sends); returns the stats that show it.
+fn send_udp(sb: &Sandbox, client: &Client, n: u64) -> Value {
     let script = format!(
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          for _ in range({n}): s.sendto(b'x' * {PAYLOAD}, ('{EXT_ADDR}', 5353))"
     );
-    let out = sb.exec(&client.netns, &["python3", "-c", &script]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sb.run_python(&client.netns, 10, &script, &[]);
+    let mut after = Value::Null;
+    let arrived = wait_until(50, Duration::from_millis(100), || {
+        after = stats(sb);
+        after["traffic"]["from_external"]["udp"]["packets"] == n
+    });
+    assert!(arrived, "{n} datagrams not all translated: {after:#}");
+    after
 }
 
 fn json(text: &str) -> Value {
@@ -86,14 +91,19 @@ fn bpftool(netns: Option<&str>, args: &[&str]) -> Value {
     json(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// The ids of what `bpftool -j {prog,link} show` lists.
-fn ids(kind: &str) -> BTreeSet<u64> {
+/// What `bpftool -j {prog,link,map} show` lists, by id.
+fn by_id(kind: &str) -> BTreeMap<u64, Value> {
     bpftool(None, &[kind, "show"])
         .as_array()
         .expect("an array")
         .iter()
-        .filter_map(|v| v["id"].as_u64())
+        .map(|v| (v["id"].as_u64().expect("an id"), v.clone()))
         .collect()
+}
+
+/// The ids of what `bpftool -j {prog,link,map} show` lists.
+fn ids(kind: &str) -> BTreeSet<u64> {
+    by_id(kind).into_keys().collect()
 }
 
 #[test]
@@ -130,18 +140,7 @@ fn status_lists_what_was_created_with_real_program_ids() {
     );
 
     // Every attachment, with the ids the kernel reports for its link and program.
-    let programs: BTreeMap<u64, Value> = bpftool(None, &["prog", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_u64().unwrap(), p.clone()))
-        .collect();
-    let links: BTreeMap<u64, Value> = bpftool(None, &["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (l["id"].as_u64().unwrap(), l.clone()))
-        .collect();
+    let (programs, links) = (by_id("prog"), by_id("link"));
     let mut attached = BTreeSet::new();
     // tc filters (the containers' veths have no link), as the kernel lists them.
     let filters = bpftool(Some(&sb.host), &["net", "show"])[0]["tc"].clone();
@@ -236,18 +235,11 @@ fn status_lists_what_was_created_with_real_program_ids() {
 #[test]
 fn stats_count_exactly_the_packets_sent() {
     let (sb, client, _web, _sink) = setup();
-    let stats = || json(&sb.ok(&["stats", "--json"]));
-    let before = stats();
+    let before = stats(&sb);
     assert_eq!(before["traffic"]["from_external"]["udp"]["packets"], 0);
 
     const N: u64 = 25;
-    send_udp(&sb, &client, N);
-    let mut after = Value::Null;
-    let arrived = wait_until(50, Duration::from_millis(100), || {
-        after = stats();
-        after["traffic"]["from_external"]["udp"]["packets"] == N
-    });
-    assert!(arrived, "{after:#}");
+    let after = send_udp(&sb, &client, N);
     let udp = &after["traffic"]["from_external"]["udp"];
     assert_eq!(udp["bytes"], N * FRAME);
     let c = &after["counters"];
@@ -266,7 +258,7 @@ fn stats_count_exactly_the_packets_sent() {
         sb.ok(&["conntrack", "flush"]),
         "flushed 2 conntrack entries\n"
     );
-    let flushed = stats();
+    let flushed = stats(&sb);
     assert_eq!(flushed["conntrack"]["entries"], 0);
     assert_eq!(flushed["conntrack"]["removed_by_netpath"], 2);
     assert_eq!(flushed["conntrack"]["evicted"], 0);
@@ -289,10 +281,17 @@ fn stats_watch_prints_rates() {
         .spawn()
         .expect("starting stats --watch");
     let stdout = watch.stdout.take().unwrap();
-    let first = std::io::BufRead::lines(std::io::BufReader::new(stdout)).next();
+    // Read on a thread, so that a watch that prints nothing fails the test instead of
+    // hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::io::BufRead::lines(std::io::BufReader::new(stdout)).next());
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20));
     let _ = watch.kill();
     let _ = watch.wait();
-    let line = json(&first.expect("a line").expect("readable"));
+    let first = first.expect("a line within 20 s").expect("a line");
+    let line = json(&first.expect("readable"));
     assert_eq!(line["rates"]["counters"]["nat_new"], 0.0);
     assert!(line["interval_secs"].as_f64().unwrap() >= 1.0);
     assert_eq!(line["conntrack"]["max_entries"], 262144);

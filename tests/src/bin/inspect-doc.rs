@@ -5,10 +5,10 @@
 //! with them; ids, times and counts are as they came.
 //!
 //! As root: `cargo build -p netpath && cargo run -p netpath-tests --bin inspect-doc`.
-use std::{fmt::Write as _, path::PathBuf, process::Command, time::Duration};
+use std::{fmt::Write as _, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Sandbox};
+use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Sandbox, netpath_bin};
 use serde_json::Value;
 
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/inspecting.md");
@@ -37,17 +37,7 @@ time.sleep(120)
 "#;
 
 fn main() -> Result<()> {
-    // target/<profile>/inspect-doc runs target/<profile>/netpath.
-    let bin = match std::env::var_os("NETPATH_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable directory")?
-            .join("netpath"),
-    };
-    if !bin.is_file() {
-        bail!("{} is missing: run `cargo build -p netpath`", bin.display());
-    }
+    let bin = netpath_bin();
     let sb = Sandbox::new(&bin)?;
     let client = sb.client()?;
     let web = sb.name("web");
@@ -70,15 +60,14 @@ fn main() -> Result<()> {
 
     let status: Value = serde_json::from_str(&sb.ok(&["status", "--json"]))?;
     let ids = |key: &str| -> Vec<String> {
-        let mut ids: Vec<String> = status["attachments"]
+        let mut ids = status["attachments"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|a| a[key].as_u64())
-            .map(|id| id.to_string())
-            .collect();
+            .collect::<Vec<u64>>();
         ids.sort();
-        ids
+        ids.iter().map(u64::to_string).collect()
     };
     let pins = format!("/sys/fs/bpf/netpath/{}", sb.host);
     let mut page = Page {

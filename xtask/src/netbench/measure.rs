@@ -16,6 +16,15 @@ pub struct Figure {
     pub higher_is_better: bool,
 }
 
+/// Where each figure is in `FIGURES` (and in every sample array).
+const TCP1: usize = 0;
+const TCP4: usize = 1;
+const KEEPALIVE: usize = 2;
+const NEW_CONN: usize = 3;
+const TCP_RTT: usize = 4;
+const UDP_RTT: usize = 6;
+const CPU_PER_GBIT: usize = 8;
+
 pub const FIGURES: [Figure; 9] = [
     fig("tcp_1_stream", "TCP 1 stream", "tcp1 Gb/s", "Gbit/s", true),
     fig(
@@ -71,7 +80,7 @@ impl Pass {
     /// Adds CPU per gigabit once every test has run.
     pub fn finish(&mut self) {
         if self.gbits > 0.0 {
-            self.values.push((8, self.cpu / self.gbits));
+            self.values.push((CPU_PER_GBIT, self.cpu / self.gbits));
         }
     }
 }
@@ -81,12 +90,14 @@ type Run = fn(&Topology, u32, &mut Pass) -> Result<()>;
 /// Every test, the connection churn last (its TIME_WAIT and conntrack leftovers must not
 /// weigh on the other tests).
 pub const TESTS: [(&str, Run); 6] = [
-    ("iperf3 1 stream", |t, s, p| throughput(t, 1, s, 0, p)),
-    ("iperf3 4 streams", |t, s, p| throughput(t, 4, s, 1, p)),
-    ("sockperf TCP", |t, s, p| latency(t, true, s, 4, p)),
-    ("sockperf UDP", |t, s, p| latency(t, false, s, 6, p)),
-    ("wrk keep-alive", |t, s, p| http(t, false, s, 2, p)),
-    ("wrk Connection: close", |t, s, p| http(t, true, s, 3, p)),
+    ("iperf3 1 stream", |t, s, p| throughput(t, 1, s, TCP1, p)),
+    ("iperf3 4 streams", |t, s, p| throughput(t, 4, s, TCP4, p)),
+    ("sockperf TCP", |t, s, p| latency(t, true, s, TCP_RTT, p)),
+    ("sockperf UDP", |t, s, p| latency(t, false, s, UDP_RTT, p)),
+    ("wrk keep-alive", |t, s, p| http(t, false, s, KEEPALIVE, p)),
+    ("wrk Connection: close", |t, s, p| {
+        http(t, true, s, NEW_CONN, p)
+    }),
 ];
 
 /// Runs test `i` of `TESTS` once through `topo`, recording into `pass`.
@@ -97,21 +108,24 @@ pub fn run(i: usize, topo: &Topology, secs: u32, pass: &mut Pass) {
     }
 }
 
-/// Runs a tool in the client namespace, bounded by `secs` plus a margin, and returns its
-/// stdout (and stderr, where sockperf prints part of its report).
-fn tool(topo: &Topology, secs: u32, cmd: &[&str]) -> Result<String> {
+/// What a tool printed.
+struct Printed {
+    stdout: String,
+    /// stdout and stderr (where sockperf prints part of its report).
+    all: String,
+}
+
+/// Runs a tool in the client namespace, bounded by `secs` plus a margin.
+fn tool(topo: &Topology, secs: u32, cmd: &[&str]) -> Result<Printed> {
     let limit = (secs + 15).to_string();
     // --foreground keeps the tool in this process group, so Ctrl-C stops it at once.
     let mut full = vec!["timeout", "--foreground", "-k", "2", &limit];
     full.extend_from_slice(cmd);
     let out = topo.client_cmd(&full)?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ok(&out).with_context(|| format!("{}: {}", cmd[0], gist(&text)))?;
-    Ok(text)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    ok(&out).with_context(|| format!("{}: {}", cmd[0], gist(&all)))?;
+    Ok(Printed { stdout, all })
 }
 
 /// What a failed tool said, short: iperf3's JSON "error", else the end of its output.
@@ -154,7 +168,7 @@ fn throughput(topo: &Topology, streams: u32, secs: u32, fig: usize, pass: &mut P
         ],
     )?;
     let cpu = cpu_busy()? - before;
-    let json: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+    let json: Value = serde_json::from_str(&out.stdout).context("iperf3 -J output")?;
     if let Some(e) = json.get("error") {
         bail!("iperf3: {e}");
     }
@@ -184,7 +198,7 @@ fn http(topo: &Topology, close: bool, secs: u32, fig: usize, pass: &mut Pass) ->
         cmd.extend(["-H", "Connection: close"]);
     }
     cmd.push(&url);
-    let out = tool(topo, secs, &cmd)?;
+    let out = tool(topo, secs, &cmd)?.stdout;
     let field = |name: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(name))
@@ -213,7 +227,8 @@ fn http(topo: &Topology, close: bool, secs: u32, fig: usize, pass: &mut Pass) ->
     Ok(())
 }
 
-/// sockperf ping-pong: one message in flight, round-trip times (`--full-rtt`) in µs.
+/// sockperf ping-pong: one message in flight, round-trip times (`--full-rtt`) in µs; `fig`
+/// is the p50 figure, the p99 one follows it.
 fn latency(topo: &Topology, tcp: bool, secs: u32, fig: usize, pass: &mut Pass) -> Result<()> {
     let t = &topo.target;
     let (port, time) = (t.sockperf.to_string(), secs.to_string());
@@ -231,7 +246,7 @@ fn latency(topo: &Topology, tcp: bool, secs: u32, fig: usize, pass: &mut Pass) -
     if tcp {
         cmd.push("--tcp");
     }
-    let out = tool(topo, secs, &cmd)?;
+    let out = tool(topo, secs, &cmd)?.all;
     let percentile = |p: &str| -> Option<f64> {
         out.lines()
             .find_map(|l| l.split_once(&format!("percentile {p} =")))

@@ -31,26 +31,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(quick: bool) -> Plan {
-        if quick {
-            Plan {
-                secs: 2,
-                passes: 1,
-                ns: vec![0, 1000],
-            }
-        } else {
-            Plan {
-                secs: 4,
-                passes: 5,
-                ns: vec![0, 1000, 10_000],
-            }
+    /// `--quick`'s plan or the full one, with `--passes` and `--secs` where given.
+    fn new(quick: bool, passes: Option<usize>, secs: Option<u32>) -> Plan {
+        let (default_secs, default_passes, ns) = match quick {
+            true => (2, 1, vec![0, 1000]),
+            false => (4, 5, vec![0, 1000, 10_000]),
+        };
+        Plan {
+            secs: secs.unwrap_or(default_secs),
+            passes: passes.unwrap_or(default_passes),
+            ns,
         }
     }
 
-    /// Seconds: six tests per cell and pass, each its duration plus about 1 s of tool
+    /// Seconds: every test per cell and pass, each its duration plus about 1 s of tool
     /// start-up and warm-up; setup is about 1 s per cell plus 0.5 s per 1,000 extra ports.
     fn estimate(&self, cells: &[Cell]) -> f64 {
-        let measuring = cells.len() as f64 * self.passes as f64 * 6.0 * (self.secs as f64 + 1.0);
+        let tests = measure::TESTS.len() as f64;
+        let measuring = cells.len() as f64 * self.passes as f64 * tests * (self.secs as f64 + 1.0);
         let setup: f64 = cells.iter().map(|c| 1.0 + c.n as f64 / 2000.0).sum();
         measuring + setup
     }
@@ -150,26 +148,26 @@ pub fn run(
         bail!("--passes and --secs must be at least 1");
     }
     catch_signals();
-    let mut plan = Plan::new(quick);
-    plan.passes = passes.unwrap_or(plan.passes);
-    plan.secs = secs.unwrap_or(plan.secs);
+    let plan = Plan::new(quick, passes, secs);
     let mut configs = Vec::new();
     for config in all
         .into_iter()
         .filter(|c| only.is_empty() || only.iter().any(|o| o == c.name()))
     {
-        match config.has_n() {
-            true => configs.extend(plan.ns.iter().map(|&n| (config, n))),
-            false => configs.push((config, 0)),
+        if config.has_n() {
+            configs.extend(plan.ns.iter().map(|&n| (config, n)));
+        } else {
+            configs.push((config, 0));
         }
     }
     let mut cells: Vec<Cell> = configs.into_iter().map(Cell::new).collect();
     let started = Instant::now();
     println!(
-        "bench ({}): {} configurations x {} pass(es) x 6 tests of {} s; expected about {:.0} s",
+        "bench ({}): {} configurations x {} pass(es) x {} tests of {} s; expected about {:.0} s",
         if quick { "quick" } else { "full" },
         cells.len(),
         plan.passes,
+        measure::TESTS.len(),
         plan.secs,
         plan.estimate(&cells)
     );
@@ -196,13 +194,8 @@ pub fn run(
     let count = cells.len();
     for pass in 0..plan.passes {
         let mut results: Vec<measure::Pass> = cells.iter().map(|_| Default::default()).collect();
-        for test in 0..measure::TESTS.len() {
-            println!(
-                "pass {}/{} {}",
-                pass + 1,
-                plan.passes,
-                measure::TESTS[test].0
-            );
+        for (test, (name, _)) in measure::TESTS.iter().enumerate() {
+            println!("pass {}/{} {name}", pass + 1, plan.passes);
             for i in 0..count {
                 check_interrupted()?;
                 let at = (i + pass) % count;

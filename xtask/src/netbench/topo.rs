@@ -95,7 +95,8 @@ impl Topology {
         let url = format!("http://{}:{}/", self.target.addr, self.target.http);
         let mut last = String::new();
         for _ in 0..20 {
-            let out = self.client_cmd(&["curl", "-sS", "-m", "1", &url])?;
+            // No proxy: the target lives in the sandbox, never behind one.
+            let out = self.client_cmd(&["curl", "-sS", "--noproxy", "*", "-m", "1", &url])?;
             if out.status.success() && out.stdout == b"ok\n" {
                 return Ok(());
             }
@@ -344,16 +345,26 @@ fn finish(
         topo.servers.push(Server::spawn(container, &cmd, None)?);
     }
     let dir = std::env::temp_dir().join(format!("{container}-nginx"));
-    fs::create_dir_all(&dir)?;
     let conf = dir.join("nginx.conf");
-    fs::write(&conf, nginx_conf(&dir))?;
     let (dir_s, conf_s) = (dir.to_string_lossy(), conf.to_string_lossy());
     let log = format!("{dir_s}/error.log");
-    topo.servers.push(Server::spawn(
-        container,
-        &["nginx", "-p", &dir_s, "-c", &conf_s, "-e", &log],
-        Some(dir.clone()),
-    )?);
+    let nginx = fs::create_dir_all(&dir)
+        .and_then(|()| fs::write(&conf, nginx_conf(&dir)))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            Server::spawn(
+                container,
+                &["nginx", "-p", &dir_s, "-c", &conf_s, "-e", &log],
+                Some(dir.clone()),
+            )
+        });
+    match nginx {
+        Ok(server) => topo.servers.push(server),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    }
     wait_listening(container)?;
     Ok(topo)
 }
