@@ -6,9 +6,6 @@ use netpath_common::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
-/// Longest headers we read: Ethernet, IPv4 with options, ICMP, the quoted IPv4 header with
-/// options and 8 bytes of its transport header.
-const MAX_HEADERS: usize = ETH_HLEN + 60 + 8 + 60 + 8;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -158,24 +155,42 @@ fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8)> {
     Some((Headers { l3, l4, tuple }, icmp_type))
 }
 
+/// The transport header's length without options: what must be present to translate.
+#[inline(always)]
+fn l4_len(proto: u8) -> usize {
+    match proto {
+        PROTO_TCP => 20,
+        _ => 8,
+    }
+}
+
+/// Makes sure the IPv4 and transport headers, which are read directly, are in the linear
+/// area (the Ethernet header always is at TC). Usually they are; a driver may leave them in
+/// fragments. Only the headers are pulled: pulling payload in would copy the head of every
+/// cloned TCP packet. `None` when the packet is too short to hold them.
+#[inline(always)]
+fn linear_headers(ctx: &TcContext) -> Option<()> {
+    let byte = |off| at::<u8>(ctx, off).or_else(|| ctx.load::<u8>(off).ok());
+    let ihl = usize::from(byte(ETH_HLEN)? & 0x0f) * 4;
+    let need = ETH_HLEN + ihl + l4_len(byte(ETH_HLEN + 9)?);
+    if ctx.data_end() - ctx.data() < need {
+        if (ctx.len() as usize) < need {
+            return None;
+        }
+        ctx.pull_data(need as u32).ok()?;
+    }
+    Some(())
+}
+
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Packet> {
-    // Headers may sit partly outside the linear area; pull what we read into it once.
-    let linear = ctx.data_end() - ctx.data();
-    if linear < MAX_HEADERS && (ctx.len() as usize) > linear {
-        let want = core::cmp::min(ctx.len() as usize, MAX_HEADERS);
-        ctx.pull_data(want as u32).ok()?;
-    }
     if u16::from_be(at::<u16>(ctx, 12)?) != ETH_P_IP {
         return None;
     }
+    linear_headers(ctx)?;
     let (h, icmp_type) = ipv4(&Direct(ctx), ETH_HLEN)?;
     // The whole transport header must be present, or the packet is truncated.
-    let l4_len = match h.tuple.proto {
-        PROTO_TCP => 20,
-        _ => 8,
-    };
-    at::<u8>(ctx, h.l4 + l4_len - 1)?;
+    at::<u8>(ctx, h.l4 + l4_len(h.tuple.proto) - 1)?;
     let quoted = match (h.tuple.proto, icmp_type) {
         (PROTO_ICMP, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => None,
         (PROTO_ICMP, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) => {
