@@ -135,6 +135,41 @@ pub fn reply_to(orig: &CtKey) -> CtEntry {
     }
 }
 
+/// Renews a connection that `orig` reopens, in place, when its translation `xlat` is the
+/// one the old entry `old` holds (its source port may have been reassigned) and the old
+/// reply entry still translates back to `orig`; returns the renewed forward entry. Cheaper
+/// than forgetting and creating both entries, which takes two deletes and two LRU inserts.
+#[inline(always)]
+pub fn renew(
+    old: &mut CtEntry,
+    orig: &CtKey,
+    xlat: &CtEntry,
+    reply: &CtEntry,
+    now: u64,
+) -> Option<CtEntry> {
+    if (old.src_addr, old.dst_addr, old.dst_port) != (xlat.src_addr, xlat.dst_addr, xlat.dst_port) {
+        return None;
+    }
+    let back = NP_CT.get_ptr_mut(counterpart(old, orig.proto))?;
+    // SAFETY: as in `lookup`; concurrent updates race benignly, as in `track`.
+    let back = unsafe { &mut *back };
+    let to_orig = (back.src_addr, back.dst_addr, back.src_port, back.dst_port);
+    if to_orig != (orig.dst_addr, orig.src_addr, orig.dst_port, orig.src_port) {
+        return None;
+    }
+    *back = CtEntry {
+        last_seen_ns: now,
+        ..*reply
+    };
+    *old = CtEntry {
+        src_port: old.src_port,
+        state: CtState::New as u8,
+        last_seen_ns: now,
+        ..*xlat
+    };
+    Some(*old)
+}
+
 /// Creates both entries of a new connection from `orig` (as it arrived) to `xlat` (what it
 /// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it goes. If the reply
 /// tuple is already taken by a live connection (an expired one never blocks), other source

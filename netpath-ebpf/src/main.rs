@@ -23,7 +23,7 @@ use aya_log_ebpf::{debug, info, warn};
 use netpath_common::{CT_FLAG_PEER, Counter, CtEntry, CtKey, Direction, PublishTarget};
 
 use crate::{
-    conntrack::{create, forget, lookup, now, reopens, reply_to, track},
+    conntrack::{create, forget, lookup, now, renew, reopens, reply_to, track},
     maps::{
         NP_BRIDGES, NP_CT, NP_ENDPOINTS, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, count,
         count_traffic, find_publish,
@@ -172,53 +172,49 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         return icmp_error(ctx, &p, quoted, now, side);
     }
     let t = &p.h.tuple;
-    if let Some(e) = lookup(t, now) {
-        // SAFETY: map values stay valid for the program's run.
-        let entry = unsafe { &*e };
-        if !reopens(entry, &p) {
-            track(e, &p, now);
-            count(Counter::NatHit);
-            return apply(ctx, &p, entry, side);
+    // An entry the packet does not reopen translates it; one it reopens (a SYN on a closed
+    // connection) is renewed below, or forgotten.
+    let reopened = match lookup(t, now) {
+        Some(e) => {
+            // SAFETY: map values stay valid for the program's run.
+            let entry = unsafe { &*e };
+            if !reopens(entry, &p) {
+                track(e, &p, now);
+                count(Counter::NatHit);
+                return apply(ctx, &p, entry, side);
+            }
+            Some(e)
         }
-        forget(t, entry);
-    }
-    if !p.opens() {
-        return TC_ACT_OK;
-    }
-    // SAFETY: as in `np_isolate`.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if side == Side::Container {
-        // SAFETY: plain data.
-        let own =
-            unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
-        if !own {
-            return TC_ACT_OK;
-        }
-    }
-    // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
-    // so userspace keeps the namespace's addresses in a map.
-    let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
-    let (mut xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
-        (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
-        (None, Side::Bridge | Side::Container) => match masquerade(ctx, t, ifindex) {
-            Some(xlat) => (xlat, Counter::MasqNew),
-            None => return TC_ACT_OK,
-        },
-        (None, Side::External) => return TC_ACT_OK,
+        None => None,
     };
-    let mut reply = reply_to(t);
-    // A client outside is never one of the containers: no need to look it up.
-    match side {
-        Side::External => reply.redirect_ifindex = ifindex,
-        Side::Bridge | Side::Container => deliver_to(&mut reply, t.src_addr, ifindex),
-    }
-    let Some(entry) = create(t, &mut xlat, reply, now) else {
-        count(Counter::DropNoPort);
-        warn!(
-            ctx,
-            "drop: no free source port for {:i}:{}", t.src_addr, t.src_port
-        );
-        return TC_ACT_SHOT;
+    let Some((mut xlat, reply, counter)) = open(ctx, &p, side) else {
+        if let Some(e) = reopened {
+            // SAFETY: as above.
+            forget(t, unsafe { &*e });
+        }
+        return TC_ACT_OK;
+    };
+    // A client that reuses its source port (every connection, under load) usually gets the
+    // same translation again: both entries are rewritten in place, with no map updates.
+    // SAFETY: as above.
+    let renewed = reopened.and_then(|e| renew(unsafe { &mut *e }, t, &xlat, &reply, now));
+    let entry = match renewed {
+        Some(entry) => entry,
+        None => {
+            if let Some(e) = reopened {
+                // SAFETY: as above.
+                forget(t, unsafe { &*e });
+            }
+            let Some(entry) = create(t, &mut xlat, reply, now) else {
+                count(Counter::DropNoPort);
+                warn!(
+                    ctx,
+                    "drop: no free source port for {:i}:{}", t.src_addr, t.src_port
+                );
+                return TC_ACT_SHOT;
+            };
+            entry
+        }
     };
     count(counter);
     info!(
@@ -230,6 +226,42 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         entry.dst_port
     );
     apply(ctx, &p, &entry, side)
+}
+
+/// What a new connection becomes, and the entry that translates its replies back: `None`
+/// when it is not netpath's to translate (not a published port, not a container's own
+/// connection to the outside).
+#[inline(always)]
+fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry, Counter)> {
+    if !p.opens() {
+        return None;
+    }
+    let t = &p.h.tuple;
+    // SAFETY: as in `np_isolate`.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if side == Side::Container {
+        // SAFETY: plain data.
+        let own =
+            unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
+        if !own {
+            return None;
+        }
+    }
+    // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
+    // so userspace keeps the namespace's addresses in a map.
+    let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
+    let (xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
+        (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
+        (None, Side::Bridge | Side::Container) => (masquerade(ctx, t, ifindex)?, Counter::MasqNew),
+        (None, Side::External) => return None,
+    };
+    let mut reply = reply_to(t);
+    // A client outside is never one of the containers: no need to look it up.
+    match side {
+        Side::External => reply.redirect_ifindex = ifindex,
+        Side::Bridge | Side::Container => deliver_to(&mut reply, t.src_addr, ifindex),
+    }
+    Some((xlat, reply, counter))
 }
 
 /// What a container's new connection to the outside becomes: its source replaced by the

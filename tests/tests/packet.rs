@@ -14,8 +14,8 @@ use aya::{
 };
 use netpath::datapath::EBPF_OBJECT;
 use netpath_common::{
-    BridgeInfo, CT_FLAG_PEER, Config, Counter, CtEntry, CtKey, Endpoint, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PublishKey, PublishTarget, maps, programs,
+    BridgeInfo, CT_FLAG_PEER, Config, Counter, CtEntry, CtKey, CtState, Endpoint, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP, PublishKey, PublishTarget, maps, programs,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -282,30 +282,6 @@ impl Datapath {
         for addr in [HOST, GATEWAY] {
             local.insert(addr, 1, 0).unwrap();
         }
-        let mut publish: HashMap<_, PublishKey, PublishTarget> =
-            HashMap::try_from(ebpf.map_mut(maps::PUBLISH).unwrap()).unwrap();
-        let target = |port| PublishTarget {
-            container_addr: CONTAINER,
-            gateway_addr: GATEWAY,
-            bridge_ifindex: br,
-            container_port: port,
-            _pad: 0,
-        };
-        let key = |addr, port, proto| PublishKey {
-            host_addr: addr,
-            host_port: port,
-            proto,
-            _pad: 0,
-        };
-        publish
-            .insert(key(HOST, 8088, PROTO_TCP), target(80), 0)
-            .unwrap();
-        publish
-            .insert(key(HOST, 5353, PROTO_UDP), target(53), 0)
-            .unwrap();
-        publish
-            .insert(key([0; 4], 9090, PROTO_TCP), target(90), 0)
-            .unwrap();
         let mut bridges: HashMap<_, u32, BridgeInfo> =
             HashMap::try_from(ebpf.map_mut(maps::BRIDGES).unwrap()).unwrap();
         bridges.insert(br, BridgeInfo { network_id: 1 }, 0).unwrap();
@@ -319,11 +295,35 @@ impl Datapath {
             prog.load()
                 .unwrap_or_else(|e| panic!("the verifier rejects {name}: {e:?}"));
         }
-        Datapath {
+        let mut dp = Datapath {
             ebpf,
             bridge: br,
             ext,
-        }
+        };
+        dp.publish(HOST, 8088, PROTO_TCP, 80);
+        dp.publish(HOST, 5353, PROTO_UDP, 53);
+        dp.publish([0; 4], 9090, PROTO_TCP, 90);
+        dp
+    }
+
+    /// Publishes (or re-targets) `host_addr:host_port/proto` to the container's `port`.
+    fn publish(&mut self, host_addr: [u8; 4], host_port: u16, proto: u8, port: u16) {
+        let mut publish: HashMap<_, PublishKey, PublishTarget> =
+            HashMap::try_from(self.ebpf.map_mut(maps::PUBLISH).unwrap()).unwrap();
+        let key = PublishKey {
+            host_addr,
+            host_port,
+            proto,
+            _pad: 0,
+        };
+        let target = PublishTarget {
+            container_addr: CONTAINER,
+            gateway_addr: GATEWAY,
+            bridge_ifindex: self.bridge,
+            container_port: port,
+            _pad: 0,
+        };
+        publish.insert(key, target, 0).unwrap();
     }
 
     /// Runs `prog` on `input` arriving on `ifindex`; returns the verdict and the packet.
@@ -549,6 +549,68 @@ fn wildcard_publish_and_ip_options() {
             );
             dp.run(programs::EXT_IN, dp.ext, &rst);
         }
+    });
+}
+
+#[test]
+fn a_reopened_connection_is_renewed_in_place_unless_its_translation_changed() {
+    in_fresh_netns(|| {
+        let mut dp = Datapath::new();
+        let syn = Pkt::tcp(CLIENT, 40000, HOST, 8088, SYN).build();
+        let reply = Pkt::tcp(CONTAINER, 80, CLIENT, 40000, SYN | ACK).build();
+        let fin = Pkt::tcp(CONTAINER, 80, CLIENT, 40000, 0x01 | ACK).build();
+        dp.run(programs::EXT_IN, dp.ext, &syn);
+        dp.run(programs::BR_IN, dp.bridge, &reply);
+        dp.run(programs::BR_IN, dp.bridge, &fin);
+        let churn = |dp: &Datapath| {
+            (
+                dp.counter(Counter::CtInsert),
+                dp.counter(Counter::CtRemove),
+                dp.counter(Counter::NatNew),
+            )
+        };
+        assert_eq!(churn(&dp), (2, 0, 1));
+        // The client reuses its port once the connection is closing: same translation, the
+        // two entries are renewed where they are.
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &syn);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (CLIENT, 40000, CONTAINER, 80))
+        );
+        assert_checksums(&out);
+        assert_eq!(churn(&dp), (2, 0, 2), "renewed without map updates");
+        let ct = dp.conntrack();
+        assert_eq!(ct.len(), 2);
+        assert!(
+            ct.iter().all(|(_, e)| e.state == CtState::New as u8),
+            "both directions start over: {ct:?}"
+        );
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &reply);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (HOST, 8088, CLIENT, 40000))
+        );
+        assert_checksums(&out);
+        // Re-published to another container port: the next reuse gets new entries and the
+        // old ones go.
+        dp.run(programs::BR_IN, dp.bridge, &fin);
+        dp.publish(HOST, 8088, PROTO_TCP, 81);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &syn);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (CLIENT, 40000, CONTAINER, 81))
+        );
+        assert_eq!(churn(&dp), (4, 2, 3));
+        let mut keys: Vec<_> = dp
+            .conntrack()
+            .into_iter()
+            .map(|(k, _)| (k.src_addr, k.src_port, k.dst_addr, k.dst_port))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [(CONTAINER, 81, CLIENT, 40000), (CLIENT, 40000, HOST, 8088)]
+        );
     });
 }
 
