@@ -134,9 +134,43 @@ pub struct CtKey {
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Two fields rather than [u8; 3]: a zeroed 3-byte array compiles to a memset call in
+    // eBPF, and keys are built for every packet.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 const _: () = assert!(size_of::<CtKey>() == 16);
+
+impl CtKey {
+    pub const fn new(
+        src_addr: [u8; 4],
+        dst_addr: [u8; 4],
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+    ) -> CtKey {
+        CtKey {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+
+    /// The tuple of the other direction.
+    pub const fn reversed(&self) -> CtKey {
+        CtKey::new(
+            self.dst_addr,
+            self.src_addr,
+            self.dst_port,
+            self.src_port,
+            self.proto,
+        )
+    }
+}
 
 /// Connection states; see [`ct_timeout_secs`].
 #[repr(u8)]

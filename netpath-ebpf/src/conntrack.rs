@@ -44,14 +44,7 @@ pub fn now() -> u64 {
 /// The key of the other direction: the reverse of the translated tuple.
 #[inline(always)]
 pub fn counterpart(e: &CtEntry, proto: u8) -> CtKey {
-    CtKey {
-        src_addr: e.dst_addr,
-        dst_addr: e.src_addr,
-        src_port: e.dst_port,
-        dst_port: e.src_port,
-        proto,
-        _pad: [0; 3],
-    }
+    CtKey::new(e.dst_addr, e.src_addr, e.dst_port, e.src_port, proto)
 }
 
 #[inline(always)]

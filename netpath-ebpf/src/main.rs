@@ -1,21 +1,21 @@
 //! netpath's kernel side. Entry points only: each function is one attach point, the logic
-//! lives in modules by concern (parse, conntrack, nat, sock) and every map in `maps`.
+//! lives in modules by concern (parse, conntrack, nat, fib, sock) and every map in `maps`.
 #![no_std]
 #![no_main]
 
+mod access;
 mod conntrack;
+mod fib;
 mod maps;
 mod nat;
+mod object;
 mod parse;
 mod sock;
 
 use aya_ebpf::{
-    bindings::{
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, TC_ACT_OK,
-        TC_ACT_SHOT, bpf_fib_lookup,
-    },
+    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, TC_ACT_OK, TC_ACT_SHOT},
     btf_maps::lpm_trie::Key,
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
@@ -30,8 +30,6 @@ use crate::{
     },
     parse::{Headers, Packet, parse},
 };
-
-const AF_INET: u8 = 2;
 
 /// TC egress on each netpath bridge. A packet the host routed in from another netpath
 /// bridge is dropped (Docker's network isolation, without iptables) unless it belongs to a
@@ -48,18 +46,8 @@ pub fn np_isolate(ctx: TcContext) -> i32 {
     let (to, from) = unsafe { (NP_BRIDGES.get(egress), NP_BRIDGES.get(ingress)) };
     match (to, from) {
         (Some(to), Some(from)) if to.network_id != from.network_id => {
-            let translated = parse(&ctx).is_some_and(|p| {
-                let t = &p.h.tuple;
-                let reverse = CtKey {
-                    src_addr: t.dst_addr,
-                    dst_addr: t.src_addr,
-                    src_port: t.dst_port,
-                    dst_port: t.src_port,
-                    proto: t.proto,
-                    _pad: [0; 3],
-                };
-                NP_CT.get_ptr(reverse).is_some()
-            });
+            let translated =
+                parse(&ctx).is_some_and(|p| NP_CT.get_ptr(p.h.tuple.reversed()).is_some());
             if translated {
                 return TC_ACT_OK;
             }
@@ -276,24 +264,14 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
         return None;
     }
     let mut room = core::mem::MaybeUninit::uninit();
-    let params = fib_params(&mut room);
+    let params = fib::params(&mut room);
     params.l4_protocol = t.proto;
     params.sport = t.src_port.to_be();
     params.dport = t.dst_port.to_be();
     params.ifindex = ifindex;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(t.src_addr);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(t.dst_addr);
-    let flags = BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH;
-    // SAFETY: params is a valid, writable bpf_fib_lookup of the size given.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb.cast(),
-            params,
-            size_of::<bpf_fib_lookup>() as i32,
-            flags,
-        )
-    };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+    if !fib::lookup(ctx, params, BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) {
         return None;
     }
     // SAFETY: plain data.
@@ -312,42 +290,13 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
     })
 }
 
-/// Room for the parameters of a FIB lookup, zeroed in place by `fib_params`.
-#[repr(C, align(8))]
-struct FibParams([u64; size_of::<bpf_fib_lookup>() / 8]);
-
-/// Zeroed IPv4 FIB lookup parameters, in `room`. Zeroed word by word, in place: a zeroed
-/// value becomes a call to a byte-by-byte memset, 64 iterations on every forwarded packet.
-#[inline(always)]
-fn fib_params(room: &mut core::mem::MaybeUninit<FibParams>) -> &mut bpf_fib_lookup {
-    const _: () = assert!(size_of::<FibParams>() == size_of::<bpf_fib_lookup>());
-    let words = room.as_mut_ptr().cast::<u64>();
-    for i in 0..size_of::<FibParams>() / 8 {
-        // SAFETY: in bounds; volatile, so that LLVM cannot fold the stores into a memset.
-        unsafe { words.add(i).write_volatile(0) };
-    }
-    // SAFETY: every byte is written, all-zero is a valid bpf_fib_lookup (plain integers),
-    // and `room` has the size and more than the alignment it needs.
-    let params = unsafe { &mut *room.as_mut_ptr().cast::<bpf_fib_lookup>() };
-    params.family = AF_INET;
-    params
-}
-
 /// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
 /// translated goes back to the packet's original sender, quoted packet translated back.
 #[inline(always)]
 fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Side) -> i32 {
-    let q = &quoted.tuple;
     // The quoted packet went out translated; the entry of its opposite direction holds the
     // original tuple.
-    let back = CtKey {
-        src_addr: q.dst_addr,
-        dst_addr: q.src_addr,
-        src_port: q.dst_port,
-        dst_port: q.src_port,
-        proto: q.proto,
-        _pad: [0; 3],
-    };
+    let back = quoted.tuple.reversed();
     let Some(e) = lookup(&back, now) else {
         return TC_ACT_OK;
     };
@@ -420,28 +369,17 @@ fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
 #[inline(always)]
 fn next_hop(ctx: &TcContext, e: &CtEntry) -> Option<[u8; 12]> {
     let mut room = core::mem::MaybeUninit::uninit();
-    let params = fib_params(&mut room);
+    let params = fib::params(&mut room);
     // SAFETY: as in `np_isolate`.
     params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(e.src_addr);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(e.dst_addr);
-    // SAFETY: params is a valid, writable bpf_fib_lookup of the size given; tot_len 0 has
-    // the kernel check the packet itself against the egress MTU (GSO packets pass).
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb.cast(),
-            params,
-            size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || params.ifindex != e.redirect_ifindex {
+    // tot_len 0 has the kernel check the packet itself against the egress MTU (GSO packets
+    // pass).
+    if !fib::lookup(ctx, params, 0) || params.ifindex != e.redirect_ifindex {
         return None;
     }
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&params.dmac);
-    macs[6..].copy_from_slice(&params.smac);
-    Some(macs)
+    Some(fib::macs(params))
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -467,13 +405,3 @@ pub fn np_getpeername4(ctx: SockAddrContext) -> i32 {
     sock::restore(&ctx);
     1
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -4,6 +4,8 @@
 use aya_ebpf::programs::TcContext;
 use netpath_common::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
+use crate::access::at;
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 
@@ -75,16 +77,6 @@ impl Packet {
     }
 }
 
-#[inline(always)]
-fn at<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + off + size_of::<T>() > end {
-        return None;
-    }
-    // SAFETY: bounds checked against data_end just above (the verifier checks it too).
-    Some(unsafe { ((start + off) as *const T).read_unaligned() })
-}
-
 /// How header fields are read: directly from the packet (fast), or with a helper for the
 /// headers an ICMP error quotes, whose offset is the sum of two variable header lengths,
 /// which the verifier cannot bound on direct access.
@@ -124,14 +116,7 @@ fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8)> {
     }
     let proto: u8 = r.read(l3 + 9)?;
     let l4 = l3 + ihl;
-    let mut tuple = CtKey {
-        src_addr: r.read(l3 + 12)?,
-        dst_addr: r.read(l3 + 16)?,
-        src_port: 0,
-        dst_port: 0,
-        proto,
-        _pad: [0; 3],
-    };
+    let mut tuple = CtKey::new(r.read(l3 + 12)?, r.read(l3 + 16)?, 0, 0, proto);
     // The first 8 bytes of every transport header we handle, read at once: separate reads
     // at a variable offset lose the verifier's range tracking.
     let l4_head: [u8; 8] = r.read(l4)?;

@@ -67,14 +67,13 @@ impl Tuple {
     }
 
     fn key(self, proto: u8) -> CtKey {
-        CtKey {
-            src_addr: self.src.octets(),
-            dst_addr: self.dst.octets(),
-            src_port: self.sport,
-            dst_port: self.dport,
+        CtKey::new(
+            self.src.octets(),
+            self.dst.octets(),
+            self.sport,
+            self.dport,
             proto,
-            _pad: [0; 3],
-        }
+        )
     }
 
     fn has_addr(&self, addr: Ipv4Addr) -> bool {
@@ -270,14 +269,7 @@ mod tests {
     const SEC: u64 = NS_PER_SEC;
 
     fn key(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8) -> CtKey {
-        CtKey {
-            src_addr: src,
-            dst_addr: dst,
-            src_port: sport,
-            dst_port: dport,
-            proto,
-            _pad: [0; 3],
-        }
+        CtKey::new(src, dst, sport, dport, proto)
     }
 
     fn entry(k: CtKey, state: CtState, flags: u8, last_seen_ns: u64) -> CtEntry {

@@ -683,14 +683,13 @@ fn a_full_conntrack_table_evicts_the_oldest() {
     let map = Map::from_map_data(MapData::from_pin(&path).expect("opening NP_CT")).unwrap();
     let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(map).unwrap();
     for i in 0..MAX_CONNTRACK {
-        let key = CtKey {
-            src_addr: [10, 99, (i >> 8) as u8, i as u8],
-            dst_addr: [192, 0, 2, 99],
-            src_port: (i >> 16) as u16 + 1,
-            dst_port: 53,
-            proto: PROTO_UDP,
-            _pad: [0; 3],
-        };
+        let key = CtKey::new(
+            [10, 99, (i >> 8) as u8, i as u8],
+            [192, 0, 2, 99],
+            (i >> 16) as u16 + 1,
+            53,
+            PROTO_UDP,
+        );
         let entry = CtEntry {
             src_addr: key.src_addr,
             dst_addr: key.dst_addr,

@@ -388,7 +388,7 @@ fn bpftool_dump_of_conntrack_has_named_fields() {
         assert_eq!(
             names(&e["key"]),
             [
-                "src_addr", "dst_addr", "src_port", "dst_port", "proto", "_pad"
+                "src_addr", "dst_addr", "src_port", "dst_port", "proto", "_pad0", "_pad1"
             ]
             .map(String::from)
             .into()

@@ -715,14 +715,7 @@ fn isolate_drops_only_traffic_routed_between_netpath_networks() {
             "to an interface netpath does not own"
         );
         // A translated connection (its reply entry exists) may cross.
-        let reply_key = CtKey {
-            src_addr: [172, 18, 0, 2],
-            dst_addr: [172, 17, 0, 2],
-            src_port: 53,
-            dst_port: 12345,
-            proto: PROTO_UDP,
-            _pad: [0; 3],
-        };
+        let reply_key = CtKey::new([172, 18, 0, 2], [172, 17, 0, 2], 53, 12345, PROTO_UDP);
         let entry = CtEntry {
             src_addr: [0; 4],
             dst_addr: [0; 4],

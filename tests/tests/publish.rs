@@ -332,13 +332,8 @@ fn tcp_publish_reaches_the_container_with_the_clients_address() {
             })
             .map(|(_, e)| *e)
     };
-    let key = |src: &str, sport: u16, dst: &str, dport: u16| CtKey {
-        src_addr: ip4(src),
-        dst_addr: ip4(dst),
-        src_port: sport,
-        dst_port: dport,
-        proto: PROTO_TCP,
-        _pad: [0; 3],
+    let key = |src: &str, sport: u16, dst: &str, dport: u16| {
+        CtKey::new(ip4(src), ip4(dst), sport, dport, PROTO_TCP)
     };
     let orig = find(key(CLIENT_ADDR, cport, EXT_ADDR, 8081))
         .unwrap_or_else(|| panic!("no conntrack entry for {local} -> 203.0.113.1:8081: {ct:?}"));
