@@ -39,22 +39,22 @@ enum Task {
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
-    /// Measure the datapath through a published port: the veth limit, plain routing,
-    /// Docker's iptables rules and netpath, with N extra published ports; writes
-    /// target/bench/report.{json,md,svg}.
+    /// Measure the datapath through a published port: the veth limit, plain routing, a bare
+    /// eBPF forwarder, Docker's iptables rules and netpath, with N extra published ports;
+    /// writes target/bench/report.{json,md,svg}.
     Bench {
         /// One short pass, N in {0, 1000}: a sanity run of about two minutes.
         #[arg(long)]
         quick: bool,
-        /// Only these configurations (comma-separated: limit, routed, iptables, netpath),
-        /// for comparing a change quickly; the report covers what ran.
+        /// Only these configurations (comma-separated), for comparing a change quickly; the
+        /// report covers what ran.
         #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
+        only: Vec<netbench::Config>,
         /// Passes over every configuration (default: 5, or 1 with --quick).
-        #[arg(long)]
-        passes: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        passes: Option<u32>,
         /// Seconds per test (default: 4, or 2 with --quick).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         secs: Option<u32>,
     },
 }
@@ -78,7 +78,11 @@ fn main() -> Result<()> {
             only,
             passes,
             secs,
-        } => netbench::run(&build_netpath(true)?, quick, &only, passes, secs),
+        } => {
+            let bin = build_netpath(true)?;
+            let forwarder = built_object("bench-forward")?;
+            netbench::run(&bin, &forwarder, quick, &only, passes, secs)
+        }
     }
 }
 
@@ -122,19 +126,24 @@ fn build_netpath(release: bool) -> Result<PathBuf> {
 
 fn build_ebpf() -> Result<()> {
     build_netpath(true)?;
-    // The build script leaves the object in its OUT_DIR; the newest one is the one embedded.
-    let build_dir = workspace_root().join("target/release/build");
-    let object = std::fs::read_dir(&build_dir)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("netpath-"))
-        .map(|e| e.path().join("out/netpath"))
-        .filter(|p| p.is_file())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .context("the build script produced no eBPF object")?;
+    let object = built_object("netpath")?;
     let dest = workspace_root().join("target/netpath-ebpf.o");
     std::fs::copy(&object, &dest)?;
     println!("eBPF object: {}", dest.display());
     Ok(())
+}
+
+/// The eBPF object `name` (a bin of netpath-ebpf) from the last release build of netpath,
+/// whose build script leaves it in its OUT_DIR; the newest one is the one embedded.
+fn built_object(name: &str) -> Result<PathBuf> {
+    let build_dir = workspace_root().join("target/release/build");
+    std::fs::read_dir(&build_dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("netpath-"))
+        .map(|e| e.path().join("out").join(name))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .with_context(|| format!("the build script produced no eBPF object {name}"))
 }
 
 fn test(args: &[String]) -> Result<()> {

@@ -17,10 +17,12 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+use clap::ValueEnum as _;
 use serde_json::json;
 
 use measure::FIGURES;
-use topo::{Config, Topology};
+pub use topo::Config;
+use topo::Topology;
 
 use crate::workspace_root;
 
@@ -32,14 +34,14 @@ pub struct Plan {
 
 impl Plan {
     /// `--quick`'s plan or the full one, with `--passes` and `--secs` where given.
-    fn new(quick: bool, passes: Option<usize>, secs: Option<u32>) -> Plan {
+    fn new(quick: bool, passes: Option<u32>, secs: Option<u32>) -> Plan {
         let (default_secs, default_passes, ns) = match quick {
             true => (2, 1, vec![0, 1000]),
             false => (4, 5, vec![0, 1000, 10_000]),
         };
         Plan {
             secs: secs.unwrap_or(default_secs),
-            passes: passes.unwrap_or(default_passes),
+            passes: passes.map_or(default_passes, |p| p as usize),
             ns,
         }
     }
@@ -125,34 +127,26 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
+/// Runs the bench with the netpath binary `bin` and the bare forwarder's eBPF object
+/// `forwarder`, over the configurations in `only` (all when empty).
 pub fn run(
     bin: &Path,
+    forwarder: &Path,
     quick: bool,
-    only: &[String],
-    passes: Option<usize>,
+    only: &[Config],
+    passes: Option<u32>,
     secs: Option<u32>,
 ) -> Result<()> {
     if !netpath_tests::is_root() {
         bail!("the bench creates network namespaces and must run as root");
     }
-    let all = [
-        Config::Limit,
-        Config::Routed,
-        Config::Iptables,
-        Config::Netpath,
-    ];
-    if let Some(unknown) = only.iter().find(|o| !all.iter().any(|c| c.name() == *o)) {
-        bail!("unknown configuration {unknown:?} in --only (limit, routed, iptables, netpath)");
-    }
-    if passes == Some(0) || secs == Some(0) {
-        bail!("--passes and --secs must be at least 1");
-    }
     catch_signals();
     let plan = Plan::new(quick, passes, secs);
     let mut configs = Vec::new();
-    for config in all
-        .into_iter()
-        .filter(|c| only.is_empty() || only.iter().any(|o| o == c.name()))
+    for config in Config::value_variants()
+        .iter()
+        .copied()
+        .filter(|c| only.is_empty() || only.contains(c))
     {
         if config.has_n() {
             configs.extend(plan.ns.iter().map(|&n| (config, n)));
@@ -177,7 +171,7 @@ pub fn run(
         print!("setup {:<16} ", cell.legend());
         let _ = std::io::stdout().flush();
         let t = Instant::now();
-        match Topology::build(cell.config, cell.n, bin) {
+        match Topology::build(cell.config, cell.n, bin, forwarder) {
             Ok(topo) => cell.topo = Some(topo),
             Err(e) => cell.errors.push(format!("setup: {e:#}")),
         }

@@ -260,7 +260,8 @@ fn fig_note(fig: &Figure) -> String {
     }
 }
 
-/// Greys for the baselines, oranges for iptables and greens for netpath, lighter as N grows.
+/// Greys for the baselines, blue for the bare forwarder, oranges for iptables and greens for
+/// netpath, lighter as N grows.
 fn color(cell: &Cell) -> &'static str {
     let shade = match cell.n {
         0 => 0,
@@ -270,6 +271,7 @@ fn color(cell: &Cell) -> &'static str {
     match cell.config {
         Config::Limit => "#555555",
         Config::Routed => "#9a9a9a",
+        Config::Forward => "#1c7ed6",
         Config::Iptables => ["#d9480f", "#f76707", "#ffa94d"][shade],
         Config::Netpath => ["#2b8a3e", "#40c057", "#8ce99a"][shade],
     }

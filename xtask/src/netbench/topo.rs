@@ -1,4 +1,4 @@
-//! The four topologies under test, each in its own throwaway namespaces (client, host,
+//! The topologies under test, each in its own throwaway namespaces (client, host,
 //! container) that are deleted on drop, servers killed first. Only documentation and private
 //! ranges are used, and only inside those namespaces: the client is 203.0.113.2, the host's
 //! external address 203.0.113.1, the bridge 172.17.0.1/16 and the container 172.17.0.2.
@@ -13,14 +13,23 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TcAttachType},
+};
+use netpath::netns;
 use netpath_tests::{CLIENT_ADDR, Client, EXT_ADDR, Sandbox, unique};
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// The configurations, in the order they are set up and reported.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Config {
     /// Client and container on one veth pair: the physical limit.
     Limit,
     /// Client to the container's own address through the host and its bridge, no NAT.
     Routed,
+    /// Client to the container's own address through the host, passed on by the bare eBPF
+    /// forwarder: netpath's fast path without NAT or conntrack.
+    Forward,
     /// Docker's iptables rules in the host.
     Iptables,
     /// netpath in the host.
@@ -32,6 +41,7 @@ impl Config {
         match self {
             Config::Limit => "limit",
             Config::Routed => "routed",
+            Config::Forward => "forward",
             Config::Iptables => "iptables",
             Config::Netpath => "netpath",
         }
@@ -68,16 +78,25 @@ pub struct Topology {
     servers: Vec<Server>,
     pub client: String,
     pub target: Target,
-    _namespaces: Vec<Netns>,
+    _kept: Kept,
+}
+
+/// What a topology keeps alive until it is dropped, after its servers.
+#[derive(Default)]
+struct Kept {
+    /// The bare forwarder's programs, attached while this lives.
+    _forwarder: Option<Ebpf>,
     _netpath: Option<(Client, Sandbox)>,
+    _namespaces: Vec<Netns>,
 }
 
 impl Topology {
-    pub fn build(config: Config, n: usize, bin: &Path) -> Result<Topology> {
+    pub fn build(config: Config, n: usize, bin: &Path, forwarder: &Path) -> Result<Topology> {
         let topo = match config {
             Config::Limit => limit()?,
-            Config::Routed => bridged(None)?,
-            Config::Iptables => bridged(Some(n))?,
+            Config::Routed => hosted(Host::Routed)?,
+            Config::Forward => hosted(Host::Forward(forwarder))?,
+            Config::Iptables => hosted(Host::Iptables(n))?,
             Config::Netpath => netpath(bin, n)?,
         };
         topo.check_http()?;
@@ -126,15 +145,35 @@ fn limit() -> Result<Topology> {
         iperf: 5201,
         sockperf: 11111,
     };
-    finish(c.0.clone(), &k.0.clone(), target, vec![c, k], None)
+    let (client, container) = (c.0.clone(), k.0.clone());
+    let kept = Kept {
+        _namespaces: vec![c, k],
+        ..Kept::default()
+    };
+    finish(client, &container, target, kept)
 }
 
-/// The host and its bridge built with `ip`, as Docker builds them; with `Some(n)`, Docker's
-/// iptables rules plus n extra published ports, else plain routing (no netfilter at all).
-fn bridged(rules: Option<usize>) -> Result<Topology> {
+/// What the host between client and container does with the traffic.
+enum Host<'a> {
+    /// Routes it through its bridge: no NAT, no netfilter at all.
+    Routed,
+    /// Docker's iptables rules plus n extra published ports.
+    Iptables(usize),
+    /// Passes it on with the bare forwarder loaded from this object. The container's veth
+    /// carries the gateway address itself (no bridge), so that the FIB names the veth.
+    Forward(&'a Path),
+}
+
+/// The host built with `ip`, as Docker builds it: the client on ext0, the container behind
+/// the bridge docker0 (or, for the forwarder, straight on its veth).
+fn hosted(host: Host) -> Result<Topology> {
     let (c, h, k) = (Netns::add("c")?, Netns::add("h")?, Netns::add("k")?);
     let (c_, h_, k_) = (c.0.as_str(), h.0.as_str(), k.0.as_str());
-    for args in [
+    let gateway_on = match host {
+        Host::Forward(_) => "veth0",
+        Host::Routed | Host::Iptables(_) => "docker0",
+    };
+    let mut steps = vec![
         vec![
             "-n", h_, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", c_,
         ],
@@ -142,23 +181,35 @@ fn bridged(rules: Option<usize>) -> Result<Topology> {
         vec!["-n", c_, "addr", "add", "203.0.113.2/24", "dev", "eth0"],
         vec!["-n", h_, "link", "set", "ext0", "up"],
         vec!["-n", c_, "link", "set", "eth0", "up"],
-        vec!["-n", h_, "link", "add", "docker0", "type", "bridge"],
-        vec!["-n", h_, "addr", "add", "172.17.0.1/16", "dev", "docker0"],
-        vec!["-n", h_, "link", "set", "docker0", "up"],
         vec![
             "-n", h_, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", k_,
         ],
-        vec!["-n", h_, "link", "set", "veth0", "master", "docker0", "up"],
+    ];
+    if gateway_on == "docker0" {
+        steps.extend([
+            vec!["-n", h_, "link", "add", "docker0", "type", "bridge"],
+            vec!["-n", h_, "link", "set", "docker0", "up"],
+            vec!["-n", h_, "link", "set", "veth0", "master", "docker0"],
+        ]);
+    }
+    steps.extend([
+        vec!["-n", h_, "addr", "add", "172.17.0.1/16", "dev", gateway_on],
+        vec!["-n", h_, "link", "set", "veth0", "up"],
         vec!["-n", k_, "addr", "add", "172.17.0.2/16", "dev", "eth0"],
         vec!["-n", k_, "link", "set", "eth0", "up"],
         vec!["-n", k_, "route", "add", "default", "via", "172.17.0.1"],
         vec!["-n", h_, "route", "add", "default", "via", CLIENT_ADDR],
-    ] {
+    ]);
+    for args in steps {
         ip(&args)?;
     }
     ok(&in_ns(h_, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?)?;
-    let target = match rules {
-        None => {
+    let forwarder = match host {
+        Host::Forward(object) => Some(attach_forwarder(h_, object)?),
+        Host::Routed | Host::Iptables(_) => None,
+    };
+    let target = match host {
+        Host::Routed | Host::Forward(_) => {
             ip(&["-n", c_, "route", "add", "172.17.0.0/16", "via", EXT_ADDR])?;
             Target {
                 addr: CONTAINER_IP,
@@ -167,7 +218,7 @@ fn bridged(rules: Option<usize>) -> Result<Topology> {
                 sockperf: 11111,
             }
         }
-        Some(n) => {
+        Host::Iptables(n) => {
             iptables_restore(h_, &docker_rules(n))?;
             let out = in_ns(h_, &["iptables-save", "-t", "nat"])?;
             let dnat = String::from_utf8_lossy(&out.stdout)
@@ -179,7 +230,33 @@ fn bridged(rules: Option<usize>) -> Result<Topology> {
         }
     };
     let (client, container) = (c.0.clone(), k.0.clone());
-    finish(client, &container, target, vec![c, h, k], None)
+    let kept = Kept {
+        _namespaces: vec![c, h, k],
+        _forwarder: forwarder,
+        ..Kept::default()
+    };
+    finish(client, &container, target, kept)
+}
+
+/// Loads the bare forwarder in the namespace `host` and attaches it at TC ingress (tcx) of
+/// ext0 (into the container) and veth0 (out of the host). The links live as long as the
+/// returned object.
+fn attach_forwarder(host: &str, object: &Path) -> Result<Ebpf> {
+    let ns = netns::Netns::open_named(host)?;
+    netns::run_in(&ns, || -> Result<Ebpf> {
+        let mut ebpf =
+            Ebpf::load_file(object).with_context(|| format!("loading {}", object.display()))?;
+        for (name, iface) in [("bench_forward_in", "ext0"), ("bench_forward_out", "veth0")] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("{name} missing from {}", object.display()))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+            prog.attach(iface, TcAttachType::Ingress)
+                .with_context(|| format!("attaching {name} to {iface}"))?;
+        }
+        Ok(ebpf)
+    })?
 }
 
 /// What Docker installs for one bridge and its published ports: in nat, DNAT in a DOCKER
@@ -266,13 +343,11 @@ fn netpath(bin: &Path, n: usize) -> Result<Topology> {
         .sum();
     expect_publishes(ports, n)?;
     let client_ns = client.netns.clone();
-    finish(
-        client_ns,
-        &web,
-        published_target(),
-        Vec::new(),
-        Some((client, sb)),
-    )
+    let kept = Kept {
+        _netpath: Some((client, sb)),
+        ..Kept::default()
+    };
+    finish(client_ns, &web, published_target(), kept)
 }
 
 /// `netpath --netns HOST ARGS` with `input` on stdin, bounded in time: a netpath that hangs
@@ -317,19 +392,12 @@ fn published_target() -> Target {
 
 /// Tunes the client for connection churn, starts the servers in the container and waits
 /// until they listen.
-fn finish(
-    client: String,
-    container: &str,
-    target: Target,
-    namespaces: Vec<Netns>,
-    netpath: Option<(Client, Sandbox)>,
-) -> Result<Topology> {
+fn finish(client: String, container: &str, target: Target, kept: Kept) -> Result<Topology> {
     let mut topo = Topology {
         servers: Vec::new(),
         client,
         target,
-        _namespaces: namespaces,
-        _netpath: netpath,
+        _kept: kept,
     };
     // The connection-rate test opens far more connections than the default port range has
     // ports; the server closes first, so the client's ports are free again at once.
