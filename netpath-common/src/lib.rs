@@ -300,7 +300,8 @@ pub enum Counter {
     IcmpError = 6,
     /// Conntrack entries inserted (two per connection).
     CtInsert = 7,
-    /// Conntrack entries the datapath removed (a closed connection's tuple reopened).
+    /// Conntrack entries the datapath removed (a closed connection's tuple reopened with
+    /// another translation).
     CtRemove = 8,
     /// Lookups that met an entry past its timeout and treated it as absent.
     CtExpired = 9,

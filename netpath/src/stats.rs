@@ -170,7 +170,7 @@ static CT_INSERTS: Metric = metric(
 static CT_REMOVALS: Metric = metric(
     "conntrack_removals_total",
     "conntrack removals",
-    "Conntrack entries the datapath removed (a closed connection's tuple reopened).",
+    "Conntrack entries the datapath removed (a closed connection's tuple reopened with another translation).",
 );
 static CT_EXPIRED: Metric = metric(
     "conntrack_expired_lookups_total",
