@@ -1,7 +1,7 @@
 //! The datapath's lifecycle: restarts that keep connections, the foreground mode, and pins
 //! netpath must not trust.
 use std::{
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -100,30 +100,32 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
     let sb = sandbox();
     let client = sb.client().unwrap();
     let web = sb.name("web");
-    let up = Command::new(netpath_bin())
-        .args([
-            "--netns",
-            &sb.host,
-            "up",
-            "--publish",
-            "8081:172.17.0.2:81",
-            "--gc-interval",
-            "1",
-            "--log-level",
-            "info",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let up = KillOnDrop(Some(
+        Command::new(netpath_bin())
+            .args([
+                "--netns",
+                &sb.host,
+                "up",
+                "--publish",
+                "8081:172.17.0.2:81",
+                "--gc-interval",
+                "1",
+                "--log-level",
+                "info",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     // It is up once `run` finds the default network (loading the programs with logging on
     // takes the verifier a few seconds on a busy machine).
     let ran = netpath_tests::wait_until(300, Duration::from_millis(100), || {
         sb.netpath(&["run", &web]).status.success()
     });
     if !ran {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(up.id() as i32, libc::SIGKILL) };
+        let mut up = up.take();
+        let _ = up.kill();
         let out = up.wait_with_output().unwrap();
         panic!(
             "netpath up in the foreground never brought the network up: {} {}",
@@ -137,6 +139,7 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
     // Other commands are not locked out while it runs.
     sb.ok(&["ps"]);
 
+    let up = up.take();
     // SAFETY: plain kill(2) of our own child.
     assert_eq!(unsafe { libc::kill(up.id() as i32, libc::SIGTERM) }, 0);
     let out = up.wait_with_output().unwrap();
@@ -153,6 +156,24 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
         "{stdout}"
     );
     exchange(&mut conn, "after-exit", 3);
+}
+
+/// A child killed when dropped unless taken back first: a failing test leaves no `up` running.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn take(mut self) -> Child {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A file removed when dropped, whether the test passed or not.
