@@ -143,7 +143,7 @@ fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
     entry
 }
 
-/// The shared path of both TC ingress programs: ICMP errors and tracked connections first,
+/// The shared path of the TC ingress programs: ICMP errors and tracked connections first,
 /// then what a new connection becomes.
 #[inline(always)]
 fn translate(ctx: &TcContext, side: Side) -> i32 {
@@ -175,34 +175,35 @@ fn translate(ctx: &TcContext, side: Side) -> i32 {
         }
         None => None,
     };
-    let Some((mut xlat, reply, counter)) = open(ctx, &p, side) else {
-        if let Some(e) = reopened {
-            // SAFETY: as above.
-            forget(t, unsafe { &*e });
-        }
+    let opened = open(ctx, &p, side);
+    // A client that reuses its source port (every connection, under load) usually gets the
+    // same translation again: both entries are then rewritten in place, with no map updates.
+    // Otherwise the reopened connection's entries go before new ones are made.
+    let renewed = match (reopened, &opened) {
+        // SAFETY: as above.
+        (Some(e), Some((xlat, reply, _))) => renew(unsafe { &mut *e }, t, xlat, reply, now),
+        _ => None,
+    };
+    if let (Some(e), None) = (reopened, &renewed) {
+        // SAFETY: as above.
+        forget(t, unsafe { &*e });
+    }
+    let Some((mut xlat, reply, counter)) = opened else {
         return TC_ACT_OK;
     };
-    // A client that reuses its source port (every connection, under load) usually gets the
-    // same translation again: both entries are rewritten in place, with no map updates.
-    // SAFETY: as above.
-    let renewed = reopened.and_then(|e| renew(unsafe { &mut *e }, t, &xlat, &reply, now));
     let entry = match renewed {
         Some(entry) => entry,
-        None => {
-            if let Some(e) = reopened {
-                // SAFETY: as above.
-                forget(t, unsafe { &*e });
-            }
-            let Some(entry) = create(t, &mut xlat, reply, now) else {
+        None => match create(t, &mut xlat, reply, now) {
+            Some(entry) => entry,
+            None => {
                 count(Counter::DropNoPort);
                 warn!(
                     ctx,
                     "drop: no free source port for {:i}:{}", t.src_addr, t.src_port
                 );
                 return TC_ACT_SHOT;
-            };
-            entry
-        }
+            }
+        },
     };
     count(counter);
     info!(

@@ -149,10 +149,10 @@ fn l4_len(proto: u8) -> usize {
     }
 }
 
-/// Makes sure the IPv4 and transport headers, which are read directly, are in the linear
-/// area (the Ethernet header always is at TC). Usually they are; a driver may leave them in
-/// fragments. Only the headers are pulled: pulling payload in would copy the head of every
-/// cloned TCP packet. `None` when the packet is too short to hold them.
+/// Makes sure the IPv4 and whole transport headers, which are read directly, are in the
+/// linear area (the Ethernet header always is at TC). Usually they are; a driver may leave
+/// them in fragments. Only the headers are pulled: pulling payload in would copy the head of
+/// every cloned TCP packet. `None` when the packet is too short to hold them (truncated).
 #[inline(always)]
 fn linear_headers(ctx: &TcContext) -> Option<()> {
     let byte = |off| at::<u8>(ctx, off).or_else(|| ctx.load::<u8>(off).ok());
@@ -174,8 +174,6 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     }
     linear_headers(ctx)?;
     let (h, icmp_type) = ipv4(&Direct(ctx), ETH_HLEN)?;
-    // The whole transport header must be present, or the packet is truncated.
-    at::<u8>(ctx, h.l4 + l4_len(h.tuple.proto) - 1)?;
     let quoted = match (h.tuple.proto, icmp_type) {
         (PROTO_ICMP, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => None,
         (PROTO_ICMP, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) => {

@@ -131,10 +131,15 @@ pub async fn up(
 async fn register_containers(ctx: &Ctx) -> Result<()> {
     let dp = Datapath::open(&ctx.scope)?;
     dp.load_veth_program()?;
+    if ctx.state.containers.is_empty() {
+        return Ok(());
+    }
+    // One dump for every container rather than a request per veth.
+    let links = ctx.nl.links().await?;
     for (name, c) in &ctx.state.containers {
         for e in &c.endpoints {
             // A veth deleted behind netpath's back is reported by `ps`; `rm` cleans up.
-            if let Some(link) = ctx.nl.link_by_name(&e.host_veth).await? {
+            if let Some(link) = links.iter().find(|l| l.name == e.host_veth) {
                 container::register(&dp, e, link.index)
                     .with_context(|| format!("container {name}"))?;
             }

@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: the same client -> published port -> container path measured four
-//! ways (the veth limit, plain routing, Docker's iptables rules, netpath) with real servers
+//! `cargo xtask bench`: the same client -> published port -> container path measured five
+//! ways (the veth limit, plain routing, a bare eBPF forwarder, Docker's iptables rules,
+//! netpath) with real servers
 //! (iperf3, nginx, sockperf) and N extra published ports. Every topology is built first, in
 //! its own throwaway namespaces; then each test runs through every configuration in turn,
 //! so that a slow phase of the machine spreads over all configurations instead of hitting

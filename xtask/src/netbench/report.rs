@@ -36,7 +36,7 @@ impl<'a> Summary<'a> {
             .position(|c| c.config == config && c.n == n)
     }
 
-    /// value / the same figure of iptables (at the same N; at N=0 for limit and routed).
+    /// value / the same figure of iptables (at the same N; at N=0 for the baselines).
     fn vs_iptables(&self, cell: usize, fig: usize) -> Option<f64> {
         let c = &self.cells[cell];
         let n = if c.config.has_n() { c.n } else { 0 };
@@ -84,7 +84,7 @@ impl<'a> Summary<'a> {
         for (title, value) in [
             ("medians", medians),
             (
-                "ratio to iptables (same N; N=0 for limit and routed; median of per-pass ratios)",
+                "ratio to iptables (same N, N=0 for the baselines; median of per-pass ratios)",
                 vs_ipt,
             ),
             ("ratio to the limit (median of per-pass ratios)", vs_lim),

@@ -139,18 +139,12 @@ fn limit() -> Result<Topology> {
     ip(&["-n", &k.0, "addr", "add", "172.17.0.2/16", "dev", "eth0"])?;
     ip(&["-n", &c.0, "link", "set", "eth0", "up"])?;
     ip(&["-n", &k.0, "link", "set", "eth0", "up"])?;
-    let target = Target {
-        addr: CONTAINER_IP,
-        http: 80,
-        iperf: 5201,
-        sockperf: 11111,
-    };
     let (client, container) = (c.0.clone(), k.0.clone());
     let kept = Kept {
         _namespaces: vec![c, k],
         ..Kept::default()
     };
-    finish(client, &container, target, kept)
+    finish(client, &container, direct_target(), kept)
 }
 
 /// What the host between client and container does with the traffic.
@@ -169,10 +163,8 @@ enum Host<'a> {
 fn hosted(host: Host) -> Result<Topology> {
     let (c, h, k) = (Netns::add("c")?, Netns::add("h")?, Netns::add("k")?);
     let (c_, h_, k_) = (c.0.as_str(), h.0.as_str(), k.0.as_str());
-    let gateway_on = match host {
-        Host::Forward(_) => "veth0",
-        Host::Routed | Host::Iptables(_) => "docker0",
-    };
+    let bridged = !matches!(host, Host::Forward(_));
+    let gateway_on = if bridged { "docker0" } else { "veth0" };
     let mut steps = vec![
         vec![
             "-n", h_, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", c_,
@@ -185,7 +177,7 @@ fn hosted(host: Host) -> Result<Topology> {
             "-n", h_, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", k_,
         ],
     ];
-    if gateway_on == "docker0" {
+    if bridged {
         steps.extend([
             vec!["-n", h_, "link", "add", "docker0", "type", "bridge"],
             vec!["-n", h_, "link", "set", "docker0", "up"],
@@ -211,12 +203,7 @@ fn hosted(host: Host) -> Result<Topology> {
     let target = match host {
         Host::Routed | Host::Forward(_) => {
             ip(&["-n", c_, "route", "add", "172.17.0.0/16", "via", EXT_ADDR])?;
-            Target {
-                addr: CONTAINER_IP,
-                http: 80,
-                iperf: 5201,
-                sockperf: 11111,
-            }
+            direct_target()
         }
         Host::Iptables(n) => {
             iptables_restore(h_, &docker_rules(n))?;
@@ -381,6 +368,17 @@ fn expect_publishes(found: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The container's own address and its servers' ports.
+fn direct_target() -> Target {
+    Target {
+        addr: CONTAINER_IP,
+        http: 80,
+        iperf: 5201,
+        sockperf: 11111,
+    }
+}
+
+/// The host's external address and the published ports.
 fn published_target() -> Target {
     Target {
         addr: EXT_ADDR,
