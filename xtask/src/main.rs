@@ -6,7 +6,10 @@ mod demo;
 mod netbench;
 mod setup;
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -59,8 +62,18 @@ enum Task {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    // One line per failure, never a backtrace: the failing step names itself.
+    match run_task(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(cli: Cli) -> Result<()> {
     // Only the bench needs its load generators and servers.
     let extra = match cli.task {
         Task::Bench { .. } => setup::BENCH_PACKAGES,

@@ -17,8 +17,8 @@ use aya::{
     Ebpf,
     programs::{SchedClassifier, TcAttachType},
 };
-use netpath::netns;
 use netpath_tests::{CLIENT_ADDR, Client, EXT_ADDR, Sandbox, unique};
+use nix::sched::{CloneFlags, setns};
 
 /// The configurations, in the order they are set up and reported.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -229,8 +229,7 @@ fn hosted(host: Host) -> Result<Topology> {
 /// ext0 (into the container) and veth0 (out of the host). The links live as long as the
 /// returned object.
 fn attach_forwarder(host: &str, object: &Path) -> Result<Ebpf> {
-    let ns = netns::Netns::open_named(host)?;
-    netns::run_in(&ns, || -> Result<Ebpf> {
+    in_netns(host, || {
         let mut ebpf =
             Ebpf::load_file(object).with_context(|| format!("loading {}", object.display()))?;
         for (name, iface) in [("bench_forward_in", "ext0"), ("bench_forward_out", "veth0")] {
@@ -243,7 +242,23 @@ fn attach_forwarder(host: &str, object: &Path) -> Result<Ebpf> {
                 .with_context(|| format!("attaching {name} to {iface}"))?;
         }
         Ok(ebpf)
-    })?
+    })
+}
+
+/// Runs `f` on a thread of its own that enters the named namespace first, so that no other
+/// thread of xtask changes namespace. What `f` creates (program links) stays in `name`.
+fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let path = Path::new("/run/netns").join(name);
+    let ns = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(&ns, CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering network namespace {name}"))?;
+            f()
+        })
+        .join()
+        .expect("a panic in the namespace thread")
+    })
 }
 
 /// What Docker installs for one bridge and its published ports: in nat, DNAT in a DOCKER
