@@ -4,10 +4,10 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    conntrack::CtProto,
-    ipam::Subnet,
-    masquerade::{Exclude, NatPorts},
-    publish::{PortSpec, Spec},
+    model::conntrack::CtProto,
+    model::ipam::Subnet,
+    model::masquerade::{Exclude, NatPorts},
+    model::publish::{PortSpec, Spec},
 };
 
 #[derive(Parser, Debug)]
@@ -74,7 +74,7 @@ pub enum Command {
     Run {
         name: String,
         /// Network to attach to (bridge mode).
-        #[arg(long, default_value = crate::ops::DEFAULT_NETWORK)]
+        #[arg(long, default_value = crate::commands::DEFAULT_NETWORK)]
         network: String,
         /// Address to give the container instead of the next free one.
         #[arg(long)]

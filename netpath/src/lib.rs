@@ -1,7 +1,7 @@
-//! netpath's userspace. Data flows one way: `cli` parses, `ops` decides, and only `netlink`
-//! (links, addresses, routes), `netns` (namespaces) and `datapath` (eBPF programs and maps)
-//! touch the kernel; `state`, `ipam`, `publish`, `masquerade`, `conntrack` and `stats` are
-//! plain data.
+//! netpath's userspace, in three layers that data flows down through: `cli` parses,
+//! `commands` decides (one module per command group), `model` is plain data with no kernel
+//! in it (state, IPAM, publishes, masquerade settings, conntrack rows, counters), and only
+//! `system` touches the kernel (netlink, namespaces, the eBPF datapath).
 
 /// `print!`/`println!` for command output, minus the panic when stdout is gone (`netpath ps
 /// | head`): a command must finish its work, and save its state, whoever stopped reading.
@@ -19,13 +19,6 @@ macro_rules! outln {
     }};
 }
 pub mod cli;
-pub mod conntrack;
-pub mod datapath;
-pub mod ipam;
-pub mod masquerade;
-pub mod netlink;
-pub mod netns;
-pub mod ops;
-pub mod publish;
-pub mod state;
-pub mod stats;
+pub mod commands;
+pub mod model;
+pub mod system;

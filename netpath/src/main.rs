@@ -4,9 +4,9 @@ use anyhow::{Result, bail};
 use clap::Parser as _;
 use netpath::{
     cli::{Cli, Command, ConntrackCommand, NetworkCommand},
-    conntrack::Filter,
-    netns,
-    ops::{self, Ctx, container, host, masquerade, network, publish, stats, status},
+    commands::{self, Ctx, conntrack, container, host, network, publish, stats, status},
+    model::conntrack::Filter,
+    system::netns,
 };
 
 fn main() -> ExitCode {
@@ -38,7 +38,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(ns) = &cli.netns {
         netns::enter_named(ns)?;
     }
-    let scope = ops::scope(cli.netns.as_deref())?;
+    let scope = commands::scope(cli.netns.as_deref())?;
     if let Command::Exec { name, command } = &cli.command {
         match container::exec(&scope, name, command)? {}
     }
@@ -139,14 +139,14 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Conntrack {
             command: Some(ConntrackCommand::Flush),
             ..
-        } => masquerade::flush(ctx),
+        } => conntrack::flush(ctx),
         Command::Conntrack {
             command: None,
             json,
             proto,
             addr,
             port,
-        } => masquerade::list(ctx, json, &Filter { proto, addr, port }),
+        } => conntrack::list(ctx, json, &Filter { proto, addr, port }),
         Command::Exec { .. } | Command::Stats { .. } => {
             unreachable!("exec and stats run before the runtime starts")
         }

@@ -104,7 +104,7 @@ fn networks_are_isolated_by_the_ebpf_program() {
     sb.ok(&["run", &c, "--network", "blue"]);
     assert!(sb.ping(&b, "10.77.0.3"), "same network must work");
     assert!(sb.ping(&b, "10.77.0.1"), "own gateway must work");
-    let dp = netpath::datapath::Datapath::existing(&sb.host).expect("pins exist");
+    let dp = netpath::system::datapath::Datapath::existing(&sb.host).expect("pins exist");
     let drops = || dp.counters().unwrap()[0].1;
     let before = drops();
     assert!(!sb.ping(&b, "172.17.0.2"), "blue reached default");

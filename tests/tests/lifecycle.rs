@@ -83,7 +83,7 @@ fn connections_survive_a_restart() {
         after.as_array().unwrap().len(),
         "the restart changed the conntrack table"
     );
-    let counters = netpath::datapath::Datapath::existing(&sb.host)
+    let counters = netpath::system::datapath::Datapath::existing(&sb.host)
         .unwrap()
         .counters()
         .unwrap();

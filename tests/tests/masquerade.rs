@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
-use netpath::datapath::Datapath;
+use netpath::system::datapath::Datapath;
 use netpath_common::{CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, MAX_CONNTRACK, PROTO_UDP};
 use netpath_tests::{CLIENT_ADDR, Client, EXT_ADDR, Proc, Sandbox, ip, netpath_bin};
 use serde_json::Value;

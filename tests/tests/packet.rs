@@ -12,7 +12,7 @@ use aya::{
     },
     programs::{CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions},
 };
-use netpath::datapath::EBPF_OBJECT;
+use netpath::system::datapath::EBPF_OBJECT;
 use netpath_common::{
     BridgeInfo, CT_FLAG_PEER, Config, Counter, CtEntry, CtKey, CtState, Endpoint, PROTO_ICMP,
     PROTO_TCP, PROTO_UDP, PublishKey, PublishTarget, maps, programs,

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use netpath::datapath::Datapath;
+use netpath::system::datapath::Datapath;
 use netpath_common::{Counter, CtEntry, CtKey, PROTO_TCP};
 use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Proc, Sandbox, netpath_bin};
 use serde_json::Value;

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::{Ctx, Teardown, check_ifname, check_name, masquerade, publish};
 use crate::{
-    datapath::Datapath,
-    ipam::{self, Subnet},
-    netlink::Link,
-    state::{Network, State},
+    model::ipam::{self, Subnet},
+    model::state::{Network, State},
+    system::datapath::Datapath,
+    system::netlink::Link,
 };
 
 pub async fn create(

@@ -12,9 +12,9 @@ use netpath_common::MAX_CONNTRACK;
 use serde_json::json;
 
 use crate::{
-    datapath::Datapath,
-    state::Store,
-    stats::{self, Reading, Stats},
+    model::state::Store,
+    model::stats::{self, Reading, Stats},
+    system::datapath::Datapath,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

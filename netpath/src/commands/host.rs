@@ -14,11 +14,11 @@ use super::{
 };
 use crate::{
     cli::LogLevel,
-    conntrack,
-    datapath::{self, Datapath},
-    masquerade::{Exclude, NatPorts, plan_exclude},
-    publish::Spec,
-    state::{NetMode, Network},
+    model::conntrack,
+    model::masquerade::{Exclude, NatPorts, plan_exclude},
+    model::publish::Spec,
+    model::state::{NetMode, Network},
+    system::datapath::{self, Datapath},
 };
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -257,7 +257,7 @@ pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel)
                 if removed > 0 {
                     // Recorded so that `netpath stats` does not take them for evictions.
                     let mut ctx = Ctx::open(scope)?;
-                    masquerade::record_removed(&mut ctx, removed);
+                    super::conntrack::record_removed(&mut ctx, removed);
                     ctx.finish()?;
                     outln!("conntrack: removed {removed} expired entries");
                 }

@@ -30,7 +30,7 @@ use rtnetlink::{
     RouteMessageBuilder,
 };
 
-use crate::netns::{self, Netns};
+use crate::system::netns::{self, Netns};
 
 const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;

@@ -15,11 +15,11 @@ use netpath_common::{PublishKey, PublishTarget};
 
 use super::{Ctx, Teardown, check_ifname};
 use crate::{
-    datapath::Datapath,
-    masquerade::NatPorts,
-    netlink::Netlink,
-    publish::{Mapping, Publishes, Spec},
-    state::Network,
+    model::masquerade::NatPorts,
+    model::publish::{Mapping, Publishes, Spec},
+    model::state::Network,
+    system::datapath::Datapath,
+    system::netlink::Netlink,
 };
 
 /// `netpath publish`: adds the SPECs of the arguments and of `from_file`; with neither, lists
@@ -390,7 +390,7 @@ pub fn teardown(ctx: &mut Ctx) -> Teardown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::Subnet;
+    use crate::model::ipam::Subnet;
 
     fn networks() -> BTreeMap<String, Network> {
         let net = |id, subnet: &str, bridge: &str| Network {

@@ -17,12 +17,12 @@ use serde::Serialize;
 
 use super::{Ctx, Teardown, check_name, publish};
 use crate::{
-    datapath::Datapath,
-    ipam,
-    netlink::{Link, Netlink},
-    netns::{self, Netns},
-    publish::{PortSpec, Spec},
-    state::{Container, Endpoint, NetMode, State, Store},
+    model::ipam,
+    model::publish::{PortSpec, Spec},
+    model::state::{Container, Endpoint, NetMode, State, Store},
+    system::datapath::Datapath,
+    system::netlink::{Link, Netlink},
+    system::netns::{self, Netns},
 };
 
 const ETC_NETNS: &str = "/etc/netns";

@@ -8,8 +8,8 @@ use netpath_common::{DEFAULT_NAT_PORTS, MAX_MASQ_EXCLUDE, MAX_NETWORKS};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ipam::Subnet,
-    publish::{Mapping, Publishes, parse_port},
+    model::ipam::Subnet,
+    model::publish::{Mapping, Publishes, parse_port},
 };
 
 /// Most `--masquerade-exclude` CIDRs: the trie also holds every network's subnet.

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::{ipam::Subnet, masquerade::NatPorts, publish::Publishes};
+use crate::{model::ipam::Subnet, model::masquerade::NatPorts, model::publish::Publishes};
 
 pub const RUN_DIR: &str = "/run/netpath";
 const STATE_VERSION: u32 = 1;

@@ -1,6 +1,7 @@
 //! What each command does: the glue between the CLI, the state store, netlink and the
 //! datapath. Each command runs with the scope's lock held and saves the state once at the end,
 //! or undoes what it built when it fails.
+pub mod conntrack;
 pub mod container;
 pub mod host;
 pub mod masquerade;
@@ -14,10 +15,10 @@ use std::fmt::Display;
 use anyhow::{Result, bail};
 
 use crate::{
-    datapath::Datapath,
-    netlink::Netlink,
-    netns::Netns,
-    state::{State, Store},
+    model::state::{State, Store},
+    system::datapath::Datapath,
+    system::netlink::Netlink,
+    system::netns::Netns,
 };
 
 pub const DEFAULT_NETWORK: &str = "default";

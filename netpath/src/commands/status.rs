@@ -10,11 +10,11 @@ use super::{
     network::{self, NetworkView},
 };
 use crate::{
-    datapath::{Attachment, Datapath, MapFill},
-    ipam::Subnet,
-    masquerade::NatPorts,
-    publish::Spec,
-    state::Store,
+    model::ipam::Subnet,
+    model::masquerade::NatPorts,
+    model::publish::Spec,
+    model::state::Store,
+    system::datapath::{Attachment, Datapath, MapFill},
 };
 
 #[derive(Serialize)]

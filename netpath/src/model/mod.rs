@@ -1,0 +1,7 @@
+//! Plain data: what netpath keeps, plans and shows. Nothing here touches the kernel.
+pub mod conntrack;
+pub mod ipam;
+pub mod masquerade;
+pub mod publish;
+pub mod state;
+pub mod stats;
