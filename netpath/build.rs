@@ -1,6 +1,10 @@
 //! Builds netpath-ebpf for bpfel-unknown-none with the nightly toolchain and `-Z build-std=core`
 //! into OUT_DIR, where `datapath.rs` embeds it. This is the only eBPF build recipe: `cargo xtask
 //! build-ebpf` runs it too. A failed build fails this crate; nothing stale is ever embedded.
+#![allow(
+    clippy::print_stdout,
+    reason = "cargo reads a build script's directives from its stdout"
+)]
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -392,14 +392,29 @@ pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    // SAFETY (all): repr(C), no padding, every bit pattern valid.
-    unsafe impl aya::Pod for BridgeInfo {}
-    unsafe impl aya::Pod for PublishKey {}
-    unsafe impl aya::Pod for PublishTarget {}
-    unsafe impl aya::Pod for CtKey {}
-    unsafe impl aya::Pod for CtEntry {}
-    unsafe impl aya::Pod for SockOrig {}
-    unsafe impl aya::Pod for Config {}
-    unsafe impl aya::Pod for Traffic {}
-    unsafe impl aya::Pod for Endpoint {}
+
+    /// `aya::Pod` for map types, each checked to be `bytemuck::Pod` as well.
+    macro_rules! aya_pod {
+        ($($t:ty),* $(,)?) => {$(
+            const _: fn() = || {
+                fn bytemuck_pod<T: bytemuck::Pod>() {}
+                bytemuck_pod::<$t>();
+            };
+            // SAFETY: bytemuck's derive, checked above, proved the type repr(C), free of
+            // padding and valid for every bit pattern: what aya::Pod requires.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+
+    aya_pod!(
+        BridgeInfo,
+        PublishKey,
+        PublishTarget,
+        CtKey,
+        CtEntry,
+        SockOrig,
+        Config,
+        Traffic,
+        Endpoint,
+    );
 }

@@ -1,14 +1,23 @@
-use std::{process::ExitCode, time::Duration};
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
 
 use anyhow::{Result, bail};
 use clap::Parser as _;
 use netpath::{
     cli::{Cli, Command, ConntrackCommand, NetworkCommand},
-    commands::{self, Ctx, conntrack, container, host, network, publish, stats, status},
-    model::conntrack::Filter,
+    commands::{
+        self, Ctx, TeardownError, conntrack, container, host, network, publish, stats, status,
+    },
+    output::{self, Format, OutputError, Response},
     system::netns,
 };
 
+#[expect(
+    clippy::print_stderr,
+    reason = "the one place that reports a failure, as one line"
+)]
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -21,16 +30,27 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("netpath: {e:#}");
-            ExitCode::FAILURE
+    let mut stdout = io::stdout().lock();
+    let Err(e) = run(cli, &mut stdout) else {
+        return ExitCode::SUCCESS;
+    };
+    match e.downcast_ref::<OutputError>() {
+        // The reader went away (`netpath ps | head -1`): its choice, not a failure.
+        Some(out) if out.is_closed_pipe() => return ExitCode::SUCCESS,
+        Some(_) => {}
+        // What a failed teardown did remove is output like a successful one's.
+        None => {
+            if let Some(t) = e.downcast_ref::<TeardownError>() {
+                let done = Response::Done(t.done.clone());
+                let _ = output::write(&mut stdout, &done, Format::Table);
+            }
         }
     }
+    eprintln!("netpath: {e:#}");
+    ExitCode::FAILURE
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("must run as root (netpath needs CAP_NET_ADMIN and CAP_BPF)");
     }
@@ -39,34 +59,19 @@ fn run(cli: Cli) -> Result<()> {
         netns::enter_named(ns)?;
     }
     let scope = commands::scope(cli.netns.as_deref())?;
-    if let Command::Exec { name, command } = &cli.command {
-        match container::exec(&scope, name, command)? {}
-    }
-    // Without the scope's lock: stats only reads, and --watch would hold it until Ctrl-C.
-    if let Command::Stats {
-        json,
-        watch,
-        prometheus,
-    } = cli.command
-    {
-        let format = match (json, prometheus) {
-            (true, _) => stats::Format::Json,
-            (_, true) => stats::Format::Prometheus,
-            _ => stats::Format::Table,
-        };
-        return stats::stats(&scope, format, watch.map(Duration::from_secs));
+    let format = cli.command.format();
+    match cli.command {
+        Command::Exec(args) => match container::exec(&scope, &args)? {},
+        // Without the scope's lock: stats only reads, and --watch would hold it until Ctrl-C.
+        Command::Stats(args) => return stats::stats(&scope, &args, format, out),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // `up` without -d goes on in the foreground once its state is saved and unlocked.
     let foreground = match &cli.command {
-        Command::Up {
-            detach: false,
-            gc_interval,
-            log_level,
-            ..
-        } => Some((Duration::from_secs(*gc_interval), *log_level)),
+        Command::Up(args) if !args.detach => Some((args.gc_interval, args.log_level)),
         _ => None,
     };
     runtime.block_on(async {
@@ -74,80 +79,37 @@ fn run(cli: Cli) -> Result<()> {
         let result = dispatch(&mut ctx, cli.command).await;
         // Saved even after a failure: commands change the state only for what they completed.
         let saved = ctx.finish();
-        result.and(saved)?;
+        let response = result?;
+        saved?;
+        output::write(out, &response, format)?;
         match foreground {
             Some((gc_interval, log_level)) => {
-                host::foreground(&scope, gc_interval, log_level).await
+                host::foreground(&scope, gc_interval, log_level, out).await
             }
             None => Ok(()),
         }
     })
 }
 
-async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
+async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<Response> {
     match command {
-        Command::Up {
-            detach: _,
-            gc_interval: _,
-            log_level,
-            bridge,
-            publish,
-            external,
-            masquerade_exclude,
-            masquerade_ports,
-        } => {
-            host::up(
-                ctx,
-                bridge,
-                publish,
-                external,
-                &masquerade_exclude,
-                masquerade_ports,
-                log_level,
-            )
-            .await
-        }
+        Command::Up(args) => host::up(ctx, args).await,
         Command::Down => host::down(ctx).await,
-        Command::Network(NetworkCommand::Create {
-            name,
-            subnet,
-            gateway,
-            bridge,
-        }) => network::create(ctx, &name, subnet, gateway, bridge).await,
-        Command::Network(NetworkCommand::Ls { json }) => network::ls(ctx, json).await,
+        Command::Network(NetworkCommand::Create(args)) => network::create(ctx, args).await,
+        Command::Network(NetworkCommand::Ls(_)) => network::ls(ctx).await,
         Command::Network(NetworkCommand::Rm { name }) => network::rm(ctx, &name).await,
-        Command::Run {
-            name,
-            network,
-            ip,
-            mode,
-            dns,
-            publish: ports,
-        } => container::run(ctx, &name, &network, ip, &mode, &dns, &ports).await,
-        Command::Publish { specs, from_file } => {
-            publish::publish(ctx, specs, from_file.as_deref()).await
-        }
-        Command::Unpublish { specs, from_file } => {
-            publish::unpublish(ctx, specs, from_file.as_deref()).await
-        }
-        Command::Connect { name, network, ip } => {
-            container::connect(ctx, &name, &network, ip).await
-        }
+        Command::Run(args) => container::run(ctx, args).await,
+        Command::Publish(args) => publish::publish(ctx, args).await,
+        Command::Unpublish(args) => publish::unpublish(ctx, args).await,
+        Command::Connect(args) => container::connect(ctx, args).await,
         Command::Rm { name } => container::rm(ctx, &name).await,
-        Command::Ps { json } => container::ps(ctx, json).await,
-        Command::Status { json } => status::status(ctx, json).await,
-        Command::Conntrack {
-            command: Some(ConntrackCommand::Flush),
-            ..
-        } => conntrack::flush(ctx),
-        Command::Conntrack {
-            command: None,
-            json,
-            proto,
-            addr,
-            port,
-        } => conntrack::list(ctx, json, &Filter { proto, addr, port }),
-        Command::Exec { .. } | Command::Stats { .. } => {
+        Command::Ps(_) => container::ps(ctx).await,
+        Command::Status(_) => status::status(ctx).await,
+        Command::Conntrack(args) => match args.command {
+            Some(ConntrackCommand::Flush) => conntrack::flush(ctx),
+            None => conntrack::list(ctx, &args),
+        },
+        Command::Exec(_) | Command::Stats(_) => {
             unreachable!("exec and stats run before the runtime starts")
         }
     }

@@ -362,16 +362,6 @@ impl Proc {
         stdin.flush()?;
         Ok(())
     }
-
-    /// Closes its stdin (end of input).
-    pub fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 impl Drop for Proc {

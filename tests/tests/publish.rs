@@ -3,6 +3,10 @@
 //! iptables), and the host itself, other containers and the container itself do too.
 //! Servers and clients are python3 one-liners started with `ip netns exec`; every wait and
 //! every command is bounded.
+#![allow(
+    clippy::print_stderr,
+    reason = "says which checks it skipped and how long the bulk publish took"
+)]
 use std::{
     collections::BTreeSet,
     process::{Command, Output},

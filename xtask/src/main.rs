@@ -1,6 +1,11 @@
 //! Developer tasks: `cargo xtask setup | build-ebpf | test | demo | bench-containers | bench`.
 //! Every task first makes sure the toolchain and packages it needs are installed (once,
 //! idempotently), so that each works on a fresh machine.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask reports to the developer's terminal"
+)]
 mod bench;
 mod demo;
 mod netbench;

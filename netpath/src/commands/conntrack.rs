@@ -3,34 +3,39 @@ use anyhow::{Context as _, Result};
 
 use super::Ctx;
 use crate::{
+    cli::ConntrackArgs,
     model::conntrack::{self, Filter},
+    output::Response,
     system::datapath::{self, Datapath},
 };
 
 /// `netpath conntrack`: one line (or JSON object) per connection.
-pub fn list(ctx: &Ctx, json: bool, filter: &Filter) -> Result<()> {
+pub fn list(ctx: &Ctx, args: &ConntrackArgs) -> Result<Response> {
+    let filter = Filter {
+        proto: args.proto,
+        addr: args.addr,
+        port: args.port,
+    };
     let entries = match Datapath::existing(&ctx.scope) {
         Some(dp) => dp.conntrack().context("reading the conntrack table")?,
         None => Vec::new(),
     };
-    let connections = conntrack::connections(&entries, datapath::monotonic_coarse_ns()?, filter);
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&connections)?);
-    } else {
-        out!("{}", conntrack::table(&connections));
-    }
-    Ok(())
+    let now = datapath::monotonic_coarse_ns()?;
+    Ok(Response::Connections(conntrack::connections(
+        &entries, now, &filter,
+    )))
 }
 
 /// `netpath conntrack flush`.
-pub fn flush(ctx: &mut Ctx) -> Result<()> {
+pub fn flush(ctx: &mut Ctx) -> Result<Response> {
     let removed = match Datapath::existing(&ctx.scope) {
         Some(dp) => dp.flush_conntrack()?,
         None => 0,
     };
     record_removed(ctx, removed);
-    outln!("flushed {removed} conntrack entries");
-    Ok(())
+    Ok(Response::Done(vec![format!(
+        "flushed {removed} conntrack entries"
+    )]))
 }
 
 /// Counts conntrack entries that netpath removed itself (flush, garbage collection), so

@@ -17,9 +17,11 @@ use serde::Serialize;
 
 use super::{Ctx, Teardown, check_name, publish};
 use crate::{
+    cli::{ConnectArgs, ExecArgs, RunArgs},
     model::ipam,
-    model::publish::{PortSpec, Spec},
+    model::publish::Spec,
     model::state::{Container, Endpoint, NetMode, State, Store},
+    output::Response,
     system::datapath::Datapath,
     system::netlink::{Link, Netlink},
     system::netns::{self, Netns},
@@ -27,34 +29,22 @@ use crate::{
 
 const ETC_NETNS: &str = "/etc/netns";
 
-fn parse_mode(mode: &str) -> Result<NetMode> {
-    Ok(match mode {
-        "bridge" => NetMode::Bridge,
-        "none" => NetMode::None,
-        "host" => NetMode::Host,
-        other => match other.strip_prefix("container:") {
-            Some(target) if !target.is_empty() => NetMode::Container(target.to_owned()),
-            _ => bail!("invalid network mode {mode:?}: use bridge, none, host or container:NAME"),
-        },
-    })
-}
-
-pub async fn run(
-    ctx: &mut Ctx,
-    name: &str,
-    network: &str,
-    ip: Option<Ipv4Addr>,
-    mode: &str,
-    dns: &[Ipv4Addr],
-    ports: &[PortSpec],
-) -> Result<()> {
+pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
+    let RunArgs {
+        name,
+        network,
+        ip,
+        mode,
+        dns,
+        publish: ports,
+    } = args;
+    let name = name.as_str();
     check_name("container", name)?;
     if ctx.state.containers.contains_key(name) {
         bail!("container {name} already exists");
     }
-    let mode = parse_mode(mode)?;
     let endpoints = match &mode {
-        NetMode::Bridge => vec![plan_endpoint(&ctx.state, name, network, ip, 0)?],
+        NetMode::Bridge => vec![plan_endpoint(&ctx.state, name, &network, ip, 0)?],
         NetMode::Container(target) => {
             if !ctx.state.container(target)?.owns_netns() {
                 bail!("container {target} has no network namespace of its own to share");
@@ -63,7 +53,7 @@ pub async fn run(
         }
         NetMode::None | NetMode::Host => vec![],
     };
-    let specs: Vec<Spec> = match (ports, endpoints.first()) {
+    let specs: Vec<Spec> = match (&ports[..], endpoints.first()) {
         ([], _) => vec![],
         (_, Some(eth0)) => ports.iter().map(|p| p.to_spec(eth0.ip)).collect(),
         (_, None) => {
@@ -79,25 +69,35 @@ pub async fn run(
     if container.owns_netns() {
         let ns = netns::create_named(name)?;
         let built = async {
-            build(ctx, name, &ns, &container, dns).await?;
+            build(ctx, name, &ns, &container, &dns).await?;
             publishes.map_or(Ok(0), |p| p.commit(ctx))
         }
         .await;
         if let Err(e) = built {
+            // The veths go with the namespace; the datapath's entries for them do not.
+            if let Some(dp) = Datapath::existing(&ctx.scope) {
+                for e in &container.endpoints {
+                    let _ = dp.remove_endpoint(e.ip);
+                }
+            }
             drop(ns);
             let _ = netns::delete_named(name);
             let _ = fs::remove_dir_all(etc_dir(name));
             return Err(e);
         }
     }
-    for e in &container.endpoints {
-        outln!("{name}: {} {} on network {}", e.ifname, e.ip, e.network);
-    }
-    for spec in &specs {
-        outln!("{name}: published {spec}");
-    }
+    let done = container
+        .endpoints
+        .iter()
+        .map(|e| attached(name, e))
+        .chain(specs.iter().map(|spec| format!("{name}: published {spec}")))
+        .collect();
     ctx.state.containers.insert(name.to_owned(), container);
-    Ok(())
+    Ok(Response::Done(done))
+}
+
+fn attached(name: &str, e: &Endpoint) -> String {
+    format!("{name}: {} {} on network {}", e.ifname, e.ip, e.network)
 }
 
 /// Wires up a fresh namespace: resolv.conf, lo, and the planned endpoints. Each endpoint
@@ -223,7 +223,9 @@ pub fn register(dp: &Datapath, e: &Endpoint, host_ifindex: u32) -> Result<()> {
     dp.set_endpoint(e.ip, host_ifindex, ipam::mac_for(e.ip))
 }
 
-pub async fn connect(ctx: &mut Ctx, name: &str, network: &str, ip: Option<Ipv4Addr>) -> Result<()> {
+pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {
+    let ConnectArgs { name, network, ip } = args;
+    let (name, network) = (name.as_str(), network.as_str());
     let container = ctx.state.container(name)?;
     if !matches!(container.mode, NetMode::Bridge | NetMode::None) {
         bail!("container {name} shares another network namespace and cannot be connected");
@@ -244,21 +246,17 @@ pub async fn connect(ctx: &mut Ctx, name: &str, network: &str, ip: Option<Ipv4Ad
     let ns = Netns::open_named(name)?;
     let cnl = Netlink::open_in(&ns)?;
     wire_endpoint(ctx, &cnl, &ns, &endpoint, default_route).await?;
-    outln!(
-        "{name}: {} {} on network {network}",
-        endpoint.ifname,
-        endpoint.ip
-    );
+    let done = attached(name, &endpoint);
     ctx.state
         .containers
         .get_mut(name)
         .expect("checked above")
         .endpoints
         .push(endpoint);
-    Ok(())
+    Ok(Response::Done(vec![done]))
 }
 
-pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
+pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     let container = ctx.state.container(name)?.clone();
     let users = ctx.state.sharing(name);
     if !users.is_empty() {
@@ -274,7 +272,7 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
     if t.errors.is_empty() {
         ctx.state.containers.remove(name);
     }
-    t.finish()
+    Ok(t.finish()?)
 }
 
 /// Removes the container's host-side veths (their peers go with them), its namespace and its
@@ -312,29 +310,27 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
     t
 }
 
+/// A container as `ps` shows it.
 #[derive(Serialize)]
-pub(super) struct ContainerView<'a> {
-    name: &'a str,
+pub struct ContainerView {
+    pub name: String,
     #[serde(flatten)]
-    container: &'a Container,
+    pub container: Container,
     /// Ports published to the container's addresses, as SPECs.
-    ports: Vec<Spec>,
+    pub ports: Vec<Spec>,
     /// What exists in the state but is gone from the kernel (deleted behind netpath's back).
-    missing: Vec<String>,
+    pub missing: Vec<String>,
 }
 
-pub async fn ps(ctx: &Ctx, json: bool) -> Result<()> {
-    let views = views(&ctx.state, &ctx.nl.links().await?);
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&views)?);
-    } else {
-        print_table(&views);
-    }
-    Ok(())
+pub async fn ps(ctx: &Ctx) -> Result<Response> {
+    Ok(Response::Containers(views(
+        &ctx.state,
+        &ctx.nl.links().await?,
+    )))
 }
 
 /// Every container as `ps` shows it; `links` are the interfaces of the scope's namespace.
-pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<ContainerView<'a>> {
+pub(super) fn views(state: &State, links: &[Link]) -> Vec<ContainerView> {
     let published = state.publishes.specs();
     state
         .containers
@@ -355,49 +351,13 @@ pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<ContainerView<'
                 .copied()
                 .collect();
             ContainerView {
-                name,
-                container: c,
+                name: name.clone(),
+                container: c.clone(),
                 ports,
                 missing,
             }
         })
         .collect()
-}
-
-pub(super) fn print_table(views: &[ContainerView]) {
-    outln!(
-        "{:<20} {:<22} {:<40} {:<30} STATUS",
-        "NAME",
-        "MODE",
-        "ADDRESSES",
-        "PORTS"
-    );
-    for v in views {
-        let mode = match &v.container.mode {
-            NetMode::Bridge => "bridge".to_owned(),
-            NetMode::None => "none".to_owned(),
-            NetMode::Host => "host".to_owned(),
-            NetMode::Container(t) => format!("container:{t}"),
-        };
-        let addrs: Vec<String> = v
-            .container
-            .endpoints
-            .iter()
-            .map(|e| format!("{}={}@{}", e.ifname, e.ip, e.network))
-            .collect();
-        let status = if v.missing.is_empty() {
-            "ok".to_owned()
-        } else {
-            format!("missing: {} (netpath rm to clean up)", v.missing.join(", "))
-        };
-        let ports: Vec<String> = v.ports.iter().map(Spec::docker_form).collect();
-        outln!(
-            "{:<20} {mode:<22} {:<40} {:<30} {status}",
-            v.name,
-            addrs.join(" "),
-            ports.join(", ")
-        );
-    }
 }
 
 fn etc_dir(name: &str) -> PathBuf {
@@ -434,7 +394,8 @@ fn write_resolv_conf(name: &str, dns: &[Ipv4Addr]) -> Result<()> {
 /// `netpath exec`: runs before any runtime or thread exists, so the whole process can switch
 /// namespaces. Like `ip netns exec`, it gives the command a private mount namespace with the
 /// container's resolv.conf and a /sys that shows the container's interfaces.
-pub fn exec(scope: &str, name: &str, command: &[String]) -> Result<std::convert::Infallible> {
+pub fn exec(scope: &str, args: &ExecArgs) -> Result<std::convert::Infallible> {
+    let ExecArgs { name, command } = args;
     let netns_name = {
         let store = Store::open(scope)?;
         let state = store.load()?;

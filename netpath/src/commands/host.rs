@@ -1,6 +1,11 @@
 //! `netpath up` and `netpath down`: the default network, IP forwarding and the datapath of
 //! the whole namespace.
-use std::{fs, time::Duration};
+use std::{
+    fs,
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -13,25 +18,26 @@ use super::{
     Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, masquerade, network, publish,
 };
 use crate::{
-    cli::LogLevel,
+    cli::{LogLevel, UpArgs},
     model::conntrack,
-    model::masquerade::{Exclude, NatPorts, plan_exclude},
-    model::publish::Spec,
+    model::masquerade::{NatPorts, plan_exclude},
     model::state::{NetMode, Network},
+    output::{self, Response},
     system::datapath::{self, Datapath},
 };
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-pub async fn up(
-    ctx: &mut Ctx,
-    bridge: Option<String>,
-    specs: Vec<Spec>,
-    externals: Vec<String>,
-    masquerade_exclude: &[Exclude],
-    masquerade_ports: Option<NatPorts>,
-    log_level: LogLevel,
-) -> Result<()> {
+pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
+    let UpArgs {
+        bridge,
+        publish: specs,
+        external: externals,
+        masquerade_exclude,
+        masquerade_ports,
+        log_level,
+        ..
+    } = args;
     if let Some(bridge) = &bridge {
         check_ifname(bridge)?;
     }
@@ -66,7 +72,7 @@ pub async fn up(
     if let Some(range) = nat_ports {
         range.check_publishes(&publishes)?;
     }
-    let exclude = plan_exclude(&ctx.state.masquerade_exclude, masquerade_exclude)?;
+    let exclude = plan_exclude(&ctx.state.masquerade_exclude, &masquerade_exclude)?;
 
     // Programs take the log level when loaded, so before they are (re)attached below.
     Datapath::open(&ctx.scope)?.set_log_level(log_level as u8)?;
@@ -112,7 +118,7 @@ pub async fn up(
             .collect::<Vec<_>>()
             .join(", "),
     };
-    outln!(
+    Ok(Response::Done(vec![format!(
         "netpath is up: network {DEFAULT_NETWORK} on bridge {} ({}, gateway {}), {} network(s), {} container(s), {} published port(s), external interfaces: {externals}, masquerade ports {}, {} masquerade exclusion(s)",
         net.bridge,
         net.subnet,
@@ -122,8 +128,7 @@ pub async fn up(
         s.publishes.len(),
         s.masquerade_ports.unwrap_or(NatPorts::DEFAULT),
         s.masquerade_exclude.len(),
-    );
-    Ok(())
+    )]))
 }
 
 /// Loads the container-veth program (a new netpath's replaces the old one on every veth) and
@@ -170,7 +175,7 @@ async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
 
 /// Removes everything netpath created in the namespace, continuing past failures. Whatever
 /// failed stays in the state, so that running `down` again retries it.
-pub async fn down(ctx: &mut Ctx) -> Result<()> {
+pub async fn down(ctx: &mut Ctx) -> Result<Response> {
     // Published ports first, so that nothing is translated towards what goes next.
     let mut t = publish::teardown(ctx);
     // Containers that borrow another's namespace go first.
@@ -184,21 +189,24 @@ pub async fn down(ctx: &mut Ctx) -> Result<()> {
     for (name, _) in names {
         let c = ctx.state.containers[&name].clone();
         let ct = container::teardown(ctx, &name, &c).await;
-        if ct.errors.is_empty() {
-            ctx.state.containers.remove(&name);
-        }
+        let removed = ct.errors.is_empty();
         t.merge(ct);
-        t.step(format!("container {name}"), Ok(()));
+        // A container that failed to go stays in the state, and is not reported as removed.
+        if removed {
+            ctx.state.containers.remove(&name);
+            t.step(format!("container {name}"), Ok(()));
+        }
     }
     let names: Vec<String> = ctx.state.networks.keys().cloned().collect();
     for name in names {
         let net = ctx.state.networks[&name].clone();
         let nt = network::teardown(ctx, &net).await;
-        if nt.errors.is_empty() {
-            ctx.state.networks.remove(&name);
-        }
+        let removed = nt.errors.is_empty();
         t.merge(nt);
-        t.step(format!("network {name}"), Ok(()));
+        if removed {
+            ctx.state.networks.remove(&name);
+            t.step(format!("network {name}"), Ok(()));
+        }
     }
     // Like the external interfaces, the settings of `up` last until `down`.
     ctx.state.masquerade_exclude.clear();
@@ -211,25 +219,33 @@ pub async fn down(ctx: &mut Ctx) -> Result<()> {
         }
         t.step(format!("ip_forward=1 (restored to {before})"), restored);
     }
-    t.finish()
+    Ok(t.finish()?)
 }
 
 /// The foreground part of `up` (without -d): collects expired conntrack entries every
-/// `gc_interval` and prints the programs' log records (at the level `up` loaded them with)
-/// until Ctrl-C or SIGTERM. It holds no lock, so other netpath commands run meanwhile. On
-/// exit the datapath stays attached and pinned, exactly as after `up -d`: stopping the
-/// foreground process never interrupts traffic; `netpath down` removes it all.
-pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel) -> Result<()> {
-    outln!(
-        "netpath runs in the foreground (conntrack GC every {}s, log level {log_level:?}); Ctrl-C leaves the datapath attached",
-        gc_interval.as_secs()
-    );
+/// `gc_interval` seconds and writes the programs' log records (at the level `up` loaded them
+/// with) to `out` until Ctrl-C or SIGTERM. It holds no lock, so other netpath commands run
+/// meanwhile. On exit the datapath stays attached and pinned, exactly as after `up -d`:
+/// stopping the foreground process never interrupts traffic; `netpath down` removes it all.
+pub async fn foreground(
+    scope: &str,
+    gc_interval: u64,
+    log_level: LogLevel,
+    out: &mut impl Write,
+) -> Result<()> {
+    output::line(
+        out,
+        &format!(
+            "netpath runs in the foreground (conntrack GC every {gc_interval}s, log level {log_level:?}); Ctrl-C leaves the datapath attached"
+        ),
+    )?;
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-    let mut gc = tokio::time::interval(gc_interval);
+    let mut gc = tokio::time::interval(Duration::from_secs(gc_interval));
+    let records = Records::default();
     let mut logs = match (log_level, Datapath::existing(scope)) {
         (LogLevel::Off, _) | (_, None) => None,
         (_, Some(dp)) => {
-            let logger = dp.logger(Printer)?;
+            let logger = dp.logger(records.clone())?;
             // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd owns it.
             let fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
             Some(
@@ -246,10 +262,13 @@ pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel)
                 let mut ready = ready.context("reading the programs' log")?;
                 ready.get_inner_mut().flush();
                 ready.clear_ready();
+                for record in records.take() {
+                    output::line(out, &record)?;
+                }
             }
             _ = gc.tick() => {
                 let Some(dp) = Datapath::existing(scope) else {
-                    outln!("the datapath is gone (netpath down); exiting");
+                    output::line(out, "the datapath is gone (netpath down); exiting")?;
                     return Ok(());
                 };
                 let expired = conntrack::expired_keys(&dp.conntrack()?, datapath::monotonic_coarse_ns()?);
@@ -259,26 +278,38 @@ pub async fn foreground(scope: &str, gc_interval: Duration, log_level: LogLevel)
                     let mut ctx = Ctx::open(scope)?;
                     super::conntrack::record_removed(&mut ctx, removed);
                     ctx.finish()?;
-                    outln!("conntrack: removed {removed} expired entries");
+                    output::line(out, &format!("conntrack: removed {removed} expired entries"))?;
                 }
             }
         }
     }
-    outln!("netpath: exiting; the datapath stays attached (netpath down removes it)");
+    output::line(
+        out,
+        "netpath: exiting; the datapath stays attached (netpath down removes it)",
+    )?;
     Ok(())
 }
 
-/// Prints the programs' log records, one line each.
-struct Printer;
+/// The programs' log records, one line each, collected as aya-log hands them over and
+/// written out by the foreground loop (where a failed write ends it).
+#[derive(Clone, Default)]
+struct Records(Arc<Mutex<Vec<String>>>);
 
-impl log::Log for Printer {
+impl Records {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl log::Log for Records {
     fn enabled(&self, _: &log::Metadata) -> bool {
         // The programs filter by level themselves.
         true
     }
 
     fn log(&self, record: &log::Record) {
-        outln!("[{}] {}", record.level(), record.args());
+        let line = format!("[{}] {}", record.level(), record.args());
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }
 
     fn flush(&self) {}

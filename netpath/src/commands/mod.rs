@@ -16,6 +16,7 @@ use anyhow::{Result, bail};
 
 use crate::{
     model::state::{State, Store},
+    output::Response,
     system::datapath::Datapath,
     system::netlink::Netlink,
     system::netns::Netns,
@@ -137,17 +138,37 @@ impl Teardown {
         self.errors.extend(other.errors);
     }
 
-    /// Prints what was removed; fails listing every error if there was any.
-    pub fn finish(self) -> Result<()> {
-        for what in &self.removed {
-            outln!("removed {what}");
-        }
-        match self.errors.len() {
-            0 => Ok(()),
-            n => {
-                let lines: Vec<String> = self.errors.iter().map(|e| format!("{e:#}")).collect();
-                bail!("{n} teardown step(s) failed: {}", lines.join("; "))
-            }
+    /// What was removed, one line each; a [`TeardownError`] with every failure (and what
+    /// was removed all the same) if there was any.
+    pub fn finish(self) -> Result<Response, TeardownError> {
+        let done = self
+            .removed
+            .iter()
+            .map(|what| format!("removed {what}"))
+            .collect();
+        match self.errors.is_empty() {
+            true => Ok(Response::Done(done)),
+            false => Err(TeardownError {
+                done,
+                errors: self.errors,
+            }),
         }
     }
 }
+
+/// A teardown that failed in places: every failure, each with what it was removing, and what
+/// was removed before and after them (netavark's error list is the model).
+#[derive(Debug)]
+pub struct TeardownError {
+    pub done: Vec<String>,
+    pub errors: Vec<anyhow::Error>,
+}
+
+impl std::fmt::Display for TeardownError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} teardown step(s) failed", self.errors.len())?;
+        self.errors.iter().try_for_each(|e| write!(f, "\n  {e:#}"))
+    }
+}
+
+impl std::error::Error for TeardownError {}

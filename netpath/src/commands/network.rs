@@ -1,25 +1,27 @@
 //! `netpath network ...`: bridges with a gateway address, an IPAM subnet and the datapath
 //! attached.
-use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
 use super::{Ctx, Teardown, check_ifname, check_name, masquerade, publish};
 use crate::{
+    cli::NetworkCreateArgs,
     model::ipam::{self, Subnet},
     model::state::{Network, State},
+    output::Response,
     system::datapath::Datapath,
     system::netlink::Link,
 };
 
-pub async fn create(
-    ctx: &mut Ctx,
-    name: &str,
-    subnet: Option<Subnet>,
-    gateway: Option<Ipv4Addr>,
-    bridge: Option<String>,
-) -> Result<()> {
+pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> {
+    let NetworkCreateArgs {
+        name,
+        subnet,
+        gateway,
+        bridge,
+    } = args;
+    let name = name.as_str();
     check_name("network", name)?;
     if ctx.state.networks.contains_key(name) {
         bail!("network {name} already exists");
@@ -50,13 +52,14 @@ pub async fn create(
         bridge_created: true,
     };
     network.ifindex = realize(ctx, &network).await?;
-    outln!(
+    let done = format!(
         "network {name}: bridge {}, subnet {subnet}, gateway {gateway}",
         network.bridge
     );
     ctx.state.networks.insert(name.to_owned(), network);
     masquerade::resync(ctx)
-        .context("excluding the new network from masquerade (`netpath up` repairs)")
+        .context("excluding the new network from masquerade (`netpath up` repairs)")?;
+    Ok(Response::Done(vec![done]))
 }
 
 /// Docker names bridges after the network id; a readable name is more useful when it fits.
@@ -173,7 +176,7 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
     result.map(|()| index)
 }
 
-pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
+pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     let net = ctx.state.network(name)?.clone();
     let users: Vec<&str> = ctx
         .state
@@ -200,7 +203,7 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<()> {
             masquerade::resync(ctx),
         );
     }
-    t.finish()
+    Ok(t.finish()?)
 }
 
 /// Detaches the datapath from the bridge and deletes the bridge if netpath created it.
@@ -222,64 +225,31 @@ pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
     t
 }
 
+/// A network as `network ls` shows it.
 #[derive(Serialize)]
-pub(super) struct NetworkView<'a> {
-    name: &'a str,
+pub struct NetworkView {
+    pub name: String,
     #[serde(flatten)]
-    network: &'a Network,
-    bridge_present: bool,
+    pub network: Network,
+    pub bridge_present: bool,
 }
 
 /// Every network as `network ls` shows it; `links` are the interfaces of the namespace.
-pub(super) fn views<'a>(state: &'a State, links: &[Link]) -> Vec<NetworkView<'a>> {
+pub(super) fn views(state: &State, links: &[Link]) -> Vec<NetworkView> {
     state
         .networks
         .iter()
         .map(|(name, network)| NetworkView {
-            name,
-            network,
+            name: name.clone(),
+            network: network.clone(),
             bridge_present: links.iter().any(|l| l.name == network.bridge),
         })
         .collect()
 }
 
-/// The `network ls` table; `status` adds each bridge's ifindex.
-pub(super) fn print_table(views: &[NetworkView], with_ifindex: bool) {
-    let ifindex = |v: String| match with_ifindex {
-        true => format!("{v:<8} "),
-        false => String::new(),
-    };
-    outln!(
-        "{:<20} {:<16} {:<18} {:<16} {}STATUS",
-        "NAME",
-        "BRIDGE",
-        "SUBNET",
-        "GATEWAY",
-        ifindex("IFINDEX".to_owned())
-    );
-    for v in views {
-        let status = if v.bridge_present {
-            "ok"
-        } else {
-            "bridge missing (run netpath up)"
-        };
-        outln!(
-            "{:<20} {:<16} {:<18} {:<16} {}{status}",
-            v.name,
-            v.network.bridge,
-            v.network.subnet.to_string(),
-            v.network.gateway.to_string(),
-            ifindex(v.network.ifindex.to_string())
-        );
-    }
-}
-
-pub async fn ls(ctx: &Ctx, json: bool) -> Result<()> {
-    let views = views(&ctx.state, &ctx.nl.links().await?);
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
-    }
-    print_table(&views, false);
-    Ok(())
+pub async fn ls(ctx: &Ctx) -> Result<Response> {
+    Ok(Response::Networks(views(
+        &ctx.state,
+        &ctx.nl.links().await?,
+    )))
 }

@@ -2,7 +2,7 @@
 //! the other commands it runs without the scope's lock (it only reads, and `--watch` would
 //! otherwise hold up every other command until Ctrl-C).
 use std::{
-    io::{ErrorKind, IsTerminal as _, Write as _},
+    io::{IsTerminal as _, Write},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -12,28 +12,20 @@ use netpath_common::MAX_CONNTRACK;
 use serde_json::json;
 
 use crate::{
+    cli::StatsArgs,
     model::state::Store,
     model::stats::{self, Reading, Stats},
+    output::{self, Format, Response},
     system::datapath::Datapath,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
-    Prometheus,
-}
-
-/// Prints the statistics once, or every `watch` until interrupted (then with per-second
-/// rates: a table redrawn in place on a terminal, one JSON object per line with `--json`).
-pub fn stats(scope: &str, format: Format, watch: Option<Duration>) -> Result<()> {
+/// Writes the statistics once, or every `--watch` seconds until interrupted (then with
+/// per-second rates: a table redrawn in place on a terminal, one JSON object per line with
+/// `--json`).
+pub fn stats(scope: &str, args: &StatsArgs, format: Format, out: &mut impl Write) -> Result<()> {
     let mut current = read(scope)?;
-    let Some(every) = watch else {
-        match format {
-            Format::Table => out!("{}", stats::table(&current.samples(), None)),
-            Format::Json => outln!("{}", serde_json::to_string_pretty(&current)?),
-            Format::Prometheus => out!("{}", stats::prometheus(&current.samples())),
-        }
+    let Some(every) = args.watch.map(Duration::from_secs) else {
+        output::write(out, &Response::Stats(Box::new(current)), format)?;
         return Ok(());
     };
     let terminal = std::io::stdout().is_terminal();
@@ -43,8 +35,7 @@ pub fn stats(scope: &str, format: Format, watch: Option<Duration>) -> Result<()>
         let next = read(scope)?;
         let now = Instant::now();
         let secs = now.duration_since(at).as_secs_f64();
-        let mut out = String::new();
-        if format == Format::Json {
+        let text = if format == Format::Json {
             let rates = stats::json_rates(
                 &serde_json::to_value(&current)?,
                 &serde_json::to_value(&next)?,
@@ -53,29 +44,19 @@ pub fn stats(scope: &str, format: Format, watch: Option<Duration>) -> Result<()>
             let mut line = serde_json::to_value(&next)?;
             line["rates"] = rates;
             line["interval_secs"] = json!(secs);
-            out = format!("{line}\n");
+            line.to_string()
         } else {
             let (before, after) = (current.samples(), next.samples());
             let rates = stats::rates(&before, &after, secs);
-            if terminal {
-                // Home and clear: redraw in place like watch(1).
-                out.push_str("\x1b[H\x1b[2J");
-            }
-            out.push_str(&format!("every {}s; Ctrl-C to stop\n", every.as_secs()));
-            out.push_str(&stats::table(&after, Some(&rates)));
-            if !terminal {
-                out.push('\n');
-            }
-        }
-        let mut stdout = std::io::stdout().lock();
-        match stdout
-            .write_all(out.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            // The reader went away (`| head`): as good as Ctrl-C.
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
-            written => written.context("writing to stdout")?,
-        }
+            // Home and clear: redraw in place like watch(1).
+            let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+            format!(
+                "{clear}every {}s; Ctrl-C to stop\n{}",
+                every.as_secs(),
+                stats::table(&after, Some(&rates))
+            )
+        };
+        output::line(out, &text)?;
         current = next;
         at = now;
     }

@@ -71,6 +71,36 @@ pub enum NetMode {
     Container(String),
 }
 
+/// `--net`: Docker's network modes.
+impl std::str::FromStr for NetMode {
+    type Err = anyhow::Error;
+
+    fn from_str(mode: &str) -> Result<NetMode> {
+        Ok(match mode {
+            "bridge" => NetMode::Bridge,
+            "none" => NetMode::None,
+            "host" => NetMode::Host,
+            other => match other.strip_prefix("container:") {
+                Some(target) if !target.is_empty() => NetMode::Container(target.to_owned()),
+                _ => {
+                    bail!("invalid network mode {mode:?}: use bridge, none, host or container:NAME")
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for NetMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetMode::Bridge => f.write_str("bridge"),
+            NetMode::None => f.write_str("none"),
+            NetMode::Host => f.write_str("host"),
+            NetMode::Container(target) => write!(f, "container:{target}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Container {
     pub mode: NetMode,

@@ -580,7 +580,8 @@ fn remove_key<T: std::borrow::BorrowMut<MapData>, K: aya::Pod, V: aya::Pod>(
 ) -> Result<bool, MapError> {
     match map.remove(key) {
         Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
+        // aya reports a missing key on delete as the syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }

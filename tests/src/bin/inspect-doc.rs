@@ -5,6 +5,10 @@
 //! with them; ids, times and counts are as they came.
 //!
 //! As root: `cargo build -p netpath && cargo run -p netpath-tests --bin inspect-doc`.
+#![allow(
+    clippy::print_stdout,
+    reason = "a developer tool that says what it wrote"
+)]
 use std::{fmt::Write as _, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
