@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{model::ipam::Subnet, model::masquerade::NatPorts, model::publish::Publishes};
 
 pub const RUN_DIR: &str = "/run/netpath";
-const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
