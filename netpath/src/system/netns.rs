@@ -221,7 +221,7 @@ fn prepare_run_dir() -> Result<()> {
 /// returns to the original namespace, even if the mount failed.
 fn bind_new_netns(path: &Path) -> Result<Netns> {
     let orig = Netns::current()?;
-    unshare(CloneFlags::CLONE_NEWNET).op(|| "unsharing the network namespace")?;
+    unshare(CloneFlags::CLONE_NEWNET).op(|| "unsharing a new network namespace")?;
     let mounted = mount(
         Some(THREAD_NETNS),
         path,
@@ -229,7 +229,12 @@ fn bind_new_netns(path: &Path) -> Result<Netns> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .op(|| format!("bind-mounting it onto {}", path.display()));
+    .op(|| {
+        format!(
+            "bind-mounting the new network namespace onto {}",
+            path.display()
+        )
+    });
     // Opened before going back, while the new namespace is still the thread's own.
     let new = mounted.and_then(|()| Netns::current());
     restore(&orig)?;
