@@ -287,7 +287,12 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
                 dp.remove_endpoint(e.ip),
             );
         }
-        match ctx.nl.delete_link_by_name(&e.host_veth).await {
+        match ctx
+            .nl
+            .delete_link_by_name(&e.host_veth)
+            .await
+            .map_err(Into::into)
+        {
             Ok(false) => {}
             deleted => {
                 t.step(format!("veth {} of {name}", e.host_veth), deleted);
@@ -298,7 +303,7 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
         if Path::new(netns::NETNS_RUN_DIR).join(name).exists() {
             t.step(
                 format!("network namespace {name}"),
-                netns::delete_named(name),
+                netns::delete_named(name).map_err(Into::into),
             );
         }
         let etc = etc_dir(name);

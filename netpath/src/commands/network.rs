@@ -216,7 +216,11 @@ pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
         );
     }
     if net.bridge_created {
-        let deleted = ctx.nl.delete_link_by_name(&net.bridge).await;
+        let deleted = ctx
+            .nl
+            .delete_link_by_name(&net.bridge)
+            .await
+            .map_err(Into::into);
         // A bridge already gone is what teardown wants; only report real failures.
         if !matches!(deleted, Ok(false)) {
             t.step(format!("bridge {}", net.bridge), deleted);

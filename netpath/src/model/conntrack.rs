@@ -2,12 +2,13 @@
 //! direction, this pairs them into connections and works out their ages. Pure data.
 use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
 
-use anyhow::{Result, bail};
 use netpath_common::{
     CT_FLAG_REPLY, CtEntry, CtKey, CtState, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_timeout_secs,
     proto_name,
 };
 use serde::Serialize;
+
+use crate::model::parse::ParseError;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -16,14 +17,19 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 pub struct CtProto(u8);
 
 impl FromStr for CtProto {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         Ok(CtProto(match s {
             "tcp" => PROTO_TCP,
             "udp" => PROTO_UDP,
             "icmp" => PROTO_ICMP,
-            _ => bail!("unknown protocol {s:?} (use tcp, udp or icmp)"),
+            _ => {
+                return Err(ParseError::UnknownProto {
+                    proto: s.to_owned(),
+                    expected: "tcp, udp or icmp",
+                });
+            }
         }))
     }
 }
@@ -443,6 +449,17 @@ mod tests {
             }),
             0
         );
-        assert!("sctp".parse::<CtProto>().is_err());
+        let e = "sctp".parse::<CtProto>().unwrap_err();
+        assert_eq!(
+            e,
+            ParseError::UnknownProto {
+                proto: "sctp".to_owned(),
+                expected: "tcp, udp or icmp"
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "unknown protocol \"sctp\" (use tcp, udp or icmp)"
+        );
     }
 }

@@ -1,8 +1,23 @@
 //! IPv4 subnets and address assignment. Pure data: no netlink, no files.
 use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
 
-use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::parse::ParseError;
+
+/// Why an address cannot be had: frontends (a CNI IPAM) tell a full subnet from a bad request.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IpamError {
+    #[error("invalid prefix length /{0} (must be 0-32)")]
+    PrefixLen(u8),
+    #[error("address {addr} is outside subnet {subnet}")]
+    Outside { addr: Ipv4Addr, subnet: Subnet },
+    #[error("address {addr} is the network or broadcast address of {subnet}")]
+    NotAHost { addr: Ipv4Addr, subnet: Subnet },
+    #[error("subnet {subnet} has no free address left")]
+    Exhausted { subnet: Subnet },
+}
 
 /// An IPv4 network in CIDR form, always with its host bits clear. Ordered by address, then
 /// prefix length.
@@ -14,15 +29,19 @@ pub struct Subnet {
 }
 
 impl Subnet {
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self> {
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, IpamError> {
         if prefix_len > 32 {
-            bail!("invalid prefix length /{prefix_len} (must be 0-32)");
+            return Err(IpamError::PrefixLen(prefix_len));
         }
-        let network = Ipv4Addr::from(u32::from(addr) & mask(prefix_len));
-        Ok(Self {
-            network,
+        Ok(Self::masked(addr, prefix_len))
+    }
+
+    /// `prefix_len` must be at most 32.
+    fn masked(addr: Ipv4Addr, prefix_len: u8) -> Self {
+        Self {
+            network: Ipv4Addr::from(u32::from(addr) & mask(prefix_len)),
             prefix_len,
-        })
+        }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -52,12 +71,13 @@ impl Subnet {
 
     /// Checks that `ip` may be given to a host in this subnet: inside it, and neither its
     /// network nor its broadcast address.
-    pub fn check_host(&self, ip: Ipv4Addr) -> Result<()> {
-        if !self.contains(ip) {
-            bail!("address {ip} is outside subnet {self}");
+    pub fn check_host(&self, addr: Ipv4Addr) -> Result<(), IpamError> {
+        let subnet = *self;
+        if !self.contains(addr) {
+            return Err(IpamError::Outside { addr, subnet });
         }
-        if ip == self.network || ip == self.broadcast() {
-            bail!("address {ip} is the network or broadcast address of {self}");
+        if addr == self.network || addr == self.broadcast() {
+            return Err(IpamError::NotAHost { addr, subnet });
         }
         Ok(())
     }
@@ -76,30 +96,32 @@ impl fmt::Display for Subnet {
 }
 
 impl FromStr for Subnet {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let cidr = s.to_owned();
         let Some((addr, len)) = s.split_once('/') else {
-            bail!("invalid CIDR {s:?}: expected ADDRESS/PREFIX, e.g. 172.18.0.0/16");
+            return Err(ParseError::CidrSyntax { cidr });
         };
-        let Ok(addr) = addr.parse::<Ipv4Addr>() else {
-            bail!("invalid CIDR {s:?}: {addr:?} is not an IPv4 address");
+        let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+            let addr = addr.to_owned();
+            return Err(ParseError::CidrAddress { cidr, addr });
         };
         let len = match len.parse::<u8>() {
             Ok(len) if len <= 32 => len,
-            _ => bail!("invalid CIDR {s:?}: prefix length must be 0-32"),
+            _ => return Err(ParseError::CidrPrefix { cidr }),
         };
-        let subnet = Subnet::new(addr, len)?;
-        if subnet.network != addr {
-            bail!("invalid CIDR {s:?}: host bits are set (did you mean {subnet}?)");
+        let network = Subnet::masked(ip, len);
+        if network.network != ip {
+            return Err(ParseError::HostBitsSet { cidr, network });
         }
-        Ok(subnet)
+        Ok(network)
     }
 }
 
 impl TryFrom<String> for Subnet {
-    type Error = anyhow::Error;
-    fn try_from(s: String) -> Result<Self> {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
         s.parse()
     }
 }
@@ -119,13 +141,13 @@ pub fn default_pools() -> impl Iterator<Item = Subnet> {
 
 /// The lowest free host address of `subnet`, skipping everything in `taken` (the gateway
 /// included). Sequential so that the first container gets .2, as with Docker.
-pub fn next_free(subnet: &Subnet, taken: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr> {
+pub fn next_free(subnet: &Subnet, taken: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
     let first = u32::from(subnet.network) + 1;
     let last = u32::from(subnet.broadcast()).saturating_sub(1);
     (first..=last)
         .map(Ipv4Addr::from)
         .find(|ip| !taken.contains(ip))
-        .ok_or_else(|| anyhow::anyhow!("subnet {subnet} has no free address left"))
+        .ok_or(IpamError::Exhausted { subnet: *subnet })
 }
 
 /// A stable MAC for a container address: locally administered, derived from the IP the way
@@ -144,15 +166,66 @@ mod tests {
         let s: Subnet = "172.17.0.0/16".parse().unwrap();
         assert_eq!(s.to_string(), "172.17.0.0/16");
         assert_eq!(s.broadcast(), Ipv4Addr::new(172, 17, 255, 255));
-        for bad in [
-            "172.17.0.0",
-            "172.17.0.0/33",
-            "300.1.1.1/8",
-            "172.17.0.1/16",
-            "x/8",
+        let cidr = |s: &str| s.to_owned();
+        for (bad, variant, says) in [
+            (
+                "172.17.0.0",
+                ParseError::CidrSyntax {
+                    cidr: cidr("172.17.0.0"),
+                },
+                "invalid CIDR \"172.17.0.0\": expected ADDRESS/PREFIX, e.g. 172.18.0.0/16",
+            ),
+            (
+                "172.17.0.0/33",
+                ParseError::CidrPrefix {
+                    cidr: cidr("172.17.0.0/33"),
+                },
+                "invalid CIDR \"172.17.0.0/33\": prefix length must be 0-32",
+            ),
+            (
+                "10.0.0.0/-1",
+                ParseError::CidrPrefix {
+                    cidr: cidr("10.0.0.0/-1"),
+                },
+                "invalid CIDR \"10.0.0.0/-1\": prefix length must be 0-32",
+            ),
+            (
+                "300.1.1.1/8",
+                ParseError::CidrAddress {
+                    cidr: cidr("300.1.1.1/8"),
+                    addr: cidr("300.1.1.1"),
+                },
+                "invalid CIDR \"300.1.1.1/8\": \"300.1.1.1\" is not an IPv4 address",
+            ),
+            (
+                "x/8",
+                ParseError::CidrAddress {
+                    cidr: cidr("x/8"),
+                    addr: cidr("x"),
+                },
+                "invalid CIDR \"x/8\": \"x\" is not an IPv4 address",
+            ),
+            (
+                "172.17.0.1/16",
+                ParseError::HostBitsSet {
+                    cidr: cidr("172.17.0.1/16"),
+                    network: s,
+                },
+                "invalid CIDR \"172.17.0.1/16\": host bits are set (did you mean 172.17.0.0/16?)",
+            ),
         ] {
-            assert!(bad.parse::<Subnet>().is_err(), "{bad} accepted");
+            let e = bad.parse::<Subnet>().expect_err(bad);
+            assert_eq!(e, variant, "{bad}");
+            assert_eq!(e.to_string(), says, "{bad}");
         }
+        assert_eq!(
+            Subnet::new(Ipv4Addr::UNSPECIFIED, 33),
+            Err(IpamError::PrefixLen(33))
+        );
+        assert_eq!(
+            IpamError::PrefixLen(33).to_string(),
+            "invalid prefix length /33 (must be 0-32)"
+        );
     }
 
     #[test]
@@ -161,9 +234,27 @@ mod tests {
         let b: Subnet = "10.1.0.0/16".parse().unwrap();
         let c: Subnet = "11.0.0.0/8".parse().unwrap();
         assert!(a.overlaps(&b) && b.overlaps(&a) && !a.overlaps(&c));
-        assert!(b.check_host(Ipv4Addr::new(10, 1, 0, 0)).is_err());
-        assert!(b.check_host(Ipv4Addr::new(10, 1, 255, 255)).is_err());
-        assert!(b.check_host(Ipv4Addr::new(10, 2, 0, 1)).is_err());
+        for (addr, says) in [
+            (
+                Ipv4Addr::new(10, 1, 0, 0),
+                "address 10.1.0.0 is the network or broadcast address of 10.1.0.0/16",
+            ),
+            (
+                Ipv4Addr::new(10, 1, 255, 255),
+                "address 10.1.255.255 is the network or broadcast address of 10.1.0.0/16",
+            ),
+        ] {
+            let e = b.check_host(addr).unwrap_err();
+            assert_eq!(e, IpamError::NotAHost { addr, subnet: b });
+            assert_eq!(e.to_string(), says);
+        }
+        let addr = Ipv4Addr::new(10, 2, 0, 1);
+        let e = b.check_host(addr).unwrap_err();
+        assert_eq!(e, IpamError::Outside { addr, subnet: b });
+        assert_eq!(
+            e.to_string(),
+            "address 10.2.0.1 is outside subnet 10.1.0.0/16"
+        );
         assert!(b.check_host(Ipv4Addr::new(10, 1, 0, 9)).is_ok());
     }
 
@@ -174,7 +265,12 @@ mod tests {
         let ip = next_free(&s, &taken).unwrap();
         assert_eq!(ip, Ipv4Addr::new(192, 0, 2, 2));
         taken.insert(ip);
-        assert!(next_free(&s, &taken).is_err());
+        let e = next_free(&s, &taken).unwrap_err();
+        assert_eq!(e, IpamError::Exhausted { subnet: s });
+        assert_eq!(
+            e.to_string(),
+            "subnet 192.0.2.0/30 has no free address left"
+        );
     }
 
     #[test]

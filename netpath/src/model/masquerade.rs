@@ -3,17 +3,33 @@
 //! `ops::masquerade` writes them.
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
-use anyhow::{Result, bail};
 use netpath_common::{DEFAULT_NAT_PORTS, MAX_MASQ_EXCLUDE, MAX_NETWORKS};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::{
     model::ipam::Subnet,
-    model::publish::{Mapping, Publishes, parse_port},
+    model::parse::{self, ParseError},
+    model::publish::{Host, Mapping, Publishes},
 };
 
 /// Most `--masquerade-exclude` CIDRs: the trie also holds every network's subnet.
 pub const MAX_EXCLUDE: usize = (MAX_MASQ_EXCLUDE - MAX_NETWORKS) as usize;
+
+/// Why masquerade settings and published ports cannot go together.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MasqueradeError {
+    /// A port to publish, refused by the range already set.
+    #[error(
+        "host port {host} is in the masquerade port range {range} (see `netpath up --masquerade-ports`)"
+    )]
+    PublishInRange { host: Host, range: NatPorts },
+    /// A range to set, refused by a port already published.
+    #[error("masquerade port range {range} overlaps published port {host}")]
+    RangeOverlaps { range: NatPorts, host: Host },
+    #[error("too many masquerade exclusions: at most {MAX_EXCLUDE}")]
+    TooManyExclusions,
+}
 
 /// The source ports masquerade allocates from when a connection's own is taken:
 /// `START-END`, inclusive, never empty, never port 0.
@@ -36,27 +52,25 @@ impl NatPorts {
 
     /// Refuses a published host port inside the range: the replies of a masqueraded
     /// connection on that port would be taken for connections to the published one.
-    pub fn check_free(&self, m: &Mapping) -> Result<()> {
+    pub fn check_free(&self, m: &Mapping) -> Result<(), MasqueradeError> {
         if self.contains(m.host_port) {
-            bail!(
-                "host port {} is in the masquerade port range {self} (see `netpath up --masquerade-ports`)",
-                m.host()
-            );
+            return Err(MasqueradeError::PublishInRange {
+                host: m.host(),
+                range: *self,
+            });
         }
         Ok(())
     }
 
     /// [`Self::check_free`] for every published port.
-    pub fn check_publishes(&self, publishes: &Publishes) -> Result<()> {
-        for m in publishes.mappings() {
-            if self.contains(m.host_port) {
-                bail!(
-                    "masquerade port range {self} overlaps published port {}",
-                    m.host()
-                );
-            }
+    pub fn check_publishes(&self, publishes: &Publishes) -> Result<(), MasqueradeError> {
+        match publishes.mappings().find(|m| self.contains(m.host_port)) {
+            Some(m) => Err(MasqueradeError::RangeOverlaps {
+                range: *self,
+                host: m.host(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -67,26 +81,27 @@ impl fmt::Display for NatPorts {
 }
 
 impl FromStr for NatPorts {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let range = s.to_owned();
         let Some((start, end)) = s.split_once('-') else {
-            bail!("masquerade port range {s:?}: expected START-END, e.g. 40000-49999");
+            return Err(ParseError::NatPortsSyntax { range });
         };
         let (start, end) = (
-            parse_port("masquerade port", start)?,
-            parse_port("masquerade port", end)?,
+            parse::port("masquerade port", start)?,
+            parse::port("masquerade port", end)?,
         );
         if end < start {
-            bail!("masquerade port range {s} is empty (it ends before it starts)");
+            return Err(ParseError::NatPortsEmpty { range });
         }
         Ok(NatPorts { start, end })
     }
 }
 
 impl TryFrom<String> for NatPorts {
-    type Error = anyhow::Error;
-    fn try_from(s: String) -> Result<Self> {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
         s.parse()
     }
 }
@@ -105,9 +120,9 @@ pub enum Exclude {
 }
 
 impl FromStr for Exclude {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         if s == "none" {
             return Ok(Exclude::None);
         }
@@ -117,7 +132,10 @@ impl FromStr for Exclude {
 
 /// The exclusion list after an `up`: the stored one (unless `none` is given) plus the given
 /// CIDRs.
-pub fn plan_exclude(stored: &BTreeSet<Subnet>, given: &[Exclude]) -> Result<BTreeSet<Subnet>> {
+pub fn plan_exclude(
+    stored: &BTreeSet<Subnet>,
+    given: &[Exclude],
+) -> Result<BTreeSet<Subnet>, MasqueradeError> {
     let mut exclude = if given.contains(&Exclude::None) {
         BTreeSet::new()
     } else {
@@ -128,7 +146,7 @@ pub fn plan_exclude(stored: &BTreeSet<Subnet>, given: &[Exclude]) -> Result<BTre
         Exclude::None => None,
     }));
     if exclude.len() > MAX_EXCLUDE {
-        bail!("too many masquerade exclusions: at most {MAX_EXCLUDE}");
+        return Err(MasqueradeError::TooManyExclusions);
     }
     Ok(exclude)
 }
@@ -147,8 +165,13 @@ pub fn trie_entries<'a>(
 mod tests {
     use super::*;
 
-    fn err(s: &str) -> String {
-        format!("{:#}", s.parse::<NatPorts>().expect_err(s))
+    fn port_error(field: &'static str, value: &str, out_of_range: bool) -> ParseError {
+        let value = value.to_owned();
+        if out_of_range {
+            ParseError::PortOutOfRange { field, value }
+        } else {
+            ParseError::NotAPort { field, value }
+        }
     }
 
     #[test]
@@ -161,19 +184,59 @@ mod tests {
             "1-1".parse::<NatPorts>().unwrap(),
             NatPorts { start: 1, end: 1 }
         );
-        for (bad, says) in [
-            ("40000", "expected START-END"),
-            ("", "expected START-END"),
-            ("40009-40000", "40009-40000 is empty"),
-            ("0-100", "masquerade port 0 is out of range (1-65535)"),
-            ("1-65536", "masquerade port 65536 is out of range"),
-            ("a-b", "masquerade port \"a\" is not a port number"),
-            ("-5", "masquerade port \"\" is not a port number"),
-            ("1-2-3", "masquerade port \"2-3\" is not a port number"),
+        let range = |s: &str| s.to_owned();
+        let port = "masquerade port";
+        for (bad, variant, says) in [
+            (
+                "40000",
+                ParseError::NatPortsSyntax {
+                    range: range("40000"),
+                },
+                "masquerade port range \"40000\": expected START-END, e.g. 40000-49999",
+            ),
+            (
+                "",
+                ParseError::NatPortsSyntax { range: range("") },
+                "expected START-END",
+            ),
+            (
+                "40009-40000",
+                ParseError::NatPortsEmpty {
+                    range: range("40009-40000"),
+                },
+                "masquerade port range 40009-40000 is empty (it ends before it starts)",
+            ),
+            (
+                "0-100",
+                port_error(port, "0", true),
+                "masquerade port 0 is out of range (1-65535)",
+            ),
+            (
+                "1-65536",
+                port_error(port, "65536", true),
+                "masquerade port 65536 is out of range",
+            ),
+            (
+                "a-b",
+                port_error(port, "a", false),
+                "masquerade port \"a\" is not a port number",
+            ),
+            (
+                "-5",
+                port_error(port, "", false),
+                "masquerade port \"\" is not a port number",
+            ),
+            (
+                "1-2-3",
+                port_error(port, "2-3", false),
+                "masquerade port \"2-3\" is not a port number",
+            ),
         ] {
-            let msg = err(bad);
+            let e = bad.parse::<NatPorts>().expect_err(bad);
+            let msg = e.to_string();
             assert!(msg.contains(says), "{bad:?}: {msg:?} lacks {says:?}");
             assert!(!msg.contains('\n'));
+            assert_eq!(e, variant, "{bad:?}");
         }
         let json = serde_json::to_string(&NatPorts::DEFAULT).unwrap();
         assert_eq!(json, "\"32768-60999\"");
@@ -189,16 +252,33 @@ mod tests {
             .try_into()
             .unwrap();
         let range: NatPorts = "8000-8999".parse().unwrap();
-        let msg = format!("{:#}", range.check_publishes(&publishes).unwrap_err());
+        let m = publishes.mappings().next().unwrap();
+        let e = range.check_publishes(&publishes).unwrap_err();
         assert_eq!(
-            msg,
+            e.to_string(),
             "masquerade port range 8000-8999 overlaps published port *:8080/tcp"
+        );
+        assert_eq!(
+            e,
+            MasqueradeError::RangeOverlaps {
+                range,
+                host: m.host()
+            }
         );
         let clear: NatPorts = "8081-8999".parse().unwrap();
         clear.check_publishes(&publishes).unwrap();
-        let m = publishes.mappings().next().unwrap();
-        let msg = format!("{:#}", range.check_free(&m).unwrap_err());
-        assert!(msg.starts_with("host port *:8080/tcp is in the masquerade port range 8000-8999"));
+        let e = range.check_free(&m).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("host port *:8080/tcp is in the masquerade port range 8000-8999")
+        );
+        assert_eq!(
+            e,
+            MasqueradeError::PublishInRange {
+                host: m.host(),
+                range
+            }
+        );
         clear.check_free(&m).unwrap();
     }
 
@@ -217,8 +297,23 @@ mod tests {
             BTreeSet::from([cidr("192.0.2.0/24")])
         );
         assert!(plan_exclude(&stored, &[Exclude::None]).unwrap().is_empty());
-        assert!("10.0.0.1/8".parse::<Exclude>().is_err());
-        assert!("None".parse::<Exclude>().is_err());
+        assert!(matches!(
+            "10.0.0.1/8".parse::<Exclude>(),
+            Err(ParseError::HostBitsSet { .. })
+        ));
+        assert!(matches!(
+            "None".parse::<Exclude>(),
+            Err(ParseError::CidrSyntax { .. })
+        ));
+        let many: Vec<Exclude> = (0..=MAX_EXCLUDE as u32)
+            .map(|i| Exclude::Cidr(Subnet::new(std::net::Ipv4Addr::from(i << 8), 24).unwrap()))
+            .collect();
+        let e = plan_exclude(&BTreeSet::new(), &many).unwrap_err();
+        assert_eq!(e, MasqueradeError::TooManyExclusions);
+        assert_eq!(
+            e.to_string(),
+            format!("too many masquerade exclusions: at most {MAX_EXCLUDE}")
+        );
 
         let nets = [cidr("172.17.0.0/16"), cidr("10.0.0.0/8")];
         let entries = trie_entries(&nets, &stored);

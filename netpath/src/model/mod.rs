@@ -2,6 +2,7 @@
 pub mod conntrack;
 pub mod ipam;
 pub mod masquerade;
+pub mod parse;
 pub mod publish;
 pub mod state;
 pub mod stats;

@@ -1,11 +1,19 @@
 //! Published ports as data: the SPEC syntax of `publish` and `up --publish`, the `-p`
 //! shorthand of `run`, and [`Publishes`], the set of published ports with the rules that keep
 //! it consistent. No netlink, no maps: `ops::publish` decides and `datapath` writes.
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{Ipv4Addr, SocketAddrV4},
+    ops::RangeInclusive,
+    str::FromStr,
+};
 
-use anyhow::{Result, anyhow, bail};
 use netpath_common::{MAX_PUBLISH, PROTO_TCP, PROTO_UDP, PublishKey};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::parse::{self, ParseError};
 
 pub const SPEC_SYNTAX: &str =
     "[HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:CONTAINER_PORT[-END][/tcp|/udp]";
@@ -37,13 +45,16 @@ impl fmt::Display for Proto {
 }
 
 impl FromStr for Proto {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "tcp" => Ok(Proto::Tcp),
             "udp" => Ok(Proto::Udp),
-            _ => bail!("unknown protocol {s:?} (use tcp or udp)"),
+            _ => Err(ParseError::UnknownProto {
+                proto: s.to_owned(),
+                expected: "tcp or udp",
+            }),
         }
     }
 }
@@ -67,21 +78,24 @@ impl PortRange {
         self.start..=self.end
     }
 
-    fn count(self) -> u32 {
+    pub(crate) fn count(self) -> u32 {
         u32::from(self.end - self.start) + 1
     }
 
-    /// Parses `PORT` or `START-END`; `what` names the field in errors.
-    fn parse(what: &str, s: &str) -> Result<PortRange> {
+    /// Parses `PORT` or `START-END`; `field` names the field in errors.
+    fn parse(field: &'static str, s: &str) -> Result<PortRange, ParseError> {
         let (start, end) = match s.split_once('-') {
-            Some((start, end)) => (parse_port(what, start)?, parse_port(what, end)?),
+            Some((start, end)) => (parse::port(field, start)?, parse::port(field, end)?),
             None => {
-                let port = parse_port(what, s)?;
+                let port = parse::port(field, s)?;
                 (port, port)
             }
         };
         if end < start {
-            bail!("{what} range {s} ends before it starts");
+            return Err(ParseError::ReversedRange {
+                field,
+                range: s.to_owned(),
+            });
         }
         Ok(PortRange { start, end })
     }
@@ -97,45 +111,25 @@ impl fmt::Display for PortRange {
     }
 }
 
-pub(crate) fn parse_port(what: &str, s: &str) -> Result<u16> {
-    // Digits only: u32's parser would also take "+80".
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("{what} {s:?} is not a port number");
-    }
-    match s.parse::<u32>() {
-        Ok(port @ 1..=65535) => Ok(port as u16),
-        _ => bail!("{what} {s} is out of range (1-65535)"),
-    }
-}
-
-fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
-    s.parse()
-        .map_err(|_| anyhow!("{what} {s:?} is not an IPv4 address"))
-}
-
 /// 0.0.0.0 means every local address, as with Docker.
-fn parse_host_ip(s: &str) -> Result<Option<Ipv4Addr>> {
-    let ip = parse_ip("HOST_IP", s)?;
+fn parse_host_ip(s: &str) -> Result<Option<Ipv4Addr>, ParseError> {
+    let ip = parse::ipv4("HOST_IP", s)?;
     Ok((!ip.is_unspecified()).then_some(ip))
 }
 
 /// Splits off `/PROTO` (TCP when absent).
-fn split_proto(s: &str) -> Result<(&str, Proto)> {
+fn split_proto(s: &str) -> Result<(&str, Proto), ParseError> {
     match s.split_once('/') {
         Some((body, proto)) => Ok((body, proto.parse()?)),
         None => Ok((s, Proto::Tcp)),
     }
 }
 
-fn parse_ranges(host: &str, container: &str) -> Result<(PortRange, PortRange)> {
+fn parse_ranges(host: &str, container: &str) -> Result<(PortRange, PortRange), ParseError> {
     let host = PortRange::parse("HOST_PORT", host)?;
     let container = PortRange::parse("CONTAINER_PORT", container)?;
     if host.count() != container.count() {
-        bail!(
-            "port ranges differ in length: HOST_PORT {host} has {} port(s), CONTAINER_PORT {container} has {}",
-            host.count(),
-            container.count()
-        );
+        return Err(ParseError::RangeLengths { host, container });
     }
     Ok((host, container))
 }
@@ -195,21 +189,25 @@ impl fmt::Display for Spec {
 }
 
 impl FromStr for Spec {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         let (body, proto) = split_proto(s)?;
         let fields: Vec<&str> = body.split(':').collect();
         let (host_ip, host, container_ip, container) = match fields[..] {
             [host, ip, container] => (None, host, ip, container),
             [host_ip, host, ip, container] => (parse_host_ip(host_ip)?, host, ip, container),
-            _ => bail!("expected {SPEC_SYNTAX}"),
+            _ => {
+                return Err(ParseError::Syntax {
+                    syntax: SPEC_SYNTAX,
+                });
+            }
         };
         let (host_ports, container_ports) = parse_ranges(host, container)?;
         Ok(Spec {
             host_ip,
             host_ports,
-            container_ip: parse_ip("CONTAINER_IP", container_ip)?,
+            container_ip: parse::ipv4("CONTAINER_IP", container_ip)?,
             container_ports,
             proto,
         })
@@ -217,8 +215,8 @@ impl FromStr for Spec {
 }
 
 impl TryFrom<String> for Spec {
-    type Error = anyhow::Error;
-    fn try_from(s: String) -> Result<Self> {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
         s.parse()
     }
 }
@@ -252,15 +250,19 @@ impl PortSpec {
 }
 
 impl FromStr for PortSpec {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         let (body, proto) = split_proto(s)?;
         let fields: Vec<&str> = body.split(':').collect();
         let (host_ip, host, container) = match fields[..] {
             [host, container] => (None, host, container),
             [host_ip, host, container] => (parse_host_ip(host_ip)?, host, container),
-            _ => bail!("expected {PORT_SPEC_SYNTAX}"),
+            _ => {
+                return Err(ParseError::Syntax {
+                    syntax: PORT_SPEC_SYNTAX,
+                });
+            }
         };
         let (host_ports, container_ports) = parse_ranges(host, container)?;
         Ok(PortSpec {
@@ -292,9 +294,16 @@ impl Mapping {
         }
     }
 
-    /// The host side, for messages: `192.0.2.1:8080/tcp`, `*:8080/tcp`.
-    pub fn host(&self) -> impl fmt::Display + use<> {
-        Host(self.host_ip, self.host_port, self.proto)
+    pub fn host(&self) -> Host {
+        Host {
+            ip: self.host_ip,
+            port: self.host_port,
+            proto: self.proto,
+        }
+    }
+
+    pub fn container(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.container_ip, self.container_port)
     }
 
     fn host_key(&self) -> HostKey {
@@ -302,16 +311,46 @@ impl Mapping {
     }
 }
 
-/// The host side of a mapping, for messages: `192.0.2.1:8080/tcp`, `*:8080/tcp`.
-struct Host(Option<Ipv4Addr>, u16, Proto);
+/// The host side of a mapping; displays as `192.0.2.1:8080/tcp`, `*:8080/tcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// None: every local address.
+    pub ip: Option<Ipv4Addr>,
+    pub port: u16,
+    pub proto: Proto,
+}
 
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(ip) => write!(f, "{ip}:{}/{}", self.1, self.2),
-            None => write!(f, "*:{}/{}", self.1, self.2),
+        match self.ip {
+            Some(ip) => write!(f, "{ip}:{}/{}", self.port, self.proto),
+            None => write!(f, "*:{}/{}", self.port, self.proto),
         }
     }
+}
+
+/// Why a port cannot be published or unpublished; frontends tell "port taken" from the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PublishError {
+    #[error("{host} is already published (to {to})")]
+    AlreadyPublished { host: Host, to: SocketAddrV4 },
+    /// A wildcard and a specific address of one port and protocol: `other` holds the port.
+    #[error("{host} conflicts with {other} (to {to}): address already in use")]
+    AddressInUse {
+        host: Host,
+        other: Host,
+        to: SocketAddrV4,
+    },
+    #[error("the datapath holds at most {MAX_PUBLISH} published ports")]
+    TooMany,
+    #[error("{host} is not published")]
+    NotPublished { host: Host },
+    #[error("{host} is published to {to}, not to {not}")]
+    OtherTarget {
+        host: Host,
+        to: SocketAddrV4,
+        not: SocketAddrV4,
+    },
 }
 
 /// Ordered so that every address of one port and protocol sits together (None, the wildcard,
@@ -338,25 +377,27 @@ impl Publishes {
 
     /// Adds a mapping that conflicts with none already here; `existing_ok` accepts one that
     /// is already here identically. Returns whether the mapping is new.
-    pub fn insert(&mut self, m: Mapping, existing_ok: bool) -> Result<bool> {
+    pub fn insert(&mut self, m: Mapping, existing_ok: bool) -> Result<bool, PublishError> {
         let port = (m.proto, m.host_port, None)..=(m.proto, m.host_port, Some(Ipv4Addr::BROADCAST));
         for (&(_, _, ip), &(cip, cport)) in self.map.range(port) {
-            let here = Host(ip, m.host_port, m.proto);
+            let to = SocketAddrV4::new(cip, cport);
             if ip == m.host_ip {
-                if existing_ok && (cip, cport) == (m.container_ip, m.container_port) {
+                if existing_ok && to == m.container() {
                     return Ok(false);
                 }
-                bail!("{here} is already published (to {cip}:{cport})");
+                return Err(PublishError::AlreadyPublished { host: m.host(), to });
             }
             if ip.is_none() || m.host_ip.is_none() {
-                bail!(
-                    "{} conflicts with {here} (to {cip}:{cport}): address already in use",
-                    Host(m.host_ip, m.host_port, m.proto)
-                );
+                let other = Host { ip, ..m.host() };
+                return Err(PublishError::AddressInUse {
+                    host: m.host(),
+                    other,
+                    to,
+                });
             }
         }
         if self.map.len() >= MAX_PUBLISH as usize {
-            bail!("the datapath holds at most {MAX_PUBLISH} published ports");
+            return Err(PublishError::TooMany);
         }
         self.map
             .insert(m.host_key(), (m.container_ip, m.container_port));
@@ -364,15 +405,19 @@ impl Publishes {
     }
 
     /// Removes a mapping, which must be here with the same target.
-    pub fn remove(&mut self, m: &Mapping) -> Result<()> {
-        let host = Host(m.host_ip, m.host_port, m.proto);
-        match self.map.get(&m.host_key()) {
-            None => bail!("{host} is not published"),
-            Some(&(cip, cport)) if (cip, cport) != (m.container_ip, m.container_port) => bail!(
-                "{host} is published to {cip}:{cport}, not to {}:{}",
-                m.container_ip,
-                m.container_port
-            ),
+    pub fn remove(&mut self, m: &Mapping) -> Result<(), PublishError> {
+        let host = m.host();
+        let to = self
+            .map
+            .get(&m.host_key())
+            .map(|&(ip, port)| SocketAddrV4::new(ip, port));
+        match to {
+            None => Err(PublishError::NotPublished { host }),
+            Some(to) if to != m.container() => Err(PublishError::OtherTarget {
+                host,
+                to,
+                not: m.container(),
+            }),
             Some(_) => {
                 self.map.remove(&m.host_key());
                 Ok(())
@@ -432,9 +477,9 @@ fn mapping(
 }
 
 impl TryFrom<Vec<Spec>> for Publishes {
-    type Error = anyhow::Error;
+    type Error = PublishError;
 
-    fn try_from(specs: Vec<Spec>) -> Result<Self> {
+    fn try_from(specs: Vec<Spec>) -> Result<Self, PublishError> {
         let mut publishes = Publishes::default();
         for spec in specs {
             for m in spec.mappings() {
@@ -459,8 +504,55 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e:#}"))
     }
 
-    fn err<T: FromStr<Err = anyhow::Error> + fmt::Debug>(s: &str) -> String {
-        format!("{:#}", s.parse::<T>().expect_err(s))
+    /// What parsing `bad` fails with, checked to say `says` on one line.
+    fn err<T: FromStr<Err = ParseError> + fmt::Debug>(bad: &str, says: &str) -> ParseError {
+        let e = bad.parse::<T>().expect_err(bad);
+        let msg = e.to_string();
+        assert!(msg.contains(says), "{bad:?}: {msg:?} lacks {says:?}");
+        assert!(!msg.contains('\n'), "{bad:?}: {msg:?}");
+        e
+    }
+
+    fn not_a_port(field: &'static str, value: &str) -> ParseError {
+        ParseError::NotAPort {
+            field,
+            value: value.to_owned(),
+        }
+    }
+
+    fn out_of_range(field: &'static str, value: &str) -> ParseError {
+        ParseError::PortOutOfRange {
+            field,
+            value: value.to_owned(),
+        }
+    }
+
+    fn not_an_address(field: &'static str, value: &str) -> ParseError {
+        ParseError::NotAnAddress {
+            field,
+            value: value.to_owned(),
+        }
+    }
+
+    fn unknown_proto(proto: &str) -> ParseError {
+        ParseError::UnknownProto {
+            proto: proto.to_owned(),
+            expected: "tcp or udp",
+        }
+    }
+
+    fn reversed(field: &'static str, range: &str) -> ParseError {
+        ParseError::ReversedRange {
+            field,
+            range: range.to_owned(),
+        }
+    }
+
+    fn lengths(host: &str, container: &str) -> ParseError {
+        ParseError::RangeLengths {
+            host: PortRange::parse("HOST_PORT", host).unwrap(),
+            container: PortRange::parse("CONTAINER_PORT", container).unwrap(),
+        }
     }
 
     #[test]
@@ -516,66 +608,144 @@ mod tests {
 
     #[test]
     fn rejects_bad_specs_naming_the_part() {
-        for (bad, says) in [
-            ("", "expected [HOST_IP:]"),
-            ("8080", "expected [HOST_IP:]"),
-            ("8080:80", "expected [HOST_IP:]"),
-            ("1.2.3.4:8080:10.0.0.2:80:9", "expected [HOST_IP:]"),
-            ("8080:10.0.0.2:80/sctp", "unknown protocol \"sctp\""),
-            ("8080:10.0.0.2:80/", "unknown protocol \"\""),
-            ("8080:10.0.0.2:80/tcp/udp", "unknown protocol \"tcp/udp\""),
-            ("8080:10.0.0.2:80/TCP", "unknown protocol \"TCP\""),
+        let syntax = ParseError::Syntax {
+            syntax: SPEC_SYNTAX,
+        };
+        for (bad, variant, says) in [
+            ("", syntax.clone(), "expected [HOST_IP:]"),
+            ("8080", syntax.clone(), "expected [HOST_IP:]"),
+            ("8080:80", syntax.clone(), "expected [HOST_IP:]"),
+            (
+                "1.2.3.4:8080:10.0.0.2:80:9",
+                syntax.clone(),
+                "expected [HOST_IP:]",
+            ),
+            (
+                "8080:10.0.0.2:80/sctp",
+                unknown_proto("sctp"),
+                "unknown protocol \"sctp\"",
+            ),
+            (
+                "8080:10.0.0.2:80/",
+                unknown_proto(""),
+                "unknown protocol \"\"",
+            ),
+            (
+                "8080:10.0.0.2:80/tcp/udp",
+                unknown_proto("tcp/udp"),
+                "unknown protocol \"tcp/udp\"",
+            ),
+            (
+                "8080:10.0.0.2:80/TCP",
+                unknown_proto("TCP"),
+                "unknown protocol \"TCP\"",
+            ),
             (
                 "1.2.3:8080:10.0.0.2:80",
+                not_an_address("HOST_IP", "1.2.3"),
                 "HOST_IP \"1.2.3\" is not an IPv4 address",
             ),
-            ("::1:8080:10.0.0.2:80", "expected [HOST_IP:]"),
+            (
+                "::1:8080:10.0.0.2:80",
+                syntax.clone(),
+                "expected [HOST_IP:]",
+            ),
             (
                 "8080:10.0.0:80",
+                not_an_address("CONTAINER_IP", "10.0.0"),
                 "CONTAINER_IP \"10.0.0\" is not an IPv4 address",
             ),
             (
                 "8080:host:80",
+                not_an_address("CONTAINER_IP", "host"),
                 "CONTAINER_IP \"host\" is not an IPv4 address",
             ),
             (
                 "http:10.0.0.2:80",
+                not_a_port("HOST_PORT", "http"),
                 "HOST_PORT \"http\" is not a port number",
             ),
-            ("+80:10.0.0.2:80", "HOST_PORT \"+80\" is not a port number"),
-            (":10.0.0.2:80", "HOST_PORT \"\" is not a port number"),
-            ("8080:10.0.0.2:", "CONTAINER_PORT \"\" is not a port number"),
-            ("0:10.0.0.2:80", "HOST_PORT 0 is out of range (1-65535)"),
-            ("8080:10.0.0.2:0", "CONTAINER_PORT 0 is out of range"),
-            ("65536:10.0.0.2:80", "HOST_PORT 65536 is out of range"),
+            (
+                "+80:10.0.0.2:80",
+                not_a_port("HOST_PORT", "+80"),
+                "HOST_PORT \"+80\" is not a port number",
+            ),
+            (
+                ":10.0.0.2:80",
+                not_a_port("HOST_PORT", ""),
+                "HOST_PORT \"\" is not a port number",
+            ),
+            (
+                "8080:10.0.0.2:",
+                not_a_port("CONTAINER_PORT", ""),
+                "CONTAINER_PORT \"\" is not a port number",
+            ),
+            (
+                "0:10.0.0.2:80",
+                out_of_range("HOST_PORT", "0"),
+                "HOST_PORT 0 is out of range (1-65535)",
+            ),
+            (
+                "8080:10.0.0.2:0",
+                out_of_range("CONTAINER_PORT", "0"),
+                "CONTAINER_PORT 0 is out of range",
+            ),
+            (
+                "65536:10.0.0.2:80",
+                out_of_range("HOST_PORT", "65536"),
+                "HOST_PORT 65536 is out of range",
+            ),
             (
                 "8080:10.0.0.2:99999999999",
+                out_of_range("CONTAINER_PORT", "99999999999"),
                 "CONTAINER_PORT 99999999999 is out of range",
             ),
-            ("0-5:10.0.0.2:1-6", "HOST_PORT 0 is out of range"),
+            (
+                "0-5:10.0.0.2:1-6",
+                out_of_range("HOST_PORT", "0"),
+                "HOST_PORT 0 is out of range",
+            ),
             (
                 "8009-8000:10.0.0.2:80-89",
+                reversed("HOST_PORT", "8009-8000"),
                 "HOST_PORT range 8009-8000 ends before it starts",
             ),
             (
                 "80-89:10.0.0.2:89-80",
+                reversed("CONTAINER_PORT", "89-80"),
                 "CONTAINER_PORT range 89-80 ends before it starts",
             ),
-            ("80-:10.0.0.2:80", "HOST_PORT \"\" is not a port number"),
+            (
+                "80-:10.0.0.2:80",
+                not_a_port("HOST_PORT", ""),
+                "HOST_PORT \"\" is not a port number",
+            ),
             (
                 "80-81-82:10.0.0.2:80",
+                not_a_port("HOST_PORT", "81-82"),
                 "HOST_PORT \"81-82\" is not a port number",
             ),
             (
                 "8000-8009:10.0.0.2:80",
+                lengths("8000-8009", "80"),
                 "port ranges differ in length: HOST_PORT 8000-8009 has 10 port(s), CONTAINER_PORT 80 has 1",
             ),
-            ("8000-8001:10.0.0.2:80-82", "differ in length"),
+            (
+                "8000-8001:10.0.0.2:80-82",
+                lengths("8000-8001", "80-82"),
+                "differ in length",
+            ),
         ] {
-            let msg = err::<Spec>(bad);
-            assert!(msg.contains(says), "{bad:?}: {msg:?} lacks {says:?}");
-            assert!(!msg.contains('\n'), "{bad:?}: {msg:?}");
+            assert_eq!(err::<Spec>(bad, says), variant, "{bad:?}");
         }
+        assert_eq!(
+            syntax.to_string(),
+            "expected [HOST_IP:]HOST_PORT[-END]:CONTAINER_IP:CONTAINER_PORT[-END][/tcp|/udp]"
+        );
+        assert_eq!(
+            unknown_proto("sctp").to_string(),
+            "unknown protocol \"sctp\" (use tcp or udp)"
+        );
     }
 
     #[test]
@@ -588,19 +758,38 @@ mod tests {
             p.to_spec(c),
             spec("127.0.0.1:8000-8001:172.17.0.2:9000-9001/udp")
         );
-        for (bad, says) in [
-            ("80", "expected [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT"),
+        let syntax = ParseError::Syntax {
+            syntax: PORT_SPEC_SYNTAX,
+        };
+        for (bad, variant, says) in [
             (
-                "1.2.3.4:80:10.0.0.2:80",
+                "80",
+                syntax.clone(),
                 "expected [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT",
             ),
-            ("x:80:80", "HOST_IP \"x\" is not an IPv4 address"),
-            ("80:0", "CONTAINER_PORT 0 is out of range"),
-            ("80-81:80", "differ in length"),
-            ("80:80/icmp", "unknown protocol \"icmp\""),
+            (
+                "1.2.3.4:80:10.0.0.2:80",
+                syntax,
+                "expected [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT",
+            ),
+            (
+                "x:80:80",
+                not_an_address("HOST_IP", "x"),
+                "HOST_IP \"x\" is not an IPv4 address",
+            ),
+            (
+                "80:0",
+                out_of_range("CONTAINER_PORT", "0"),
+                "CONTAINER_PORT 0 is out of range",
+            ),
+            ("80-81:80", lengths("80-81", "80"), "differ in length"),
+            (
+                "80:80/icmp",
+                unknown_proto("icmp"),
+                "unknown protocol \"icmp\"",
+            ),
         ] {
-            let msg = err::<PortSpec>(bad);
-            assert!(msg.contains(says), "{bad:?}: {msg:?} lacks {says:?}");
+            assert_eq!(err::<PortSpec>(bad, says), variant, "{bad:?}");
         }
     }
 
@@ -631,7 +820,7 @@ mod tests {
         );
     }
 
-    fn publishes(specs: &[&str]) -> Result<Publishes> {
+    fn publishes(specs: &[&str]) -> Result<Publishes, PublishError> {
         specs.iter().map(|s| spec(s)).collect::<Vec<_>>().try_into()
     }
 
@@ -645,52 +834,113 @@ mod tests {
     #[test]
     fn duplicates_and_wildcard_conflicts() {
         let mut p = publishes(&["80:10.0.0.2:80", "192.0.2.1:81:10.0.0.2:81"]).unwrap();
-        for (bad, says) in [
+        let host = |s: &str| one(s).host();
+        let to = |s: &str| s.parse::<SocketAddrV4>().unwrap();
+        for (bad, variant, says) in [
             (
                 "80:10.0.0.3:80",
+                PublishError::AlreadyPublished {
+                    host: host("80:10.0.0.3:80"),
+                    to: to("10.0.0.2:80"),
+                },
                 "*:80/tcp is already published (to 10.0.0.2:80)",
             ),
-            ("80:10.0.0.2:80", "already published"),
+            (
+                "80:10.0.0.2:80",
+                PublishError::AlreadyPublished {
+                    host: host("80:10.0.0.2:80"),
+                    to: to("10.0.0.2:80"),
+                },
+                "already published",
+            ),
             (
                 "192.0.2.1:80:10.0.0.3:80",
+                PublishError::AddressInUse {
+                    host: host("192.0.2.1:80:10.0.0.3:80"),
+                    other: host("80:10.0.0.2:80"),
+                    to: to("10.0.0.2:80"),
+                },
                 "192.0.2.1:80/tcp conflicts with *:80/tcp",
             ),
             (
                 "81:10.0.0.3:81",
-                "*:81/tcp conflicts with 192.0.2.1:81/tcp (to 10.0.0.2:81)",
+                PublishError::AddressInUse {
+                    host: host("81:10.0.0.3:81"),
+                    other: host("192.0.2.1:81:10.0.0.2:81"),
+                    to: to("10.0.0.2:81"),
+                },
+                "*:81/tcp conflicts with 192.0.2.1:81/tcp (to 10.0.0.2:81): address already in use",
             ),
             (
                 "192.0.2.1:81:10.0.0.2:82",
+                PublishError::AlreadyPublished {
+                    host: host("192.0.2.1:81:10.0.0.2:82"),
+                    to: to("10.0.0.2:81"),
+                },
                 "192.0.2.1:81/tcp is already published",
             ),
         ] {
-            let msg = format!("{:#}", p.insert(one(bad), false).expect_err(bad));
+            let e = p.insert(one(bad), false).expect_err(bad);
+            let msg = e.to_string();
             assert!(msg.contains(says), "{bad:?}: {msg:?} lacks {says:?}");
+            assert_eq!(e, variant, "{bad:?}");
         }
         // Another protocol or another specific address is another socket.
         assert!(p.insert(one("80:10.0.0.3:80/udp"), false).unwrap());
         assert!(p.insert(one("192.0.2.2:81:10.0.0.3:81"), false).unwrap());
         // The same mapping again is a no-op only when asked for.
         assert!(!p.insert(one("80:10.0.0.2:80"), true).unwrap());
-        assert!(p.insert(one("80:10.0.0.9:80"), true).is_err());
+        assert!(matches!(
+            p.insert(one("80:10.0.0.9:80"), true),
+            Err(PublishError::AlreadyPublished { .. })
+        ));
         assert_eq!(p.len(), 4);
         // The state refuses to load conflicting publishes.
-        assert!(publishes(&["80:10.0.0.2:80", "1.2.3.4:80:10.0.0.2:80"]).is_err());
-        assert!(publishes(&["80-90:10.0.0.2:80-90", "85:10.0.0.3:85"]).is_err());
+        assert!(matches!(
+            publishes(&["80:10.0.0.2:80", "1.2.3.4:80:10.0.0.2:80"]),
+            Err(PublishError::AddressInUse { .. })
+        ));
+        assert!(matches!(
+            publishes(&["80-90:10.0.0.2:80-90", "85:10.0.0.3:85"]),
+            Err(PublishError::AlreadyPublished { .. })
+        ));
+    }
+
+    #[test]
+    fn the_datapath_bounds_the_count() {
+        let mut p = publishes(&["1-65535:10.0.0.2:1-65535", "1:10.0.0.2:1/udp"]).unwrap();
+        assert_eq!(p.len(), MAX_PUBLISH as usize);
+        let e = p.insert(one("2:10.0.0.2:2/udp"), false).unwrap_err();
+        assert_eq!(e, PublishError::TooMany);
+        assert_eq!(
+            e.to_string(),
+            "the datapath holds at most 65536 published ports"
+        );
     }
 
     #[test]
     fn remove_needs_the_same_target() {
         let mut p = publishes(&["80:10.0.0.2:80"]).unwrap();
-        let msg = format!("{:#}", p.remove(&one("81:10.0.0.2:80")).unwrap_err());
-        assert_eq!(msg, "*:81/tcp is not published");
-        let msg = format!("{:#}", p.remove(&one("80:10.0.0.3:80")).unwrap_err());
+        let e = p.remove(&one("81:10.0.0.2:80")).unwrap_err();
+        assert_eq!(e.to_string(), "*:81/tcp is not published");
         assert_eq!(
-            msg,
+            e,
+            PublishError::NotPublished {
+                host: one("81:10.0.0.2:80").host()
+            }
+        );
+        let e = p.remove(&one("80:10.0.0.3:80")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
             "*:80/tcp is published to 10.0.0.2:80, not to 10.0.0.3:80"
         );
-        assert!(p.remove(&one("192.0.2.1:80:10.0.0.2:80")).is_err());
-        assert!(p.remove(&one("80:10.0.0.2:80/udp")).is_err());
+        assert!(matches!(e, PublishError::OtherTarget { .. }));
+        for other in ["192.0.2.1:80:10.0.0.2:80", "80:10.0.0.2:80/udp"] {
+            assert!(matches!(
+                p.remove(&one(other)),
+                Err(PublishError::NotPublished { .. })
+            ));
+        }
         p.remove(&one("80:10.0.0.2:80")).unwrap();
         assert!(p.is_empty());
     }

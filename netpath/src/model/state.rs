@@ -14,10 +14,10 @@ use anyhow::{Context as _, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::{model::ipam::Subnet, model::masquerade::NatPorts, model::publish::Publishes};
+use crate::model::{ipam::Subnet, masquerade::NatPorts, parse::ParseError, publish::Publishes};
 
 pub const RUN_DIR: &str = "/run/netpath";
-const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
@@ -73,9 +73,9 @@ pub enum NetMode {
 
 /// `--net`: Docker's network modes.
 impl std::str::FromStr for NetMode {
-    type Err = anyhow::Error;
+    type Err = ParseError;
 
-    fn from_str(mode: &str) -> Result<NetMode> {
+    fn from_str(mode: &str) -> Result<NetMode, ParseError> {
         Ok(match mode {
             "bridge" => NetMode::Bridge,
             "none" => NetMode::None,
@@ -83,7 +83,9 @@ impl std::str::FromStr for NetMode {
             other => match other.strip_prefix("container:") {
                 Some(target) if !target.is_empty() => NetMode::Container(target.to_owned()),
                 _ => {
-                    bail!("invalid network mode {mode:?}: use bridge, none, host or container:NAME")
+                    return Err(ParseError::NetMode {
+                        mode: mode.to_owned(),
+                    });
                 }
             },
         })
@@ -251,4 +253,30 @@ fn read(path: &Path) -> Result<Option<State>> {
         );
     }
     Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_modes_parse_and_print_back() {
+        for mode in ["bridge", "none", "host", "container:web"] {
+            let parsed: NetMode = mode.parse().unwrap();
+            assert_eq!(parsed.to_string(), mode);
+        }
+        for bad in ["", "bridged", "container:", "container"] {
+            let err = bad.parse::<NetMode>().unwrap_err();
+            assert_eq!(
+                err,
+                ParseError::NetMode {
+                    mode: bad.to_owned()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("invalid network mode {bad:?}: use bridge, none, host or container:NAME")
+            );
+        }
+    }
 }

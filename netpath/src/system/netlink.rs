@@ -3,7 +3,7 @@
 //! Requests are sent as raw messages on the connection rather than through rtnetlink's
 //! `execute()` helpers so that several can be queued before awaiting any (the kernel handles one
 //! socket's messages in order), and so that kernel errors surface as `io::Error`s ("File
-//! exists") that callers can match on with `raw_os_error()`.
+//! exists") kept in [`NetlinkError::Kernel`], where callers can match on `raw_os_error()`.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -11,7 +11,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
 
-use anyhow::{Context, Result, anyhow};
 use futures::{Stream, StreamExt};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -30,12 +29,64 @@ use rtnetlink::{
     RouteMessageBuilder,
 };
 
-use crate::system::netns::{self, Netns};
+use thiserror::Error;
+
+use crate::system::netns::{self, Netns, NetnsError};
 
 const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 const GET: u16 = NLM_F_REQUEST;
 const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
+
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    /// Opening the connection inside a namespace failed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("rtnetlink connection closed")]
+    Closed,
+    /// A request about the interface `name` found none.
+    #[error("no such interface {name}")]
+    NoSuchDevice { name: String },
+    /// The kernel (or the socket) refused; `op` says what was being done ("creating bridge X").
+    #[error("{op}")]
+    Kernel {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// Names the operation of a failed request, built only on failure.
+trait Op<T> {
+    fn op<S: Into<String>>(self, op: impl FnOnce() -> S) -> Result<T>;
+    /// [`Op::op`] for a request about interface `name`: ENODEV becomes NoSuchDevice.
+    fn op_on<S: Into<String>>(self, name: &str, op: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> Op<T> for io::Result<T> {
+    fn op<S: Into<String>>(self, op: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|source| NetlinkError::Kernel {
+            op: op().into(),
+            source,
+        })
+    }
+
+    fn op_on<S: Into<String>>(self, name: &str, op: impl FnOnce() -> S) -> Result<T> {
+        match self {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Err(no_such_device(name)),
+            r => r.op(op),
+        }
+    }
+}
+
+fn no_such_device(name: &str) -> NetlinkError {
+    NetlinkError::NoSuchDevice {
+        name: name.to_owned(),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -73,7 +124,7 @@ impl Netlink {
     /// tokio runtime, which drives the connection as a spawned task (ending when `self` drops).
     pub fn open() -> Result<Netlink> {
         let (connection, handle, _) =
-            rtnetlink::new_connection().context("opening rtnetlink socket")?;
+            rtnetlink::new_connection().op(|| "opening rtnetlink socket")?;
         tokio::spawn(connection);
         Ok(Netlink { handle })
     }
@@ -87,16 +138,17 @@ impl Netlink {
     /// Returns None if there is no link called `name`.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
         let msg = LinkUnspec::new_with_name(name).build();
-        match replies(self.send(RouteNetlinkMessage::GetLink(msg), GET)?).await {
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            r => Ok(first_link(r).with_context(|| format!("looking up interface {name}"))?),
+        let replies = replies(self.send(RouteNetlinkMessage::GetLink(msg), GET)?).await;
+        match first_link(replies).op_on(name, || format!("looking up interface {name}")) {
+            Err(NetlinkError::NoSuchDevice { .. }) => Ok(None),
+            r => r,
         }
     }
 
     pub async fn links(&self) -> Result<Vec<Link>> {
         let msgs = replies(self.send(RouteNetlinkMessage::GetLink(LinkMessage::default()), DUMP)?)
             .await
-            .context("listing interfaces")?;
+            .op(|| "listing interfaces")?;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
@@ -116,12 +168,10 @@ impl Netlink {
         let create = self.send(RouteNetlinkMessage::NewLink(msg), CREATE)?;
         // Queued behind the creation so that the index comes back without another round trip.
         let get = self.send_get_link(name)?;
-        ack(create)
-            .await
-            .with_context(|| format!("creating bridge {name}"))?;
+        ack(create).await.op(|| format!("creating bridge {name}"))?;
         Ok(first_link(replies(get).await)
-            .with_context(|| format!("looking up new bridge {name}"))?
-            .with_context(|| format!("new bridge {name} vanished"))?
+            .op(|| format!("looking up new bridge {name}"))?
+            .ok_or_else(|| no_such_device(name))?
             .index)
     }
 
@@ -129,7 +179,7 @@ impl Netlink {
     pub async fn add_address(&self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
         ack(self.send_new_address(index, addr, prefix_len)?)
             .await
-            .with_context(|| format!("adding address {addr}/{prefix_len} to interface {index}"))
+            .op(|| format!("adding address {addr}/{prefix_len} to interface {index}"))
     }
 
     pub async fn addresses_v4(&self) -> Result<Vec<Address>> {
@@ -138,7 +188,7 @@ impl Netlink {
         req.header.family = AddressFamily::Inet;
         let msgs = replies(self.send(RouteNetlinkMessage::GetAddress(req), DUMP)?)
             .await
-            .context("listing IPv4 addresses")?;
+            .op(|| "listing IPv4 addresses")?;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
@@ -154,7 +204,7 @@ impl Netlink {
         req.header.address_family = AddressFamily::Inet;
         let msgs = replies(self.send(RouteNetlinkMessage::GetRoute(req), DUMP)?)
             .await
-            .context("listing IPv4 routes")?;
+            .op(|| "listing IPv4 routes")?;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
@@ -193,10 +243,10 @@ impl Netlink {
         let get = self.send_get_link(host_name)?;
         ack(create)
             .await
-            .with_context(|| format!("creating veth {host_name} (peer {peer_name})"))?;
+            .op(|| format!("creating veth {host_name} (peer {peer_name})"))?;
         Ok(first_link(replies(get).await)
-            .with_context(|| format!("looking up new veth {host_name}"))?
-            .with_context(|| format!("new veth {host_name} vanished"))?
+            .op(|| format!("looking up new veth {host_name}"))?
+            .ok_or_else(|| no_such_device(host_name))?
             .index)
     }
 
@@ -214,7 +264,7 @@ impl Netlink {
         let index = self
             .link_by_name(name)
             .await?
-            .with_context(|| format!("configuring {name}: no such interface"))?
+            .ok_or_else(|| no_such_device(name))?
             .index;
         let up = self.send(
             RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
@@ -227,16 +277,14 @@ impl Netlink {
                 self.send(RouteNetlinkMessage::NewRoute(msg), CREATE)
             })
             .transpose()?;
-        ack(up)
-            .await
-            .with_context(|| format!("setting {name} up"))?;
-        ack(address)
-            .await
-            .with_context(|| format!("adding address {addr}/{prefix_len} to {name}"))?;
+        ack(up).await.op_on(name, || format!("setting {name} up"))?;
+        ack(address).await.op_on(name, || {
+            format!("adding address {addr}/{prefix_len} to {name}")
+        })?;
         if let (Some(route), Some(gw)) = (route, gateway) {
             ack(route)
                 .await
-                .with_context(|| format!("adding default route via {gw} on {name}"))?;
+                .op_on(name, || format!("adding default route via {gw} on {name}"))?;
         }
         Ok(())
     }
@@ -245,7 +293,7 @@ impl Netlink {
         let msg = LinkUnspec::new_with_name(name).up().build();
         ack(self.send(RouteNetlinkMessage::SetLink(msg), CHANGE)?)
             .await
-            .with_context(|| format!("setting {name} up"))
+            .op_on(name, || format!("setting {name} up"))
     }
 
     /// Deletes link `index` (for a veth, its peer goes too).
@@ -253,16 +301,16 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index).build();
         ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?)
             .await
-            .with_context(|| format!("deleting interface {index}"))
+            .op(|| format!("deleting interface {index}"))
     }
 
     /// Deletes link `name`; returns false if there was none.
     pub async fn delete_link_by_name(&self, name: &str) -> Result<bool> {
         let msg = LinkUnspec::new_with_name(name).build();
-        match ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("deleting interface {name}")),
+        let acked = ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?).await;
+        match acked.op_on(name, || format!("deleting interface {name}")) {
+            Err(NetlinkError::NoSuchDevice { .. }) => Ok(false),
+            r => r.map(|()| true),
         }
     }
 
@@ -276,7 +324,7 @@ impl Netlink {
         };
         let msgs = replies(self.send(RouteNetlinkMessage::GetTrafficFilter(msg), DUMP)?)
             .await
-            .with_context(|| format!("listing the ingress filters of interface {index}"))?;
+            .op(|| format!("listing the ingress filters of interface {index}"))?;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
@@ -309,7 +357,7 @@ impl Netlink {
         self.handle
             .clone()
             .request(req)
-            .map_err(|_| anyhow!("rtnetlink connection closed"))
+            .map_err(|_| NetlinkError::Closed)
     }
 
     fn send_get_link(
@@ -339,7 +387,7 @@ fn random_mac() -> Result<[u8; 6]> {
     let mut mac = [0; 6];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut mac))
-        .context("reading /dev/urandom")?;
+        .op(|| "reading /dev/urandom")?;
     mac[0] = (mac[0] & !0x01) | 0x02;
     Ok(mac)
 }

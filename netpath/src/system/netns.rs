@@ -10,19 +10,55 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::{Mode, fstat};
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+use thiserror::Error;
 
 /// Where named network namespaces are bind-mounted; the iproute2 location so `ip netns` sees them.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// `/proc/self` would name the thread-group leader's namespace, not the calling thread's.
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    #[error("invalid network namespace name {name:?}")]
+    InvalidName { name: String },
+    #[error("network namespace {name} does not exist")]
+    NotFound { name: String },
+    #[error("network namespace {name} already exists")]
+    AlreadyExists { name: String },
+    /// A leftover file that is not (or no longer) a namespace bind mount.
+    #[error("{} is not a network namespace mount", path.display())]
+    NotANamespace { path: PathBuf },
+    /// A system call failed; `op` says what it was doing ("entering network namespace X").
+    #[error("{op}")]
+    Syscall {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, NetnsError>;
+
+/// Names the operation of a failed system call, built only on failure.
+trait Op<T> {
+    fn op<S: Into<String>>(self, op: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T, E: Into<io::Error>> Op<T> for std::result::Result<T, E> {
+    fn op<S: Into<String>>(self, op: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| NetnsError::Syscall {
+            op: op().into(),
+            source: e.into(),
+        })
+    }
+}
 
 /// An open handle on a network namespace; the namespace stays alive while the handle is open.
 #[derive(Debug)]
@@ -34,15 +70,19 @@ impl Netns {
     /// Opens the named namespace `/run/netns/NAME`.
     pub fn open_named(name: &str) -> Result<Netns> {
         let path = named_path(name)?;
+        let opening = || format!("opening network namespace {name}");
         let fd = match open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
-            Err(Errno::ENOENT) => bail!("network namespace {name} does not exist"),
-            r => r.with_context(|| format!("opening network namespace {name}"))?,
+            Err(Errno::ENOENT) => {
+                return Err(NetnsError::NotFound {
+                    name: name.to_owned(),
+                });
+            }
+            r => r.op(opening)?,
         };
         // A leftover unmounted file (e.g. from an interrupted `ip netns add`) would otherwise
         // only fail later, in setns, with a bare EINVAL.
-        let fs = fstatfs(&fd).with_context(|| format!("opening network namespace {name}"))?;
-        if fs.filesystem_type() != NSFS_MAGIC {
-            bail!("{} is not a network namespace mount", path.display());
+        if fstatfs(&fd).op(opening)?.filesystem_type() != NSFS_MAGIC {
+            return Err(NetnsError::NotANamespace { path });
         }
         Ok(Netns { fd })
     }
@@ -54,7 +94,7 @@ impl Netns {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .with_context(|| format!("opening {THREAD_NETNS}"))?;
+        .op(|| format!("opening {THREAD_NETNS}"))?;
         Ok(Netns { fd })
     }
 
@@ -65,7 +105,7 @@ impl Netns {
     /// The namespace's inode number: two handles refer to the same namespace iff they are equal
     /// (all namespaces live on the single nsfs filesystem).
     pub fn inode(&self) -> Result<u64> {
-        Ok(fstat(&self.fd).context("stat of network namespace")?.st_ino)
+        Ok(fstat(&self.fd).op(|| "stat of network namespace")?.st_ino)
     }
 }
 
@@ -73,8 +113,7 @@ impl Netns {
 /// called before any other thread exists so that every thread spawned later inherits it).
 pub fn enter_named(name: &str) -> Result<()> {
     let ns = Netns::open_named(name)?;
-    setns(ns.fd(), CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {name}"))
+    setns(ns.fd(), CloneFlags::CLONE_NEWNET).op(|| format!("entering network namespace {name}"))
 }
 
 /// Creates a new network namespace and pins it at `/run/netns/NAME` like `ip netns add`, without
@@ -90,8 +129,12 @@ pub fn create_named(name: &str) -> Result<Netns> {
         OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
-        Err(Errno::EEXIST) => bail!("network namespace {name} already exists"),
-        r => drop(r.with_context(|| format!("creating {}", path.display()))?),
+        Err(Errno::EEXIST) => {
+            return Err(NetnsError::AlreadyExists {
+                name: name.to_owned(),
+            });
+        }
+        r => drop(r.op(|| format!("creating {}", path.display()))?),
     }
     let result = bind_new_netns(&path);
     if result.is_err() {
@@ -99,7 +142,7 @@ pub fn create_named(name: &str) -> Result<Netns> {
         let _ = umount2(&path, MntFlags::MNT_DETACH);
         let _ = fs::remove_file(&path);
     }
-    result.with_context(|| format!("creating network namespace {name}"))
+    result
 }
 
 /// Unmounts and removes `/run/netns/NAME` like `ip netns delete`; the namespace itself goes
@@ -111,11 +154,11 @@ pub fn delete_named(name: &str) -> Result<()> {
     match umount2(&path, MntFlags::MNT_DETACH) {
         // EINVAL: not a mount point (e.g. left over from an interrupted creation).
         Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
-        Err(e) => return Err(e).with_context(|| format!("unmounting network namespace {name}")),
+        Err(e) => return Err(e).op(|| format!("unmounting network namespace {name}")),
     }
     match fs::remove_file(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r.with_context(|| format!("removing network namespace {name}")),
+        r => r.op(|| format!("removing network namespace {name}")),
     }
 }
 
@@ -124,20 +167,21 @@ pub fn delete_named(name: &str) -> Result<()> {
 /// belonging to `ns`.
 pub fn run_in<T>(ns: &Netns, f: impl FnOnce() -> T) -> Result<T> {
     let orig = Netns::current()?;
-    setns(ns.fd(), CloneFlags::CLONE_NEWNET).context("entering network namespace")?;
+    setns(ns.fd(), CloneFlags::CLONE_NEWNET).op(|| "entering network namespace")?;
     let out = f();
     restore(&orig)?;
     Ok(out)
 }
 
 fn restore(orig: &Netns) -> Result<()> {
-    setns(orig.fd(), CloneFlags::CLONE_NEWNET)
-        .context("returning to the original network namespace")
+    setns(orig.fd(), CloneFlags::CLONE_NEWNET).op(|| "returning to the original network namespace")
 }
 
 fn named_path(name: &str) -> Result<PathBuf> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        bail!("invalid network namespace name {name:?}");
+        return Err(NetnsError::InvalidName {
+            name: name.to_owned(),
+        });
     }
     Ok(Path::new(NETNS_RUN_DIR).join(name))
 }
@@ -145,7 +189,7 @@ fn named_path(name: &str) -> Result<PathBuf> {
 /// Makes sure the run directory exists and is a shared mount point, as iproute2 does, so that
 /// namespace mounts made here propagate into other mount namespaces (and unmounts too).
 fn prepare_run_dir() -> Result<()> {
-    fs::create_dir_all(NETNS_RUN_DIR).with_context(|| format!("creating {NETNS_RUN_DIR}"))?;
+    fs::create_dir_all(NETNS_RUN_DIR).op(|| format!("creating {NETNS_RUN_DIR}"))?;
     let make_shared = || {
         mount(
             None::<&str>,
@@ -165,19 +209,19 @@ fn prepare_run_dir() -> Result<()> {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
             )
-            .with_context(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
+            .op(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
             make_shared()
         }
         r => r,
     }
-    .with_context(|| format!("making {NETNS_RUN_DIR} a shared mount"))
+    .op(|| format!("making {NETNS_RUN_DIR} a shared mount"))
 }
 
 /// Unshares into a fresh namespace, bind-mounts it onto the existing empty file `path` and
 /// returns to the original namespace, even if the mount failed.
 fn bind_new_netns(path: &Path) -> Result<Netns> {
     let orig = Netns::current()?;
-    unshare(CloneFlags::CLONE_NEWNET).context("unsharing the network namespace")?;
+    unshare(CloneFlags::CLONE_NEWNET).op(|| "unsharing a new network namespace")?;
     let mounted = mount(
         Some(THREAD_NETNS),
         path,
@@ -185,7 +229,12 @@ fn bind_new_netns(path: &Path) -> Result<Netns> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .with_context(|| format!("bind-mounting it onto {}", path.display()));
+    .op(|| {
+        format!(
+            "bind-mounting the new network namespace onto {}",
+            path.display()
+        )
+    });
     // Opened before going back, while the new namespace is still the thread's own.
     let new = mounted.and_then(|()| Netns::current());
     restore(&orig)?;

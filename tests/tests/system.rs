@@ -1,0 +1,360 @@
+//! The kernel-facing layer on its own, without the netpath binary: named namespaces, rtnetlink
+//! and the state store, each test in throwaway namespaces and scopes it removes on drop.
+use std::{fs, net::Ipv4Addr, path::Path, sync::mpsc, thread, time::Duration};
+
+use netpath::{
+    model::state::{STATE_VERSION, State, Store},
+    system::{
+        netlink::{Netlink, NetlinkError, Route},
+        netns::{self, NETNS_RUN_DIR, Netns, NetnsError},
+    },
+};
+use netpath_tests::{is_root, unique};
+
+/// A named namespace of this test only, deleted on drop.
+struct TempNs {
+    name: String,
+    ns: Netns,
+}
+
+impl TempNs {
+    fn new() -> TempNs {
+        assert!(
+            is_root(),
+            "system tests create namespaces: run them as root"
+        );
+        let name = unique("sys");
+        let ns = netns::create_named(&name).expect("creating a namespace");
+        TempNs { name, ns }
+    }
+}
+
+impl Drop for TempNs {
+    fn drop(&mut self) {
+        let _ = netns::delete_named(&self.name);
+    }
+}
+
+/// A state scope of this test only; its directory goes on drop.
+struct TempScope(String);
+
+impl TempScope {
+    fn new() -> TempScope {
+        assert!(is_root(), "the state store lives under /run: run as root");
+        TempScope(unique("sys"))
+    }
+}
+
+impl Drop for TempScope {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(Store::dir(&self.0));
+    }
+}
+
+#[test]
+fn netns_create_open_run_delete() {
+    let t = TempNs::new();
+    let path = Path::new(NETNS_RUN_DIR).join(&t.name);
+    assert!(path.exists(), "{} missing", path.display());
+
+    let inode = t.ns.inode().unwrap();
+    assert_eq!(Netns::open_named(&t.name).unwrap().inode().unwrap(), inode);
+    let here = Netns::current().unwrap().inode().unwrap();
+    assert_ne!(here, inode);
+    let inside = netns::run_in(&t.ns, || Netns::current().unwrap().inode().unwrap()).unwrap();
+    assert_eq!(inside, inode);
+    assert_eq!(Netns::current().unwrap().inode().unwrap(), here);
+
+    netns::delete_named(&t.name).unwrap();
+    assert!(!path.exists());
+    match Netns::open_named(&t.name) {
+        Err(NetnsError::NotFound { name }) => assert_eq!(name, t.name),
+        r => panic!("opened a deleted namespace: {r:?}"),
+    }
+    // Cleanup paths run again: deleting twice is fine.
+    netns::delete_named(&t.name).unwrap();
+    // The handle still holds the namespace itself.
+    let still = netns::run_in(&t.ns, || Netns::current().unwrap().inode().unwrap()).unwrap();
+    assert_eq!(still, inode);
+}
+
+#[test]
+fn netns_already_exists() {
+    let t = TempNs::new();
+    let e = netns::create_named(&t.name).unwrap_err();
+    assert!(
+        matches!(&e, NetnsError::AlreadyExists { name } if *name == t.name),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!("network namespace {} already exists", t.name)
+    );
+    // The failed creation left the existing namespace alone.
+    assert_eq!(
+        Netns::open_named(&t.name).unwrap().inode().unwrap(),
+        t.ns.inode().unwrap()
+    );
+}
+
+#[test]
+fn netns_rejects_invalid_names() {
+    for bad in ["", ".", "..", "a/b", "../etc", "a\0b"] {
+        let invalid = |r: Result<(), NetnsError>| match r {
+            Err(NetnsError::InvalidName { name }) => assert_eq!(name, bad),
+            r => panic!("{bad:?}: {r:?}"),
+        };
+        invalid(netns::create_named(bad).map(drop));
+        invalid(Netns::open_named(bad).map(drop));
+        invalid(netns::delete_named(bad));
+        invalid(netns::enter_named(bad));
+    }
+    assert_eq!(
+        netns::delete_named("a/b").unwrap_err().to_string(),
+        "invalid network namespace name \"a/b\""
+    );
+}
+
+#[test]
+fn netns_refuses_a_file_that_is_no_namespace() {
+    assert!(is_root(), "writes under {NETNS_RUN_DIR}: run as root");
+    let name = unique("sys");
+    let path = Path::new(NETNS_RUN_DIR).join(&name);
+    fs::create_dir_all(NETNS_RUN_DIR).unwrap();
+    // What an interrupted `ip netns add` leaves behind: the file, no mount.
+    fs::write(&path, "").unwrap();
+    let opened = Netns::open_named(&name);
+    // delete_named removes such leftovers too (and must, or the test would leave one).
+    netns::delete_named(&name).unwrap();
+    assert!(!path.exists());
+    match opened {
+        Err(NetnsError::NotANamespace { path: p }) => assert_eq!(p, path),
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn netns_missing() {
+    assert!(is_root(), "looks under {NETNS_RUN_DIR}: run as root");
+    let name = unique("sys");
+    match Netns::open_named(&name) {
+        Err(e @ NetnsError::NotFound { .. }) => assert_eq!(
+            e.to_string(),
+            format!("network namespace {name} does not exist")
+        ),
+        r => panic!("{r:?}"),
+    }
+    netns::delete_named(&name).unwrap();
+}
+
+const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+#[tokio::test]
+async fn netlink_bridge_veth_addresses_routes() {
+    let host = TempNs::new();
+    let peer = TempNs::new();
+    let nl = Netlink::open_in(&host.ns).unwrap();
+    let pnl = Netlink::open_in(&peer.ns).unwrap();
+    nl.set_up("lo").await.unwrap();
+
+    let br = nl.create_bridge("br0").await.unwrap();
+    let link = nl
+        .link_by_name("br0")
+        .await
+        .unwrap()
+        .expect("bridge listed");
+    assert_eq!(link.index, br);
+    assert_eq!(link.kind.as_deref(), Some("bridge"));
+    nl.add_address(br, GW, 24).await.unwrap();
+    let addrs = nl.addresses_v4().await.unwrap();
+    assert!(
+        addrs
+            .iter()
+            .any(|a| (a.index, a.addr, a.prefix_len) == (br, GW, 24)),
+        "{addrs:?}"
+    );
+
+    let mac = [0x02, 0x42, 198, 51, 100, 2];
+    let veth = nl
+        .create_veth("vh0", br, &peer.ns, "eth0", mac)
+        .await
+        .unwrap();
+    let links = nl.links().await.unwrap();
+    let host_end = links.iter().find(|l| l.index == veth).expect("veth listed");
+    assert_eq!(host_end.name, "vh0");
+    assert_eq!(host_end.kind.as_deref(), Some("veth"));
+    assert_eq!(host_end.controller, Some(br));
+    // The peer was created in its namespace, not here.
+    assert!(nl.link_by_name("eth0").await.unwrap().is_none());
+
+    pnl.set_up("lo").await.unwrap();
+    pnl.configure_container_iface("eth0", PEER, 24, Some(GW))
+        .await
+        .unwrap();
+    let eth0 = pnl.link_by_name("eth0").await.unwrap().expect("peer end");
+    assert!(
+        pnl.addresses_v4()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| (a.index, a.addr, a.prefix_len) == (eth0.index, PEER, 24))
+    );
+    let routes = pnl.routes_v4().await.unwrap();
+    let default = Route {
+        dst: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+        oif: Some(eth0.index),
+        gateway: Some(GW),
+    };
+    assert!(routes.contains(&default), "{routes:?}");
+
+    // Deleting one end takes the peer along.
+    nl.delete_link(veth).await.unwrap();
+    assert!(pnl.link_by_name("eth0").await.unwrap().is_none());
+    assert!(nl.delete_link_by_name("br0").await.unwrap());
+    assert!(!nl.delete_link_by_name("br0").await.unwrap());
+    assert!(nl.link_by_name("br0").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn netlink_errors_name_the_device_and_the_operation() {
+    let host = TempNs::new();
+    let nl = Netlink::open_in(&host.ns).unwrap();
+    for e in [
+        nl.set_up("nope0").await.unwrap_err(),
+        nl.configure_container_iface("nope0", PEER, 24, None)
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, NetlinkError::NoSuchDevice { name } if name == "nope0"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "no such interface nope0");
+    }
+    assert!(nl.link_by_name("nope0").await.unwrap().is_none());
+    assert!(!nl.delete_link_by_name("nope0").await.unwrap());
+
+    nl.create_bridge("br0").await.unwrap();
+    let e = nl.create_bridge("br0").await.unwrap_err();
+    match &e {
+        NetlinkError::Kernel { op, source } => {
+            assert_eq!(op, "creating bridge br0");
+            assert_eq!(source.raw_os_error(), Some(libc::EEXIST));
+        }
+        e => panic!("{e:?}"),
+    }
+    // Through anyhow, as commands report it: the operation, then the kernel's reason.
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(e)),
+        "creating bridge br0: File exists (os error 17)"
+    );
+}
+
+#[test]
+fn store_load_save_peek_remove() {
+    let scope = TempScope::new();
+    let dir = Store::dir(&scope.0);
+    assert!(Store::peek(&scope.0).unwrap().is_none());
+
+    let store = Store::open(&scope.0).unwrap();
+    assert!(dir.join("lock").exists());
+    let mut state = store.load().unwrap();
+    assert_eq!(state.version, STATE_VERSION);
+    assert!(state.networks.is_empty() && state.externals.is_empty());
+    // Nothing is written until a save.
+    assert!(Store::peek(&scope.0).unwrap().is_none());
+
+    state.externals.insert("eth9".to_owned());
+    state.conntrack_removed = 7;
+    store.save(&state).unwrap();
+    // Written to a temporary file and renamed into place: none is left behind.
+    let files: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!files.iter().any(|f| f.ends_with(".tmp")), "{files:?}");
+    // peek reads without the lock, which the store still holds.
+    let peeked = Store::peek(&scope.0).unwrap().expect("saved state");
+    assert_eq!(peeked.conntrack_removed, 7);
+    drop(store);
+
+    let store = Store::open(&scope.0).unwrap();
+    let loaded = store.load().unwrap();
+    assert!(loaded.externals.contains("eth9"));
+    assert_eq!(loaded.conntrack_removed, 7);
+    store.remove().unwrap();
+    assert!(!dir.exists());
+    assert!(Store::peek(&scope.0).unwrap().is_none());
+}
+
+#[test]
+fn store_refuses_other_versions_and_garbage() {
+    let scope = TempScope::new();
+    let store = Store::open(&scope.0).unwrap();
+    let path = Store::dir(&scope.0).join("state.json");
+    let future = State {
+        version: STATE_VERSION + 1,
+        ..State::default()
+    };
+    store.save(&future).unwrap();
+    let msg = format!("{:#}", store.load().unwrap_err());
+    assert!(
+        msg.contains(&format!(
+            "has state version {}, this netpath understands {STATE_VERSION}",
+            STATE_VERSION + 1
+        )),
+        "{msg}"
+    );
+    fs::write(&path, "{").unwrap();
+    let msg = format!("{:#}", Store::peek(&scope.0).unwrap_err());
+    assert!(msg.contains("(remove it to start over)"), "{msg}");
+}
+
+/// Opens the scope's store on another thread; reports when it holds the lock.
+fn open_elsewhere(scope: &str) -> mpsc::Receiver<Store> {
+    let (tx, rx) = mpsc::channel();
+    let scope = scope.to_owned();
+    thread::spawn(move || {
+        let _ = tx.send(Store::open(&scope).expect("second opener"));
+    });
+    rx
+}
+
+const WAIT: Duration = Duration::from_millis(300);
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[test]
+fn store_lock_serializes_openers() {
+    let scope = TempScope::new();
+    let first = Store::open(&scope.0).unwrap();
+    let second = open_elsewhere(&scope.0);
+    assert!(
+        second.recv_timeout(WAIT).is_err(),
+        "two stores held the lock at once"
+    );
+    let mut state = first.load().unwrap();
+    state.conntrack_removed = 1;
+    first.save(&state).unwrap();
+    drop(first);
+    let second = second.recv_timeout(DEADLINE).expect("lock handed over");
+    // The second opener sees everything the first saved under the lock.
+    assert_eq!(second.load().unwrap().conntrack_removed, 1);
+}
+
+#[test]
+fn store_waiter_survives_removal() {
+    let scope = TempScope::new();
+    let first = Store::open(&scope.0).unwrap();
+    first.save(&first.load().unwrap()).unwrap();
+    let second = open_elsewhere(&scope.0);
+    assert!(second.recv_timeout(WAIT).is_err());
+    // The waiter holds a lock on a removed file, and must start over on a fresh one.
+    first.remove().unwrap();
+    let second = second.recv_timeout(DEADLINE).expect("lock after removal");
+    let dir = Store::dir(&scope.0);
+    assert!(dir.join("lock").exists());
+    assert!(second.load().unwrap().externals.is_empty());
+    assert!(Store::peek(&scope.0).unwrap().is_none());
+}
