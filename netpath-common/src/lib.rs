@@ -213,8 +213,10 @@ pub struct CtEntry {
     pub dst_addr: [u8; 4],
     pub src_port: u16,
     pub dst_port: u16,
-    /// Send the translated packet straight out of this interface (`bpf_redirect_neigh`)
-    /// instead of handing it back to the stack; 0 lets the stack route it.
+    /// Send the translated packet straight out of this interface instead of handing it back
+    /// to the stack: into the container with [`CT_FLAG_PEER`] (`bpf_redirect_peer`), else to
+    /// the next hop the FIB resolves (`bpf_redirect`), or that the kernel resolves when the
+    /// FIB has no neighbour yet (`bpf_redirect_neigh`). 0 lets the stack route it.
     pub redirect_ifindex: u32,
     /// A [`CtState`].
     pub state: u8,
@@ -233,7 +235,9 @@ pub const CT_FLAG_REPLY: u8 = 1;
 /// container (`bpf_redirect_peer`), past the bridge, with `dst_mac` as its destination.
 pub const CT_FLAG_PEER: u8 = 2;
 
-/// A container interface the datapath can deliver to directly, keyed by its address.
+/// A container interface the datapath can deliver to directly, keyed by its address: a
+/// translated packet for it goes to the peer of `host_ifindex` (`bpf_redirect_peer`), into
+/// the container past the bridge, with `mac` as the frame's destination.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Endpoint {
