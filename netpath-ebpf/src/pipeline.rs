@@ -1,0 +1,148 @@
+//! The translation of a packet at a TC ingress hook, start to finish: parsed, matched
+//! against conntrack (or opened as a new connection), rewritten, delivered.
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use aya_log_ebpf::{debug, info, warn};
+use netpath_common::{Counter, CtEntry, Direction};
+
+use crate::{
+    conntrack::{create, forget, lookup, now, renew, reopens, track},
+    deliver::redirect,
+    maps::{count, count_traffic},
+    nat,
+    open::open,
+    parse::{Headers, Packet, parse},
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    External,
+    Bridge,
+    Container,
+}
+
+impl Side {
+    pub fn direction(self) -> Direction {
+        match self {
+            Side::External => Direction::FromExternal,
+            Side::Bridge | Side::Container => Direction::FromContainers,
+        }
+    }
+}
+
+/// The shared path of the TC ingress programs: ICMP errors and tracked connections first,
+/// then what a new connection becomes.
+#[inline(always)]
+pub fn translate(ctx: &TcContext, side: Side) -> i32 {
+    let Some(p) = parse(ctx) else {
+        return TC_ACT_OK;
+    };
+    // A packet that would expire on the way through is the stack's: it sends the ICMP time
+    // exceeded a router owes.
+    if p.ttl <= 1 {
+        return TC_ACT_OK;
+    }
+    let now = now();
+    if let Some(quoted) = &p.quoted {
+        return icmp_error(ctx, &p, quoted, now, side);
+    }
+    let t = &p.h.tuple;
+    // An entry the packet does not reopen translates it; one it reopens (a SYN on a closed
+    // connection) is renewed below, or forgotten.
+    let reopened = match lookup(t, now) {
+        Some(e) => {
+            // SAFETY: map values stay valid for the program's run.
+            let entry = unsafe { &*e };
+            if !reopens(entry, &p) {
+                track(e, &p, now);
+                count(Counter::NatHit);
+                return apply(ctx, &p, entry, side);
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    let opened = open(ctx, &p, side);
+    // A client that reuses its source port (every connection, under load) usually gets the
+    // same translation again: both entries are then rewritten in place, with no map updates.
+    // Otherwise the reopened connection's entries go before new ones are made.
+    let renewed = match (reopened, &opened) {
+        // SAFETY: as above.
+        (Some(e), Some((xlat, reply, _))) => renew(unsafe { &mut *e }, t, xlat, reply, now),
+        _ => None,
+    };
+    if let (Some(e), None) = (reopened, &renewed) {
+        // SAFETY: as above.
+        forget(t, unsafe { &*e });
+    }
+    let Some((mut xlat, reply, counter)) = opened else {
+        return TC_ACT_OK;
+    };
+    let entry = match renewed {
+        Some(entry) => entry,
+        None => match create(t, &mut xlat, reply, now) {
+            Some(entry) => entry,
+            None => {
+                count(Counter::DropNoPort);
+                warn!(
+                    ctx,
+                    "drop: no free source port for {:i}:{}", t.src_addr, t.src_port
+                );
+                return TC_ACT_SHOT;
+            }
+        },
+    };
+    count(counter);
+    info!(
+        ctx,
+        "new connection from {:i}:{} to {:i}:{}",
+        t.src_addr,
+        t.src_port,
+        entry.dst_addr,
+        entry.dst_port
+    );
+    apply(ctx, &p, &entry, side)
+}
+
+/// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
+/// translated goes back to the packet's original sender, quoted packet translated back.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Side) -> i32 {
+    // The quoted packet went out translated; the entry of its opposite direction holds the
+    // original tuple.
+    let back = quoted.tuple.reversed();
+    let Some(e) = lookup(&back, now) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let entry = unsafe { *e };
+    if nat::rewrite_icmp_error(ctx, p, quoted, &entry).is_err() {
+        return dropped();
+    }
+    count(Counter::IcmpError);
+    debug!(
+        ctx,
+        "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
+    );
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    redirect(ctx, p, &entry)
+}
+
+/// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
+#[inline(always)]
+fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> i32 {
+    if nat::rewrite(ctx, p, e).is_err() {
+        return dropped();
+    }
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    redirect(ctx, p, e)
+}
+
+/// A packet the helpers failed to rewrite: dropped, and counted.
+#[inline(always)]
+pub fn dropped() -> i32 {
+    count(Counter::DropRewrite);
+    TC_ACT_SHOT
+}
