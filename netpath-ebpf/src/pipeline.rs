@@ -51,14 +51,12 @@ pub fn translate(ctx: &TcContext, side: Side) -> i32 {
     let t = &p.h.tuple;
     // An entry the packet does not reopen translates it; one it reopens (a SYN on a closed
     // connection) is renewed below, or forgotten.
-    let reopened = match lookup(t, now) {
+    let mut reopened = match lookup(t, now) {
         Some(e) => {
-            // SAFETY: map values stay valid for the program's run.
-            let entry = unsafe { &*e };
-            if !reopens(entry, &p) {
+            if !reopens(e, &p) {
                 track(e, &p, now);
                 count(Counter::NatHit);
-                return apply(ctx, &p, entry, side);
+                return apply(ctx, &p, e, side);
             }
             Some(e)
         }
@@ -68,14 +66,12 @@ pub fn translate(ctx: &TcContext, side: Side) -> i32 {
     // A client that reuses its source port (every connection, under load) usually gets the
     // same translation again: both entries are then rewritten in place, with no map updates.
     // Otherwise the reopened connection's entries go before new ones are made.
-    let renewed = match (reopened, &opened) {
-        // SAFETY: as above.
-        (Some(e), Some((xlat, reply, _))) => renew(unsafe { &mut *e }, t, xlat, reply, now),
+    let renewed = match (reopened.as_deref_mut(), &opened) {
+        (Some(e), Some((xlat, reply, _))) => renew(e, t, xlat, reply, now),
         _ => None,
     };
     if let (Some(e), None) = (reopened, &renewed) {
-        // SAFETY: as above.
-        forget(t, unsafe { &*e });
+        forget(t, e);
     }
     let Some((mut xlat, reply, counter)) = opened else {
         return TC_ACT_OK;
@@ -113,11 +109,9 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Sid
     // The quoted packet went out translated; the entry of its opposite direction holds the
     // original tuple.
     let back = quoted.tuple.reversed();
-    let Some(e) = lookup(&back, now) else {
+    let Some(&mut entry) = lookup(&back, now) else {
         return TC_ACT_OK;
     };
-    // SAFETY: map values stay valid for the program's run.
-    let entry = unsafe { *e };
     if nat::rewrite_icmp_error(ctx, p, quoted, &entry).is_err() {
         return dropped();
     }
