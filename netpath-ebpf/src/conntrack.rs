@@ -4,7 +4,7 @@
 //! the least recently used entries when the map is full.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use netpath_common::{
-    CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, ct_timeout_secs,
+    CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, DropReason, ct_timeout_secs,
 };
 
 use crate::{
@@ -171,9 +171,14 @@ pub fn renew(
 /// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it goes. If the reply
 /// tuple is already taken by a live connection (an expired one never blocks), other source
 /// ports (ICMP identifiers) from the NAT range are tried for `xlat`; returns the forward
-/// entry, or `None` when no port was free.
+/// entry. Fails when no port was free, or when the map refused an entry.
 #[inline(always)]
-pub fn create(orig: &CtKey, xlat: &mut CtEntry, mut reply: CtEntry, now: u64) -> Option<CtEntry> {
+pub fn create(
+    orig: &CtKey,
+    xlat: &mut CtEntry,
+    mut reply: CtEntry,
+    now: u64,
+) -> Result<CtEntry, DropReason> {
     reply.last_seen_ns = now;
     let (min, max) = nat_ports();
     // Never 0 (nat_ports keeps min <= max); `max(1)` lets the compiler see it, so that no
@@ -185,7 +190,7 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, mut reply: CtEntry, now: u64) ->
     for i in 0..=PORT_TRIES {
         if i > 0 {
             if i > span {
-                return None;
+                return Err(DropReason::NoPort);
             }
             count(Counter::PortRetry);
             xlat.src_port = (min + (start + i - 1) % span) as u16;
@@ -195,16 +200,16 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, mut reply: CtEntry, now: u64) ->
             continue;
         }
         if NP_CT.insert(reply_key, reply, 0).is_err() {
-            return None;
+            return Err(DropReason::CtInsert);
         }
         xlat.state = CtState::New as u8;
         xlat.last_seen_ns = now;
         if NP_CT.insert(orig, *xlat, 0).is_err() {
             let _ = NP_CT.remove(reply_key);
-            return None;
+            return Err(DropReason::CtInsert);
         }
         count_n(Counter::CtInsert, 2);
-        return Some(*xlat);
+        return Ok(*xlat);
     }
-    None
+    Err(DropReason::NoPort)
 }

@@ -5,9 +5,9 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use netpath_common::{CT_FLAG_PEER, CtEntry};
+use netpath_common::{CT_FLAG_PEER, CtEntry, DropReason};
 
-use crate::{fib, maps::NP_ENDPOINTS, nat, parse::Packet, pipeline::dropped};
+use crate::{fib, maps::NP_ENDPOINTS, nat, parse::Packet, skb::store};
 
 /// Where a translated packet for `addr` goes: straight into the container when netpath
 /// knows it (`bpf_redirect_peer`; every entry is used at a TC ingress hook, where that
@@ -29,31 +29,27 @@ pub fn deliver_to(entry: &mut CtEntry, addr: [u8; 4], ifindex: u32) {
 /// namespace (`bpf_redirect_peer`, only from TC ingress, which is where entries with that
 /// flag are used), or to the next hop on that interface. Either way past the stack, whose
 /// routing would drop a translated source that is a local address (the host's) as martian.
+/// The redirect helpers themselves cannot fail here (they refuse only flags, and these are
+/// 0); a device that has gone away is the kernel's to drop after the program.
 #[inline(always)]
-pub fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> i32 {
+pub fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> Result<i32, DropReason> {
     if e.redirect_ifindex == 0 {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     }
-    if nat::decrement_ttl(ctx, p).is_err() {
-        return dropped();
-    }
+    nat::decrement_ttl(ctx, p)?;
     if e.flags & CT_FLAG_PEER != 0 {
-        if ctx.store(0, &e.dst_mac, 0).is_err() {
-            return dropped();
-        }
+        store(ctx, 0, &e.dst_mac)?;
         // SAFETY: no preconditions beyond running at TC ingress.
-        return unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 };
+        return Ok(unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 });
     }
     if let Some(macs) = next_hop(ctx, e) {
-        if ctx.store(0, &macs, 0).is_err() {
-            return dropped();
-        }
+        store(ctx, 0, &macs)?;
         // SAFETY: no preconditions.
-        return unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 };
+        return Ok(unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 });
     }
     // No resolved neighbour yet (or a route elsewhere): the kernel resolves it.
     // SAFETY: no parameters: the kernel looks up the next hop itself.
-    unsafe { bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+    Ok(unsafe { bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32 })
 }
 
 /// The destination and source MACs of the translated packet's next hop, when the routing

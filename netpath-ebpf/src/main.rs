@@ -1,12 +1,14 @@
 //! netpath's kernel side. Entry points only: each function is one attach point, the logic
-//! lives in modules by concern (isolate, pipeline, open, conntrack, nat, deliver, fib,
-//! parse, sock) and every map in `maps`.
+//! lives in modules by concern (isolate, pipeline, open, conntrack, nat, deliver, fib, parse,
+//! sock, skb) and every map in `maps`. A TC program's logic returns its verdict or a drop
+//! reason; the entry point is its one drop exit (`drop::notify`).
 #![no_std]
 #![no_main]
 
 mod access;
 mod conntrack;
 mod deliver;
+mod drop;
 mod fib;
 mod isolate;
 mod maps;
@@ -15,6 +17,7 @@ mod object;
 mod open;
 mod parse;
 mod pipeline;
+mod skb;
 mod sock;
 
 use aya_ebpf::{
@@ -30,7 +33,7 @@ use crate::pipeline::{Side, translate};
 /// originates (ingress ifindex 0) or that comes from elsewhere is left alone.
 #[classifier]
 pub fn np_isolate(ctx: TcContext) -> i32 {
-    isolate::check(&ctx)
+    isolate::check(&ctx).unwrap_or_else(|reason| drop::notify(&ctx, reason))
 }
 
 /// TC ingress on the external interfaces: packets of tracked connections (published ports,
@@ -39,7 +42,7 @@ pub fn np_isolate(ctx: TcContext) -> i32 {
 /// as Docker does) and sent straight to the container's bridge.
 #[classifier]
 pub fn np_ext_in(ctx: TcContext) -> i32 {
-    translate(&ctx, Side::External)
+    translate(&ctx, Side::External).unwrap_or_else(|reason| drop::notify(&ctx, reason))
 }
 
 /// TC ingress on each netpath bridge: replies of published connections (back out of the
@@ -49,7 +52,7 @@ pub fn np_ext_in(ctx: TcContext) -> i32 {
 /// connections to the outside.
 #[classifier]
 pub fn np_br_in(ctx: TcContext) -> i32 {
-    translate(&ctx, Side::Bridge)
+    translate(&ctx, Side::Bridge).unwrap_or_else(|reason| drop::notify(&ctx, reason))
 }
 
 /// TC ingress on the host end of each container's veth: what `np_br_in` does, one hop
@@ -58,7 +61,7 @@ pub fn np_br_in(ctx: TcContext) -> i32 {
 /// `np_br_in`.
 #[classifier]
 pub fn np_veth_in(ctx: TcContext) -> i32 {
-    translate(&ctx, Side::Container)
+    translate(&ctx, Side::Container).unwrap_or_else(|reason| drop::notify(&ctx, reason))
 }
 
 #[cgroup_sock_addr(connect4)]

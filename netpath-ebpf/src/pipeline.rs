@@ -1,11 +1,8 @@
 //! The translation of a packet at a TC ingress hook, start to finish: parsed, matched
 //! against conntrack (or opened as a new connection), rewritten, delivered.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    programs::TcContext,
-};
-use aya_log_ebpf::{debug, info, warn};
-use netpath_common::{Counter, CtEntry, Direction};
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use aya_log_ebpf::{debug, info};
+use netpath_common::{Counter, CtEntry, Direction, DropReason};
 
 use crate::{
     conntrack::{create, forget, lookup, now, renew, reopens, track},
@@ -16,6 +13,7 @@ use crate::{
     parse::{Headers, Packet, parse},
 };
 
+/// The hook a packet came in through, which decides what a new connection may become.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     External,
@@ -33,16 +31,17 @@ impl Side {
 }
 
 /// The shared path of the TC ingress programs: ICMP errors and tracked connections first,
-/// then what a new connection becomes.
+/// then what a new connection becomes. The verdict (`TC_ACT_OK` or a redirect), or why the
+/// packet must be dropped.
 #[inline(always)]
-pub fn translate(ctx: &TcContext, side: Side) -> i32 {
+pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
     let Some(p) = parse(ctx) else {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     };
     // A packet that would expire on the way through is the stack's: it sends the ICMP time
     // exceeded a router owes.
     if p.ttl <= 1 {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     }
     let now = now();
     if let Some(quoted) = &p.quoted {
@@ -74,21 +73,11 @@ pub fn translate(ctx: &TcContext, side: Side) -> i32 {
         forget(t, e);
     }
     let Some((mut xlat, reply, counter)) = opened else {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     };
     let entry = match renewed {
         Some(entry) => entry,
-        None => match create(t, &mut xlat, reply, now) {
-            Some(entry) => entry,
-            None => {
-                count(Counter::DropNoPort);
-                warn!(
-                    ctx,
-                    "drop: no free source port for {:i}:{}", t.src_addr, t.src_port
-                );
-                return TC_ACT_SHOT;
-            }
-        },
+        None => create(t, &mut xlat, reply, now)?,
     };
     count(counter);
     info!(
@@ -105,16 +94,20 @@ pub fn translate(ctx: &TcContext, side: Side) -> i32 {
 /// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
 /// translated goes back to the packet's original sender, quoted packet translated back.
 #[inline(always)]
-fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Side) -> i32 {
+fn icmp_error(
+    ctx: &TcContext,
+    p: &Packet,
+    quoted: &Headers,
+    now: u64,
+    side: Side,
+) -> Result<i32, DropReason> {
     // The quoted packet went out translated; the entry of its opposite direction holds the
     // original tuple.
     let back = quoted.tuple.reversed();
     let Some(&mut entry) = lookup(&back, now) else {
-        return TC_ACT_OK;
+        return Ok(TC_ACT_OK);
     };
-    if nat::rewrite_icmp_error(ctx, p, quoted, &entry).is_err() {
-        return dropped();
-    }
+    nat::rewrite_icmp_error(ctx, p, quoted, &entry)?;
     count(Counter::IcmpError);
     debug!(
         ctx,
@@ -126,17 +119,8 @@ fn icmp_error(ctx: &TcContext, p: &Packet, quoted: &Headers, now: u64, side: Sid
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
 #[inline(always)]
-fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> i32 {
-    if nat::rewrite(ctx, p, e).is_err() {
-        return dropped();
-    }
+fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> Result<i32, DropReason> {
+    nat::rewrite(ctx, p, e)?;
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
     redirect(ctx, p, e)
-}
-
-/// A packet the helpers failed to rewrite: dropped, and counted.
-#[inline(always)]
-pub fn dropped() -> i32 {
-    count(Counter::DropRewrite);
-    TC_ACT_SHOT
 }
