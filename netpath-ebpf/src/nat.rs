@@ -9,14 +9,14 @@ use netpath_common::{CtEntry, DropReason, PROTO_ICMP, PROTO_UDP};
 
 use crate::{
     parse::{Headers, Packet},
-    skb::{l3_csum, l4_csum, store},
+    skb::{csum, store},
 };
 
 /// Rewrites `p` in place to the tuple of `to`. Fails only when a helper fails.
 #[inline(always)]
 pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReason> {
     let h = &p.h;
-    let csum = h.csum_off();
+    let l4_csum = h.csum_off();
     let l4_flags = match h.tuple.proto {
         // ICMP has no pseudo-header: addresses only touch the IPv4 checksum.
         PROTO_ICMP => None,
@@ -28,7 +28,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReas
             ctx,
             h.l3,
             h.l3 + 12,
-            csum,
+            l4_csum,
             l4_flags,
             h.tuple.src_addr,
             to.src_addr,
@@ -39,7 +39,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReas
             ctx,
             h.l3,
             h.l3 + 16,
-            csum,
+            l4_csum,
             l4_flags,
             h.tuple.dst_addr,
             to.dst_addr,
@@ -56,7 +56,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReas
         port(
             ctx,
             sport_off,
-            csum,
+            l4_csum,
             port_flags,
             h.tuple.src_port,
             to.src_port,
@@ -66,7 +66,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReas
         port(
             ctx,
             dport_off,
-            csum,
+            l4_csum,
             port_flags,
             h.tuple.dst_port,
             to.dst_port,
@@ -137,18 +137,18 @@ pub fn decrement_ttl(ctx: &TcContext, p: &Packet) -> Result<(), DropReason> {
     let proto = p.h.tuple.proto;
     let old = u16::from_be_bytes([p.ttl, proto]).to_be();
     let new = u16::from_be_bytes([p.ttl - 1, proto]).to_be();
-    l3_csum(ctx, p.h.l3 + 10, old as u64, new as u64, 2)?;
+    csum(ctx.l3_csum_replace(p.h.l3 + 10, old as u64, new as u64, 2))?;
     store(ctx, p.h.l3 + 8, &(p.ttl - 1))
 }
 
 /// Replaces the address at `off` of the IPv4 header at `l3`, fixing its checksum and, with
-/// `l4_flags`, the transport checksum at `csum`.
+/// `l4_flags`, the transport checksum at `l4_csum`.
 #[inline(always)]
 fn addr(
     ctx: &TcContext,
     l3: usize,
     off: usize,
-    csum: usize,
+    l4_csum: usize,
     l4_flags: Option<u64>,
     old: [u8; 4],
     new: [u8; 4],
@@ -159,9 +159,9 @@ fn addr(
     );
     if let Some(flags) = l4_flags {
         // The low bits of the flags give the field size.
-        l4_csum(ctx, csum, old, new, flags | 4)?;
+        csum(ctx.l4_csum_replace(l4_csum, old, new, flags | 4))?;
     }
-    l3_csum(ctx, l3 + 10, old, new, 4)?;
+    csum(ctx.l3_csum_replace(l3 + 10, old, new, 4))?;
     store(ctx, off, &(new as u32))
 }
 
@@ -169,12 +169,12 @@ fn addr(
 fn port(
     ctx: &TcContext,
     off: usize,
-    csum: usize,
+    l4_csum: usize,
     flags: u64,
     old: u16,
     new: u16,
 ) -> Result<(), DropReason> {
     let (old, new) = (old.to_be(), new.to_be());
-    l4_csum(ctx, csum, old as u64, new as u64, flags | 2)?;
+    csum(ctx.l4_csum_replace(l4_csum, old as u64, new as u64, flags | 2))?;
     store(ctx, off, &new)
 }
