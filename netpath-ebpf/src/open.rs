@@ -58,6 +58,7 @@ pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry
     }
     // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
     // so userspace keeps the namespace's addresses in a map.
+    // SAFETY: plain data.
     let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
     let (xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
         (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
