@@ -213,8 +213,10 @@ pub struct CtEntry {
     pub dst_addr: [u8; 4],
     pub src_port: u16,
     pub dst_port: u16,
-    /// Send the translated packet straight out of this interface (`bpf_redirect_neigh`)
-    /// instead of handing it back to the stack; 0 lets the stack route it.
+    /// Send the translated packet straight out of this interface instead of handing it back
+    /// to the stack: into the container with [`CT_FLAG_PEER`] (`bpf_redirect_peer`), else to
+    /// the next hop the FIB resolves (`bpf_redirect`), or that the kernel resolves when the
+    /// FIB has no neighbour yet (`bpf_redirect_neigh`). 0 lets the stack route it.
     pub redirect_ifindex: u32,
     /// A [`CtState`].
     pub state: u8,
@@ -233,7 +235,9 @@ pub const CT_FLAG_REPLY: u8 = 1;
 /// container (`bpf_redirect_peer`), past the bridge, with `dst_mac` as its destination.
 pub const CT_FLAG_PEER: u8 = 2;
 
-/// A container interface the datapath can deliver to directly, keyed by its address.
+/// A container interface the datapath can deliver to directly, keyed by its address: a
+/// translated packet for it goes to the peer of `host_ifindex` (`bpf_redirect_peer`), into
+/// the container past the bridge, with `mac` as the frame's destination.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Endpoint {
@@ -292,8 +296,9 @@ pub enum Counter {
     /// No free source port for a new connection (hairpin or masquerade); the packet was
     /// dropped rather than mistranslated.
     DropNoPort = 3,
-    /// A rewrite or redirect helper failed; the packet was dropped.
-    DropRewrite = 4,
+    /// A checksum helper (`bpf_l3_csum_replace`, `bpf_l4_csum_replace`) failed while the
+    /// packet was rewritten; it was dropped.
+    DropCsum = 4,
     /// A container's new connection to the outside was masqueraded.
     MasqNew = 5,
     /// An ICMP error about a translated connection was translated back.
@@ -307,21 +312,30 @@ pub enum Counter {
     CtExpired = 9,
     /// Source ports tried beyond a new connection's own (port allocation retries).
     PortRetry = 10,
+    /// Writing the packet (`bpf_skb_store_bytes`: addresses, ports, TTL, MACs) failed; it
+    /// was dropped.
+    DropStore = 11,
+    /// A new connection's conntrack entries could not be inserted (the map refused them);
+    /// the packet was dropped rather than sent untracked.
+    DropCtInsert = 12,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    /// Every counter, in slot order.
+    pub const ALL: [Counter; 13] = [
         Counter::DropIsolation,
         Counter::NatNew,
         Counter::NatHit,
         Counter::DropNoPort,
-        Counter::DropRewrite,
+        Counter::DropCsum,
         Counter::MasqNew,
         Counter::IcmpError,
         Counter::CtInsert,
         Counter::CtRemove,
         Counter::CtExpired,
         Counter::PortRetry,
+        Counter::DropStore,
+        Counter::DropCtInsert,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -330,16 +344,74 @@ impl Counter {
             Counter::NatNew => "nat_new",
             Counter::NatHit => "nat_hit",
             Counter::DropNoPort => "drop_no_port",
-            Counter::DropRewrite => "drop_rewrite",
+            Counter::DropCsum => "drop_csum",
             Counter::MasqNew => "masq_new",
             Counter::IcmpError => "icmp_error",
             Counter::CtInsert => "ct_insert",
             Counter::CtRemove => "ct_remove",
             Counter::CtExpired => "ct_expired",
             Counter::PortRetry => "port_retry",
+            Counter::DropStore => "drop_store",
+            Counter::DropCtInsert => "drop_ct_insert",
         }
     }
 }
+
+// `Counter::ALL` is in slot order, so that its length is the number of slots.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+/// Why the datapath dropped a packet: what a program's pipeline fails with. The program's
+/// entry point counts it, in the [`Counter`] slot of the same number, and logs it; nothing
+/// else drops.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// [`Counter::DropIsolation`].
+    Isolation = Counter::DropIsolation as u32,
+    /// [`Counter::DropNoPort`].
+    NoPort = Counter::DropNoPort as u32,
+    /// [`Counter::DropCsum`].
+    Csum = Counter::DropCsum as u32,
+    /// [`Counter::DropStore`].
+    Store = Counter::DropStore as u32,
+    /// [`Counter::DropCtInsert`].
+    CtInsert = Counter::DropCtInsert as u32,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Isolation,
+        DropReason::NoPort,
+        DropReason::Csum,
+        DropReason::Store,
+        DropReason::CtInsert,
+    ];
+
+    /// The counter of this reason: its slot is the reason's number.
+    pub const fn counter(self) -> Counter {
+        match self {
+            DropReason::Isolation => Counter::DropIsolation,
+            DropReason::NoPort => Counter::DropNoPort,
+            DropReason::Csum => Counter::DropCsum,
+            DropReason::Store => Counter::DropStore,
+            DropReason::CtInsert => Counter::DropCtInsert,
+        }
+    }
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(DropReason::ALL[i] as u32 == DropReason::ALL[i].counter() as u32);
+        i += 1;
+    }
+};
 
 /// Where a translated packet came in: from an external interface (clients, replies to
 /// masquerade) or from a netpath bridge (containers).

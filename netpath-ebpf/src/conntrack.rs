@@ -4,7 +4,7 @@
 //! the least recently used entries when the map is full.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use netpath_common::{
-    CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, ct_timeout_secs,
+    CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, DropReason, ct_timeout_secs,
 };
 
 use crate::{
@@ -47,6 +47,19 @@ pub fn counterpart(e: &CtEntry, proto: u8) -> CtKey {
     CtKey::new(e.dst_addr, e.src_addr, e.dst_port, e.src_port, proto)
 }
 
+/// The entry under `key`, in place in the map: the one place where conntrack turns a map
+/// value pointer into a reference, so that nothing else dereferences one.
+#[inline(always)]
+fn in_map(key: &CtKey) -> Option<&'static mut CtEntry> {
+    let e = NP_CT.get_ptr_mut(key)?;
+    // SAFETY: a map value stays valid for the program's run, even if its entry is deleted
+    // or replaced meanwhile (RCU), and its fields are plain data. A run holds no two
+    // references to one entry: it looks up a packet's tuple and the counterparts of entries,
+    // the other direction of their connection, which is another entry. Other CPUs may write
+    // the entry at the same time; such races are benign (last writer wins).
+    Some(unsafe { &mut *e })
+}
+
 #[inline(always)]
 fn fresh(e: &CtEntry, proto: u8, now: u64) -> bool {
     now.saturating_sub(e.last_seen_ns) <= timeout(proto, e.state)
@@ -55,16 +68,12 @@ fn fresh(e: &CtEntry, proto: u8, now: u64) -> bool {
 /// The live entry for `key`. A direction that has gone quiet is still live while the other
 /// direction is (one-way streams).
 #[inline(always)]
-pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
-    let e = NP_CT.get_ptr_mut(key)?;
-    // SAFETY: map values stay valid for the program's run; fields are plain data.
-    let entry = unsafe { &*e };
-    if fresh(entry, key.proto, now) {
+pub fn lookup(key: &CtKey, now: u64) -> Option<&'static mut CtEntry> {
+    let e = in_map(key)?;
+    if fresh(e, key.proto, now) {
         return Some(e);
     }
-    let live = NP_CT
-        .get_ptr(counterpart(entry, key.proto))
-        .is_some_and(|other| fresh(unsafe { &*other }, key.proto, now));
+    let live = in_map(&counterpart(e, key.proto)).is_some_and(|other| fresh(other, key.proto, now));
     if !live {
         count(Counter::CtExpired);
     }
@@ -88,9 +97,7 @@ pub fn forget(key: &CtKey, e: &CtEntry) {
 
 /// Advances the connection's state with this packet and marks the direction as seen.
 #[inline(always)]
-pub fn track(e: *mut CtEntry, p: &Packet, now: u64) {
-    // SAFETY: as in `lookup`; concurrent updates race benignly (last writer wins).
-    let entry = unsafe { &mut *e };
+pub fn track(entry: &mut CtEntry, p: &Packet, now: u64) {
     let state = if p.tcp_flags & TCP_RST != 0 {
         CtState::Closed as u8
     } else if p.tcp_flags & TCP_FIN != 0 {
@@ -103,9 +110,8 @@ pub fn track(e: *mut CtEntry, p: &Packet, now: u64) {
     // States only move forward (New, Established, Closing, Closed) until a SYN reopens.
     if state > entry.state {
         entry.state = state;
-        if let Some(other) = NP_CT.get_ptr_mut(counterpart(entry, p.h.tuple.proto)) {
-            // SAFETY: as above.
-            unsafe { (*other).state = state };
+        if let Some(other) = in_map(&counterpart(entry, p.h.tuple.proto)) {
+            other.state = state;
         }
     }
     entry.last_seen_ns = now;
@@ -143,9 +149,7 @@ pub fn renew(
     if (old.src_addr, old.dst_addr, old.dst_port) != (xlat.src_addr, xlat.dst_addr, xlat.dst_port) {
         return None;
     }
-    let back = NP_CT.get_ptr_mut(counterpart(old, orig.proto))?;
-    // SAFETY: as in `lookup`; concurrent updates race benignly, as in `track`.
-    let back = unsafe { &mut *back };
+    let back = in_map(&counterpart(old, orig.proto))?;
     let to_orig = (back.src_addr, back.dst_addr, back.src_port, back.dst_port);
     if to_orig != (orig.dst_addr, orig.src_addr, orig.dst_port, orig.src_port) {
         return None;
@@ -167,9 +171,14 @@ pub fn renew(
 /// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it goes. If the reply
 /// tuple is already taken by a live connection (an expired one never blocks), other source
 /// ports (ICMP identifiers) from the NAT range are tried for `xlat`; returns the forward
-/// entry, or `None` when no port was free.
+/// entry. Fails when no port was free, or when the map refused an entry.
 #[inline(always)]
-pub fn create(orig: &CtKey, xlat: &mut CtEntry, mut reply: CtEntry, now: u64) -> Option<CtEntry> {
+pub fn create(
+    orig: &CtKey,
+    xlat: &mut CtEntry,
+    mut reply: CtEntry,
+    now: u64,
+) -> Result<CtEntry, DropReason> {
     reply.last_seen_ns = now;
     let (min, max) = nat_ports();
     // Never 0 (nat_ports keeps min <= max); `max(1)` lets the compiler see it, so that no
@@ -181,29 +190,26 @@ pub fn create(orig: &CtKey, xlat: &mut CtEntry, mut reply: CtEntry, now: u64) ->
     for i in 0..=PORT_TRIES {
         if i > 0 {
             if i > span {
-                return None;
+                return Err(DropReason::NoPort);
             }
             count(Counter::PortRetry);
             xlat.src_port = (min + (start + i - 1) % span) as u16;
         }
         let reply_key = counterpart(xlat, orig.proto);
-        if let Some(existing) = NP_CT.get_ptr(reply_key) {
-            // SAFETY: as in `lookup`.
-            if fresh(unsafe { &*existing }, orig.proto, now) {
-                continue;
-            }
+        if in_map(&reply_key).is_some_and(|existing| fresh(existing, orig.proto, now)) {
+            continue;
         }
         if NP_CT.insert(reply_key, reply, 0).is_err() {
-            return None;
+            return Err(DropReason::CtInsert);
         }
         xlat.state = CtState::New as u8;
         xlat.last_seen_ns = now;
         if NP_CT.insert(orig, *xlat, 0).is_err() {
             let _ = NP_CT.remove(reply_key);
-            return None;
+            return Err(DropReason::CtInsert);
         }
         count_n(Counter::CtInsert, 2);
-        return Some(*xlat);
+        return Ok(*xlat);
     }
-    None
+    Err(DropReason::NoPort)
 }

@@ -88,6 +88,7 @@ pub fn find_publish(
         return Some(*t);
     }
     key.host_addr = [0; 4];
+    // SAFETY: as above.
     let target = unsafe { NP_PUBLISH.get(key) }.copied()?;
     is_local().then_some(target)
 }

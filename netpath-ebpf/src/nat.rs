@@ -5,15 +5,18 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
-use netpath_common::{CtEntry, PROTO_ICMP, PROTO_UDP};
+use netpath_common::{CtEntry, DropReason, PROTO_ICMP, PROTO_UDP};
 
-use crate::parse::{Headers, Packet};
+use crate::{
+    parse::{Headers, Packet},
+    skb::{csum, store},
+};
 
 /// Rewrites `p` in place to the tuple of `to`. Fails only when a helper fails.
 #[inline(always)]
-pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), i64> {
+pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReason> {
     let h = &p.h;
-    let csum = h.csum_off();
+    let l4_csum = h.csum_off();
     let l4_flags = match h.tuple.proto {
         // ICMP has no pseudo-header: addresses only touch the IPv4 checksum.
         PROTO_ICMP => None,
@@ -25,7 +28,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), i64> {
             ctx,
             h.l3,
             h.l3 + 12,
-            csum,
+            l4_csum,
             l4_flags,
             h.tuple.src_addr,
             to.src_addr,
@@ -36,7 +39,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), i64> {
             ctx,
             h.l3,
             h.l3 + 16,
-            csum,
+            l4_csum,
             l4_flags,
             h.tuple.dst_addr,
             to.dst_addr,
@@ -53,7 +56,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), i64> {
         port(
             ctx,
             sport_off,
-            csum,
+            l4_csum,
             port_flags,
             h.tuple.src_port,
             to.src_port,
@@ -63,7 +66,7 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), i64> {
         port(
             ctx,
             dport_off,
-            csum,
+            l4_csum,
             port_flags,
             h.tuple.dst_port,
             to.dst_port,
@@ -82,7 +85,7 @@ pub fn rewrite_icmp_error(
     p: &Packet,
     q: &Headers,
     back: &CtEntry,
-) -> Result<(), i64> {
+) -> Result<(), DropReason> {
     let h = &p.h;
     let icmp_csum = h.csum_off();
     let t = &q.tuple;
@@ -130,48 +133,48 @@ pub fn rewrite_icmp_error(
 /// Decrements the time to live, as the host does for what it forwards (packets netpath
 /// redirects skip the stack's forwarding path). TTL and protocol share one checksummed word.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, p: &Packet) -> Result<(), i64> {
+pub fn decrement_ttl(ctx: &TcContext, p: &Packet) -> Result<(), DropReason> {
     let proto = p.h.tuple.proto;
     let old = u16::from_be_bytes([p.ttl, proto]).to_be();
     let new = u16::from_be_bytes([p.ttl - 1, proto]).to_be();
-    ctx.l3_csum_replace(p.h.l3 + 10, old as u64, new as u64, 2)?;
-    ctx.store(p.h.l3 + 8, &(p.ttl - 1), 0)
+    csum(ctx.l3_csum_replace(p.h.l3 + 10, old as u64, new as u64, 2))?;
+    store(ctx, p.h.l3 + 8, &(p.ttl - 1))
 }
 
 /// Replaces the address at `off` of the IPv4 header at `l3`, fixing its checksum and, with
-/// `l4_flags`, the transport checksum at `csum`.
+/// `l4_flags`, the transport checksum at `l4_csum`.
 #[inline(always)]
 fn addr(
     ctx: &TcContext,
     l3: usize,
     off: usize,
-    csum: usize,
+    l4_csum: usize,
     l4_flags: Option<u64>,
     old: [u8; 4],
     new: [u8; 4],
-) -> Result<(), i64> {
+) -> Result<(), DropReason> {
     let (old, new) = (
         u32::from_ne_bytes(old) as u64,
         u32::from_ne_bytes(new) as u64,
     );
     if let Some(flags) = l4_flags {
         // The low bits of the flags give the field size.
-        ctx.l4_csum_replace(csum, old, new, flags | 4)?;
+        csum(ctx.l4_csum_replace(l4_csum, old, new, flags | 4))?;
     }
-    ctx.l3_csum_replace(l3 + 10, old, new, 4)?;
-    ctx.store(off, &(new as u32), 0)
+    csum(ctx.l3_csum_replace(l3 + 10, old, new, 4))?;
+    store(ctx, off, &(new as u32))
 }
 
 #[inline(always)]
 fn port(
     ctx: &TcContext,
     off: usize,
-    csum: usize,
+    l4_csum: usize,
     flags: u64,
     old: u16,
     new: u16,
-) -> Result<(), i64> {
+) -> Result<(), DropReason> {
     let (old, new) = (old.to_be(), new.to_be());
-    ctx.l4_csum_replace(csum, old as u64, new as u64, flags | 2)?;
-    ctx.store(off, &new, 0)
+    csum(ctx.l4_csum_replace(l4_csum, old as u64, new as u64, flags | 2))?;
+    store(ctx, off, &new)
 }

@@ -40,6 +40,7 @@ pub fn translate(ctx: &SockAddrContext) {
     };
     let addr = sa.user_ip4.to_ne_bytes();
     let port = u16::from_be(sa.user_port as u16);
+    // SAFETY: plain data.
     let local = || addr[0] == 127 || unsafe { NP_LOCAL_ADDRS.get(addr) }.is_some();
     let Some(target) = find_publish(addr, port, proto, local) else {
         return;
@@ -65,7 +66,9 @@ pub fn restore(ctx: &SockAddrContext) {
     }
     // SAFETY: as in `translate`.
     let sa = unsafe { &mut *ctx.sock_addr };
+    // SAFETY: the helper takes the program's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: plain data, copied at once.
     let Some(orig) = (unsafe { NP_SOCK_ORIG.get(cookie) }).copied() else {
         return;
     };

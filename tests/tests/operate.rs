@@ -246,7 +246,9 @@ fn stats_count_exactly_the_packets_sent() {
     assert_eq!(c["nat_new"], 1);
     assert_eq!(c["nat_hit"], N - 1);
     assert_eq!(c["ct_insert"], 2);
-    assert_eq!(c["drop_rewrite"], 0);
+    for drop in ["drop_csum", "drop_store", "drop_ct_insert"] {
+        assert_eq!(c[drop], 0, "{drop}");
+    }
     // Nothing went back: the sink never answers.
     assert_eq!(after["traffic"]["from_containers"]["udp"]["packets"], 0);
     let ct = &after["conntrack"];
@@ -362,7 +364,7 @@ fn prometheus_output_parses() {
         1.0
     );
     assert_eq!(samples["netpath_conntrack_entries"], 2.0);
-    for reason in ["isolation", "no_port", "rewrite"] {
+    for reason in ["isolation", "no_port", "csum", "store", "ct_insert"] {
         let series = format!("netpath_dropped_packets_total{{reason=\"{reason}\"}}");
         assert_eq!(samples[&series], 0.0);
     }

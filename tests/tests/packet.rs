@@ -14,8 +14,8 @@ use aya::{
 };
 use netpath::system::datapath::EBPF_OBJECT;
 use netpath_common::{
-    BridgeInfo, CT_FLAG_PEER, Config, Counter, CtEntry, CtKey, CtState, Endpoint, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP, PublishKey, PublishTarget, maps, programs,
+    BridgeInfo, CT_FLAG_PEER, CT_FLAG_REPLY, Config, Counter, CtEntry, CtKey, CtState, Endpoint,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, PublishKey, PublishTarget, maps, programs,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -406,7 +406,9 @@ fn tcp_syn_to_a_published_port_and_its_reply() {
         assert_checksums(&out);
         // The handshake completed: both directions are established.
         assert!(
-            dp.conntrack().iter().all(|(_, e)| e.state == 1),
+            dp.conntrack()
+                .iter()
+                .all(|(_, e)| e.state == CtState::Established as u8),
             "{:?}",
             dp.conntrack()
         );
@@ -722,8 +724,8 @@ fn isolate_drops_only_traffic_routed_between_netpath_networks() {
             src_port: 0,
             dst_port: 0,
             redirect_ifindex: 0,
-            state: 0,
-            flags: 1,
+            state: CtState::New as u8,
+            flags: CT_FLAG_REPLY,
             dst_mac: [0; 6],
             last_seen_ns: 0,
         };

@@ -226,7 +226,9 @@ fn counter_metric(c: Counter) -> (&'static Metric, Vec<(&'static str, &'static s
     match c {
         Counter::DropIsolation => (&DROPS, vec![("reason", "isolation")]),
         Counter::DropNoPort => (&DROPS, vec![("reason", "no_port")]),
-        Counter::DropRewrite => (&DROPS, vec![("reason", "rewrite")]),
+        Counter::DropCsum => (&DROPS, vec![("reason", "csum")]),
+        Counter::DropStore => (&DROPS, vec![("reason", "store")]),
+        Counter::DropCtInsert => (&DROPS, vec![("reason", "ct_insert")]),
         Counter::NatNew => (&CONNECTIONS, vec![("kind", "published")]),
         Counter::MasqNew => (&CONNECTIONS, vec![("kind", "masquerade")]),
         Counter::NatHit => (&HITS, vec![]),

@@ -1,0 +1,113 @@
+//! What a new connection becomes: DNAT to a published port's container (hairpin SNAT to its
+//! gateway from another container), or masquerade of a container's connection to the outside.
+use aya_ebpf::{
+    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC},
+    btf_maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use netpath_common::{Counter, CtEntry, CtKey, PublishTarget};
+
+use crate::{
+    conntrack::reply_to,
+    deliver::deliver_to,
+    fib,
+    maps::{NP_ENDPOINTS, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, find_publish},
+    parse::Packet,
+    pipeline::Side,
+};
+
+/// The translation of a new connection to a published port.
+fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
+    let mut entry = CtEntry {
+        src_addr: if side == Side::External {
+            t.src_addr
+        } else {
+            target.gateway_addr
+        },
+        dst_addr: target.container_addr,
+        src_port: t.src_port,
+        dst_port: target.container_port,
+        redirect_ifindex: 0,
+        state: 0,
+        flags: 0,
+        dst_mac: [0; 6],
+        last_seen_ns: 0,
+    };
+    deliver_to(&mut entry, target.container_addr, target.bridge_ifindex);
+    entry
+}
+
+/// What a new connection becomes, and the entry that translates its replies back: `None`
+/// when it is not netpath's to translate (not a published port, not a container's own
+/// connection to the outside).
+#[inline(always)]
+pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry, Counter)> {
+    if !p.opens() {
+        return None;
+    }
+    let t = &p.h.tuple;
+    // SAFETY: as in `isolate::check`.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if side == Side::Container {
+        // SAFETY: plain data.
+        let own =
+            unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
+        if !own {
+            return None;
+        }
+    }
+    // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
+    // so userspace keeps the namespace's addresses in a map.
+    // SAFETY: plain data.
+    let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
+    let (xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
+        (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
+        (None, Side::Bridge | Side::Container) => (masquerade(ctx, t, ifindex)?, Counter::MasqNew),
+        (None, Side::External) => return None,
+    };
+    let mut reply = reply_to(t);
+    // A client outside is never one of the containers: no need to look it up.
+    match side {
+        Side::External => reply.redirect_ifindex = ifindex,
+        Side::Bridge | Side::Container => deliver_to(&mut reply, t.src_addr, ifindex),
+    }
+    Some((xlat, reply, counter))
+}
+
+/// What a container's new connection to the outside becomes: its source replaced by the
+/// address the kernel would pick on the way out (so an address change is picked up by the
+/// next connection), sent straight out of that interface. Only towards an external
+/// interface, whose ingress program translates the replies, and never to an excluded
+/// destination (netpath's own networks, `--masquerade-exclude`).
+#[inline(always)]
+fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
+    let excluded = Key::new(32, t.dst_addr);
+    if NP_MASQ_EXCL.get(&excluded).is_some() {
+        return None;
+    }
+    let mut room = core::mem::MaybeUninit::uninit();
+    let params = fib::params(&mut room);
+    params.l4_protocol = t.proto;
+    params.sport = t.src_port.to_be();
+    params.dport = t.dst_port.to_be();
+    params.ifindex = ifindex;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(t.src_addr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(t.dst_addr);
+    if !fib::lookup(ctx, params, BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) {
+        return None;
+    }
+    // SAFETY: plain data.
+    unsafe { NP_EXTERNALS.get(params.ifindex) }?;
+    Some(CtEntry {
+        // SAFETY: BPF_FIB_LOOKUP_SRC filled in the source address.
+        src_addr: unsafe { params.__bindgen_anon_3.ipv4_src }.to_ne_bytes(),
+        dst_addr: t.dst_addr,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+        redirect_ifindex: params.ifindex,
+        state: 0,
+        flags: 0,
+        dst_mac: [0; 6],
+        last_seen_ns: 0,
+    })
+}

@@ -1,0 +1,126 @@
+//! The translation of a packet at a TC ingress hook, start to finish: parsed, matched
+//! against conntrack (or opened as a new connection), rewritten, delivered.
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use aya_log_ebpf::{debug, info};
+use netpath_common::{Counter, CtEntry, Direction, DropReason};
+
+use crate::{
+    conntrack::{create, forget, lookup, now, renew, reopens, track},
+    deliver::redirect,
+    maps::{count, count_traffic},
+    nat,
+    open::open,
+    parse::{Headers, Packet, parse},
+};
+
+/// The hook a packet came in through, which decides what a new connection may become.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    External,
+    Bridge,
+    Container,
+}
+
+impl Side {
+    pub fn direction(self) -> Direction {
+        match self {
+            Side::External => Direction::FromExternal,
+            Side::Bridge | Side::Container => Direction::FromContainers,
+        }
+    }
+}
+
+/// The shared path of the TC ingress programs: ICMP errors and tracked connections first,
+/// then what a new connection becomes. The verdict (`TC_ACT_OK` or a redirect), or why the
+/// packet must be dropped.
+#[inline(always)]
+pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
+    let Some(p) = parse(ctx) else {
+        return Ok(TC_ACT_OK);
+    };
+    // A packet that would expire on the way through is the stack's: it sends the ICMP time
+    // exceeded a router owes.
+    if p.ttl <= 1 {
+        return Ok(TC_ACT_OK);
+    }
+    let now = now();
+    if let Some(quoted) = &p.quoted {
+        return icmp_error(ctx, &p, quoted, now, side);
+    }
+    let t = &p.h.tuple;
+    // An entry the packet does not reopen translates it; one it reopens (a SYN on a closed
+    // connection) is renewed below, or forgotten.
+    let mut reopened = match lookup(t, now) {
+        Some(e) => {
+            if !reopens(e, &p) {
+                track(e, &p, now);
+                count(Counter::NatHit);
+                return apply(ctx, &p, e, side);
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    let opened = open(ctx, &p, side);
+    // A client that reuses its source port (every connection, under load) usually gets the
+    // same translation again: both entries are then rewritten in place, with no map updates.
+    // Otherwise the reopened connection's entries go before new ones are made.
+    let renewed = match (reopened.as_deref_mut(), &opened) {
+        (Some(e), Some((xlat, reply, _))) => renew(e, t, xlat, reply, now),
+        _ => None,
+    };
+    if let (Some(e), None) = (reopened, &renewed) {
+        forget(t, e);
+    }
+    let Some((mut xlat, reply, counter)) = opened else {
+        return Ok(TC_ACT_OK);
+    };
+    let entry = match renewed {
+        Some(entry) => entry,
+        None => create(t, &mut xlat, reply, now)?,
+    };
+    count(counter);
+    info!(
+        ctx,
+        "new connection from {:i}:{} to {:i}:{}",
+        t.src_addr,
+        t.src_port,
+        entry.dst_addr,
+        entry.dst_port
+    );
+    apply(ctx, &p, &entry, side)
+}
+
+/// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
+/// translated goes back to the packet's original sender, quoted packet translated back.
+#[inline(always)]
+fn icmp_error(
+    ctx: &TcContext,
+    p: &Packet,
+    quoted: &Headers,
+    now: u64,
+    side: Side,
+) -> Result<i32, DropReason> {
+    // The quoted packet went out translated; the entry of its opposite direction holds the
+    // original tuple.
+    let back = quoted.tuple.reversed();
+    let Some(&mut entry) = lookup(&back, now) else {
+        return Ok(TC_ACT_OK);
+    };
+    nat::rewrite_icmp_error(ctx, p, quoted, &entry)?;
+    count(Counter::IcmpError);
+    debug!(
+        ctx,
+        "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
+    );
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    redirect(ctx, p, &entry)
+}
+
+/// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
+#[inline(always)]
+fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> Result<i32, DropReason> {
+    nat::rewrite(ctx, p, e)?;
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    redirect(ctx, p, e)
+}
