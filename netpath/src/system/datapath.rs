@@ -416,12 +416,12 @@ impl Datapath {
         Ok(())
     }
 
-    /// Empties the conntrack table; returns how many entries it held.
+    /// Empties the conntrack table; returns how many entries it removed (the programs may
+    /// have deleted some of those it listed meanwhile).
     pub fn flush_conntrack(&self) -> Result<usize> {
         let ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(self.map(maps::CONNTRACK)?)?;
         let keys: Vec<CtKey> = ct.keys().filter_map(|k| k.ok()).collect();
-        self.remove_conntrack(&keys).context("flushing conntrack")?;
-        Ok(keys.len())
+        self.remove_conntrack(&keys).context("flushing conntrack")
     }
 
     /// Attaches the socket programs to the root of the cgroup v2 hierarchy, so that every
@@ -769,6 +769,12 @@ impl Datapath {
     pub fn conntrack_len(&self) -> Result<usize> {
         let (map, max_entries) = self.pinned(maps::CONNTRACK)?;
         count_keys::<CtKey, CtEntry>(map, max_entries)
+    }
+
+    /// The conntrack table's capacity, as pinned (not necessarily this build's
+    /// `MAX_CONNTRACK`).
+    pub fn conntrack_capacity(&self) -> Result<u32> {
+        Ok(self.pinned(maps::CONNTRACK)?.1)
     }
 
     /// A pinned map and its capacity.
