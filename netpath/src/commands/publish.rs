@@ -236,7 +236,8 @@ fn apply(
     let keys = |ms: &[Mapping]| ms.iter().map(Mapping::key).collect::<Vec<_>>();
     let result = dp.update_publishes(&entries(networks, add)?, &keys(remove));
     if result.is_err() {
-        let _ = entries(networks, remove).and_then(|old| dp.update_publishes(&old, &keys(add)));
+        let _ =
+            entries(networks, remove).and_then(|old| Ok(dp.update_publishes(&old, &keys(add))?));
     }
     result.context("updating the published ports")
 }
@@ -376,14 +377,14 @@ pub fn teardown(ctx: &mut Ctx) -> Teardown {
         if t.step(
             format!("datapath on external interface {name}"),
             // The whole map goes with the pins once `down` is through.
-            dp.detach_external(&name, None),
+            dp.detach_external(&name, None).map_err(Into::into),
         )
         .is_some()
         {
             ctx.state.externals.remove(&name);
         }
     }
-    t.step("socket programs", dp.detach_sockets());
+    t.step("socket programs", dp.detach_sockets().map_err(Into::into));
     t
 }
 
