@@ -164,7 +164,7 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
                 .add_address(index, net.gateway, net.subnet.prefix_len())
                 .await?;
         }
-        Ok(Datapath::open(&ctx.scope)?.attach_bridge(&net.bridge, index, net.id)?)
+        Ok(ctx.datapath()?.attach_bridge(&net.bridge, index, net.id)?)
     }
     .await;
     if result.is_err() && created {

@@ -69,7 +69,7 @@ pub async fn unpublish(ctx: &mut Ctx, specs: Vec<Spec>, from_file: Option<&Path>
         }
     }
     if !removed.is_empty() {
-        let dp = Datapath::open(&ctx.scope)?;
+        let dp = ctx.datapath()?;
         apply(&dp, &ctx.state.networks, &[], &removed)?;
     }
     ctx.state.publishes = publishes;
@@ -141,7 +141,7 @@ pub async fn plan(ctx: &Ctx, specs: &[Spec]) -> Result<Change> {
 impl Change {
     /// Writes the change to the maps, then to the state; returns how many ports it added.
     pub fn commit(self, ctx: &mut Ctx) -> Result<usize> {
-        let dp = Datapath::open(&ctx.scope)?;
+        let dp = ctx.datapath()?;
         // The namespace's addresses may have changed since the last `up`.
         dp.set_local_addrs(&self.local)?;
         apply(&dp, &ctx.state.networks, &self.add, &[])?;
@@ -306,7 +306,7 @@ pub async fn activate(
     externals: BTreeSet<String>,
     publishes: Publishes,
 ) -> Result<()> {
-    let dp = Datapath::open(&ctx.scope)?;
+    let dp = ctx.datapath()?;
     dp.attach_sockets()?;
     dp.set_local_addrs(&local_addrs(&ctx.nl).await?)?;
     let all: Vec<Mapping> = publishes.mappings().collect();
