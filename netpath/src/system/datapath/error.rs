@@ -103,6 +103,7 @@ pub enum DatapathError {
     Log(#[source] aya_log::Error),
 }
 
+/// Closures for `map_err` that wrap an aya or io error with what failed, and on what.
 impl DatapathError {
     pub(super) fn io(
         what: &'static str,
