@@ -5,6 +5,7 @@ use std::{
     time::Duration,
 };
 
+use netpath::system::datapath::{Datapath, DatapathError};
 use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Proc, Sandbox, netpath_bin};
 
 fn sandbox() -> Sandbox {
@@ -215,6 +216,11 @@ fn pins_netpath_cannot_trust_are_refused() {
     let err = sb.fails(&["up", "-d"]);
     assert!(err.contains("pinned by another netpath version"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    match Datapath::open(&sb.host) {
+        Err(DatapathError::OtherLayout { path, .. }) if path.ends_with("NP_CT") => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a map of another layout was accepted"),
+    }
     std::fs::remove_file(&ct).unwrap();
     std::fs::rename(&saved.0, &ct).unwrap();
 
@@ -223,6 +229,11 @@ fn pins_netpath_cannot_trust_are_refused() {
     pin_map(&foreign, "array", 4, 1, "foreign");
     let err = sb.fails(&["up", "-d"]);
     assert!(err.contains("not-ours is not a netpath pin"), "{err}");
+    match Datapath::open(&sb.host) {
+        Err(DatapathError::ForeignPin { path }) if path.ends_with("not-ours") => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a foreign pin was accepted"),
+    }
     std::fs::remove_file(&foreign).unwrap();
     sb.ok(&["up", "-d"]);
 }

@@ -220,7 +220,7 @@ async fn wire_endpoint(
 /// through its host end's program, and those to it go straight in.
 pub fn register(dp: &Datapath, e: &Endpoint, host_ifindex: u32) -> Result<()> {
     dp.attach_veth(&e.host_veth)?;
-    dp.set_endpoint(e.ip, host_ifindex, ipam::mac_for(e.ip))
+    Ok(dp.set_endpoint(e.ip, host_ifindex, ipam::mac_for(e.ip))?)
 }
 
 pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {
@@ -284,7 +284,7 @@ pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown 
         if let Some(dp) = &dp {
             t.step(
                 format!("datapath endpoint {}", e.ip),
-                dp.remove_endpoint(e.ip),
+                dp.remove_endpoint(e.ip).map_err(Into::into),
             );
         }
         match ctx

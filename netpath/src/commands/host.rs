@@ -75,7 +75,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
     let exclude = plan_exclude(&ctx.state.masquerade_exclude, &masquerade_exclude)?;
 
     // Programs take the log level when loaded, so before they are (re)attached below.
-    Datapath::open(&ctx.scope)?.set_log_level(log_level as u8)?;
+    ctx.datapath()?.set_log_level(log_level as u8)?;
     if let Some(mut net) = new_default {
         net.ifindex = network::realize(ctx, &net).await?;
         ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
@@ -103,7 +103,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
             .get_or_insert(forward.trim().to_owned());
     }
     // Before the externals are attached: masquerade acts as soon as they are.
-    masquerade::apply(ctx, &Datapath::open(&ctx.scope)?, &exclude, nat_ports)?;
+    masquerade::apply(ctx, &*ctx.datapath()?, &exclude, nat_ports)?;
     ctx.state.masquerade_exclude = exclude;
     ctx.state.masquerade_ports = nat_ports;
     publish::activate(ctx, externals, publishes).await?;
@@ -134,7 +134,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
 /// Loads the container-veth program (a new netpath's replaces the old one on every veth) and
 /// puts every container's veth on the fast path, those started before the datapath included.
 async fn register_containers(ctx: &Ctx) -> Result<()> {
-    let dp = Datapath::open(&ctx.scope)?;
+    let dp = ctx.datapath()?;
     dp.load_veth_program()?;
     if ctx.state.containers.is_empty() {
         return Ok(());

@@ -10,7 +10,7 @@ pub mod publish;
 pub mod stats;
 pub mod status;
 
-use std::fmt::Display;
+use std::{cell::OnceCell, fmt::Display, rc::Rc};
 
 use anyhow::{Result, bail};
 
@@ -31,6 +31,9 @@ pub struct Ctx {
     pub store: Store,
     pub state: State,
     pub nl: Netlink,
+    /// Opened by the first step that needs it and shared by the others, so that a command
+    /// checks the pins and loads the eBPF object once.
+    datapath: OnceCell<Rc<Datapath>>,
 }
 
 impl Ctx {
@@ -42,7 +45,17 @@ impl Ctx {
             store,
             state,
             nl: Netlink::open()?,
+            datapath: OnceCell::new(),
         })
+    }
+
+    /// The scope's datapath, created if there is none.
+    pub fn datapath(&self) -> Result<Rc<Datapath>> {
+        if let Some(dp) = self.datapath.get() {
+            return Ok(dp.clone());
+        }
+        let dp = Rc::new(Datapath::open(&self.scope)?);
+        Ok(self.datapath.get_or_init(|| dp).clone())
     }
 
     /// Persists the state; a scope left with nothing in it is removed entirely (state

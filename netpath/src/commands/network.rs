@@ -167,7 +167,7 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
                 .add_address(index, net.gateway, net.subnet.prefix_len())
                 .await?;
         }
-        Datapath::open(&ctx.scope)?.attach_bridge(&net.bridge, index, net.id)
+        Ok(ctx.datapath()?.attach_bridge(&net.bridge, index, net.id)?)
     }
     .await;
     if result.is_err() && created {
@@ -212,7 +212,8 @@ pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
     if let Some(dp) = Datapath::existing(&ctx.scope) {
         t.step(
             format!("datapath on {}", net.bridge),
-            dp.detach_bridge(&net.bridge, net.ifindex),
+            dp.detach_bridge(&net.bridge, net.ifindex)
+                .map_err(Into::into),
         );
     }
     if net.bridge_created {

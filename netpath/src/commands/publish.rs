@@ -57,7 +57,7 @@ pub async fn unpublish(ctx: &mut Ctx, args: PublishArgs) -> Result<Response> {
         }
     }
     if !removed.is_empty() {
-        let dp = Datapath::open(&ctx.scope)?;
+        let dp = ctx.datapath()?;
         apply(&dp, &ctx.state.networks, &[], &removed)?;
     }
     ctx.state.publishes = publishes;
@@ -131,7 +131,7 @@ pub async fn plan(ctx: &Ctx, specs: &[Spec]) -> Result<Change> {
 impl Change {
     /// Writes the change to the maps, then to the state; returns how many ports it added.
     pub fn commit(self, ctx: &mut Ctx) -> Result<usize> {
-        let dp = Datapath::open(&ctx.scope)?;
+        let dp = ctx.datapath()?;
         // The namespace's addresses may have changed since the last `up`.
         dp.set_local_addrs(&self.local)?;
         apply(&dp, &ctx.state.networks, &self.add, &[])?;
@@ -226,7 +226,8 @@ fn apply(
     let keys = |ms: &[Mapping]| ms.iter().map(Mapping::key).collect::<Vec<_>>();
     let result = dp.update_publishes(&entries(networks, add)?, &keys(remove));
     if result.is_err() {
-        let _ = entries(networks, remove).and_then(|old| dp.update_publishes(&old, &keys(add)));
+        let _ =
+            entries(networks, remove).and_then(|old| Ok(dp.update_publishes(&old, &keys(add))?));
     }
     result.context("updating the published ports")
 }
@@ -295,7 +296,7 @@ pub async fn activate(
     externals: BTreeSet<String>,
     publishes: Publishes,
 ) -> Result<()> {
-    let dp = Datapath::open(&ctx.scope)?;
+    let dp = ctx.datapath()?;
     dp.attach_sockets()?;
     dp.set_local_addrs(&local_addrs(&ctx.nl).await?)?;
     let all: Vec<Mapping> = publishes.mappings().collect();
@@ -366,14 +367,14 @@ pub fn teardown(ctx: &mut Ctx) -> Teardown {
         if t.step(
             format!("datapath on external interface {name}"),
             // The whole map goes with the pins once `down` is through.
-            dp.detach_external(&name, None),
+            dp.detach_external(&name, None).map_err(Into::into),
         )
         .is_some()
         {
             ctx.state.externals.remove(&name);
         }
     }
-    t.step("socket programs", dp.detach_sockets());
+    t.step("socket programs", dp.detach_sockets().map_err(Into::into));
     t
 }
 

@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use netpath_common::MAX_CONNTRACK;
 use serde_json::json;
 
 use crate::{
@@ -70,7 +69,9 @@ fn read(scope: &str) -> Result<Stats> {
         counters: &dp.counters().context("reading the counters")?,
         traffic: &dp.traffic().context("reading the traffic counters")?,
         ct_entries: dp.conntrack_len().context("counting conntrack entries")? as u64,
-        ct_max_entries: MAX_CONNTRACK,
+        ct_max_entries: dp
+            .conntrack_capacity()
+            .context("reading the conntrack capacity")?,
         ct_removed_by_netpath: removed,
     }))
 }

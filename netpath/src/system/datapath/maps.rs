@@ -1,0 +1,199 @@
+//! Typed handles on the pinned maps, and what netpath writes into them: publishes,
+//! endpoints, the masquerade trie, the config, local addresses, conntrack removals.
+use std::net::Ipv4Addr;
+
+use aya::maps::{
+    Array, HashMap, Map, MapData, MapError,
+    lpm_trie::{Key, LpmTrie},
+};
+use netpath_common::{
+    BridgeInfo, Config, CtEntry, CtKey, Endpoint, PublishKey, PublishTarget, maps,
+};
+
+use super::{
+    Datapath,
+    error::{DatapathError, Result},
+};
+
+pub(super) type Bridges = HashMap<MapData, u32, BridgeInfo>;
+pub(super) type Externals = HashMap<MapData, u32, u32>;
+pub(super) type Conntrack = HashMap<MapData, CtKey, CtEntry>;
+pub(super) type ConfigMap = Array<MapData, Config>;
+type Publish = HashMap<MapData, PublishKey, PublishTarget>;
+type LocalAddrs = HashMap<MapData, [u8; 4], u32>;
+type Endpoints = HashMap<MapData, [u8; 4], Endpoint>;
+type MasqExclude = LpmTrie<MapData, [u8; 4], u32>;
+
+impl Datapath {
+    /// A pinned map as `M`, with its capacity. Never loads the object nor creates a pin.
+    pub(super) fn open_pin<M: TryFrom<Map, Error = MapError>>(
+        &self,
+        name: &'static str,
+    ) -> Result<(M, u32)> {
+        let open = || -> Result<(M, u32), MapError> {
+            let data = MapData::from_pin(self.dir.join(name))?;
+            let max_entries = data.info()?.max_entries();
+            Ok((M::try_from(Map::from_map_data(data)?)?, max_entries))
+        };
+        open().map_err(|source| DatapathError::Map {
+            map: name,
+            what: format!("opening its pin in {}", self.dir.display()),
+            source,
+        })
+    }
+
+    /// A map to write to as `M`. The first use of a scope loads the object, which creates and
+    /// pins every map.
+    pub(super) fn map<M: TryFrom<Map, Error = MapError>>(&self, name: &'static str) -> Result<M> {
+        if !self.dir.join(name).exists() {
+            self.with_ebpf(|_| Ok(()))?;
+        }
+        Ok(self.open_pin(name)?.0)
+    }
+
+    pub(super) fn update_config(&self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut config: ConfigMap = self.map(maps::CONFIG)?;
+        let mut value = config.get(&0, 0).map_err(DatapathError::map(
+            maps::CONFIG,
+            "reading the datapath configuration",
+        ))?;
+        change(&mut value);
+        config.set(0, value, 0).map_err(DatapathError::map(
+            maps::CONFIG,
+            "writing the datapath configuration",
+        ))
+    }
+
+    /// Sets what masquerade leaves alone (destinations in `exclude`: netpath's own subnets
+    /// and the user's exclusions) and the source ports NAT may allocate.
+    pub fn set_masquerade(&self, exclude: &[(Ipv4Addr, u8)], ports: (u16, u16)) -> Result<()> {
+        let mut trie: MasqExclude = self.map(maps::MASQ_EXCLUDE)?;
+        let wanted: Vec<([u8; 4], u32)> = exclude
+            .iter()
+            .map(|(addr, len)| (addr.octets(), u32::from(*len)))
+            .collect();
+        let stale: Vec<Key<[u8; 4]>> = trie
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(&(k.data(), k.prefix_len())))
+            .collect();
+        for key in stale {
+            let _ = trie.remove(&key);
+        }
+        for (data, len) in wanted {
+            trie.insert(&Key::new(len, data), 1, 0)
+                .map_err(DatapathError::map(
+                    maps::MASQ_EXCLUDE,
+                    "adding an exclusion",
+                ))?;
+        }
+        self.update_config(|c| {
+            c.nat_port_min = ports.0;
+            c.nat_port_max = ports.1;
+        })
+    }
+
+    /// Applies a batch of publish changes: removals first, so that a changed target is an
+    /// update. Existing connections keep their conntrack entries either way.
+    pub fn update_publishes(
+        &self,
+        add: &[(PublishKey, PublishTarget)],
+        remove: &[PublishKey],
+    ) -> Result<()> {
+        let mut publish: Publish = self.map(maps::PUBLISH)?;
+        for key in remove {
+            remove_key(&mut publish, key)
+                .map_err(DatapathError::map(maps::PUBLISH, "removing a publish"))?;
+        }
+        for (key, target) in add {
+            publish
+                .insert(key, target, 0)
+                .map_err(DatapathError::map(maps::PUBLISH, "adding a publish"))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the set of local addresses the socket programs know.
+    pub fn set_local_addrs(&self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let mut local: LocalAddrs = self.map(maps::LOCAL_ADDRS)?;
+        let stale: Vec<[u8; 4]> = local
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !addrs.contains(&Ipv4Addr::from(*k)))
+            .collect();
+        for key in stale {
+            let _ = local.remove(&key);
+        }
+        for addr in addrs {
+            local
+                .insert(addr.octets(), 1, 0)
+                .map_err(DatapathError::map(
+                    maps::LOCAL_ADDRS,
+                    format!("adding {addr}"),
+                ))?;
+        }
+        Ok(())
+    }
+
+    /// Registers a container interface for direct delivery (see `CT_FLAG_PEER`).
+    pub fn set_endpoint(&self, addr: Ipv4Addr, host_ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
+        let endpoint = Endpoint {
+            host_ifindex,
+            mac,
+            _pad: [0; 2],
+        };
+        endpoints
+            .insert(addr.octets(), endpoint, 0)
+            .map_err(DatapathError::map(
+                maps::ENDPOINTS,
+                format!("registering endpoint {addr}"),
+            ))
+    }
+
+    pub fn remove_endpoint(&self, addr: Ipv4Addr) -> Result<()> {
+        let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
+        remove_key(&mut endpoints, &addr.octets()).map_err(DatapathError::map(
+            maps::ENDPOINTS,
+            format!("forgetting endpoint {addr}"),
+        ))?;
+        Ok(())
+    }
+
+    /// Removes these conntrack entries (garbage collection); returns how many were there.
+    pub fn remove_conntrack(&self, keys: &[CtKey]) -> Result<usize> {
+        let mut ct: Conntrack = self.map(maps::CONNTRACK)?;
+        let mut removed = 0;
+        for key in keys {
+            if remove_key(&mut ct, key)
+                .map_err(DatapathError::map(maps::CONNTRACK, "removing entries"))?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Empties the conntrack table; returns how many entries it removed (the programs may
+    /// have deleted some of those it listed meanwhile).
+    pub fn flush_conntrack(&self) -> Result<usize> {
+        let ct: Conntrack = self.map(maps::CONNTRACK)?;
+        let keys: Vec<CtKey> = ct.keys().filter_map(|k| k.ok()).collect();
+        self.remove_conntrack(&keys)
+    }
+}
+
+/// Removes `key` from `map`; an absent key is no error. Returns whether it was there.
+pub(super) fn remove_key<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+) -> Result<bool, MapError> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        // aya reports a missing key on delete as the syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
