@@ -76,13 +76,23 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
 
     // Programs take the log level when loaded, so before they are (re)attached below.
     ctx.datapath()?.set_log_level(log_level as u8)?;
-    if let Some(mut net) = new_default {
-        net.ifindex = network::realize(ctx, &net).await?;
-        ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
-    }
-    // Re-attach everything: repairs bridges deleted behind netpath's back and replaces the
-    // programs of an earlier netpath atomically.
-    let names: Vec<String> = ctx.state.networks.keys().cloned().collect();
+    let created = match new_default {
+        Some(mut net) => {
+            net.ifindex = network::realize(ctx, &net).await?;
+            ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
+            true
+        }
+        None => false,
+    };
+    // Re-attach everything else: repairs bridges deleted behind netpath's back and replaces
+    // the programs of an earlier netpath atomically.
+    let names: Vec<String> = ctx
+        .state
+        .networks
+        .keys()
+        .filter(|name| !(created && *name == DEFAULT_NETWORK))
+        .cloned()
+        .collect();
     for name in names {
         let ifindex = network::realize(ctx, &ctx.state.networks[&name])
             .await
