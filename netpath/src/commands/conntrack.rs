@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result};
 use super::Ctx;
 use crate::{
     cli::ConntrackArgs,
-    model::conntrack::{self, Filter},
+    model::conntrack::{self, Connection, Filter},
     output::Response,
     system::datapath::{self, Datapath},
 };
@@ -36,6 +36,20 @@ pub fn flush(ctx: &mut Ctx) -> Result<Response> {
     Ok(Response::Done(vec![format!(
         "flushed {removed} conntrack entries"
     )]))
+}
+
+/// Removes both entries of every connection `selected` picks; returns how many entries went.
+pub fn forget(
+    ctx: &mut Ctx,
+    dp: &Datapath,
+    selected: impl Fn(&Connection) -> bool,
+) -> Result<usize> {
+    let entries = dp.conntrack().context("reading the conntrack table")?;
+    let removed = dp
+        .remove_conntrack(&conntrack::keys_where(&entries, selected))
+        .context("removing conntrack entries")?;
+    record_removed(ctx, removed);
+    Ok(removed)
 }
 
 /// Counts conntrack entries that netpath removed itself (flush, garbage collection), so

@@ -15,7 +15,7 @@ use nix::{
 };
 use serde::Serialize;
 
-use super::{Ctx, Teardown, check_name, publish};
+use super::{Ctx, Teardown, check_name, conntrack, publish};
 use crate::{
     cli::{ConnectArgs, ExecArgs, RunArgs},
     model::ipam,
@@ -275,11 +275,26 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     Ok(t.finish()?)
 }
 
-/// Removes the container's host-side veths (their peers go with them), its namespace and its
-/// /etc/netns directory. Pieces already gone are skipped, not errors.
-pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
+/// Removes the container's connections from conntrack (TCP included: nothing will answer
+/// them, and a container started later on the same address must not inherit them), its
+/// host-side veths (their peers go with them), its namespace and its /etc/netns directory.
+/// Pieces already gone are skipped, not errors.
+pub async fn teardown(ctx: &mut Ctx, name: &str, container: &Container) -> Teardown {
     let mut t = Teardown::default();
     let dp = Datapath::existing(&ctx.scope);
+    if let Some(dp) = &dp {
+        let ips: Vec<Ipv4Addr> = container.endpoints.iter().map(|e| e.ip).collect();
+        match conntrack::forget(ctx, dp, |c| ips.iter().any(|ip| c.involves(*ip))) {
+            Ok(0) => {}
+            forgotten => {
+                let what = match &forgotten {
+                    Ok(n) => format!("{n} conntrack entries of {name}"),
+                    Err(_) => format!("conntrack entries of {name}"),
+                };
+                t.step(what, forgotten);
+            }
+        }
+    }
     for e in &container.endpoints {
         if let Some(dp) = &dp {
             t.step(

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use netpath_common::{PublishKey, PublishTarget};
 
-use super::{Ctx, Teardown, check_ifname};
+use super::{Ctx, Teardown, check_ifname, conntrack};
 use crate::{
     cli::PublishArgs,
     model::masquerade::NatPorts,
@@ -58,7 +58,7 @@ pub async fn unpublish(ctx: &mut Ctx, args: PublishArgs) -> Result<Response> {
     }
     if !removed.is_empty() {
         let dp = ctx.datapath()?;
-        apply(&dp, &ctx.state.networks, &[], &removed)?;
+        withdraw(ctx, &dp, &removed)?;
     }
     ctx.state.publishes = publishes;
     Ok(Response::Done(vec![format!(
@@ -232,6 +232,16 @@ fn apply(
     result.context("updating the published ports")
 }
 
+/// Takes `removed` out of the datapath and forgets the UDP flows through them: UDP has no
+/// close to wait for, so a client that keeps sending would reach the old target until its
+/// flow times out (Docker and the CNI portmap plugin flush them too). TCP connections live on
+/// until they close, as long as their container does.
+fn withdraw(ctx: &mut Ctx, dp: &Datapath, removed: &[Mapping]) -> Result<()> {
+    apply(dp, &ctx.state.networks, &[], removed)?;
+    conntrack::forget(ctx, dp, |c| removed.iter().any(|m| c.is_udp_through(m)))?;
+    Ok(())
+}
+
 /// Every IPv4 address of the namespace, and 127.0.0.1 even while lo is down: what HOST_IP
 /// may be, and what the socket programs treat as local.
 pub async fn local_addrs(nl: &Netlink) -> Result<Vec<Ipv4Addr>> {
@@ -341,7 +351,7 @@ pub fn unpublish_where(
         return t;
     }
     let result = match Datapath::existing(&ctx.scope) {
-        Some(dp) => apply(&dp, &ctx.state.networks, &[], &removed),
+        Some(dp) => withdraw(ctx, &dp, &removed),
         None => Ok(()),
     };
     if t.step(

@@ -8,6 +8,8 @@ use netpath_common::{
 };
 use serde::Serialize;
 
+use crate::model::publish::Mapping;
+
 use crate::model::parse::ParseError;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
@@ -149,15 +151,48 @@ fn state_name(state: u8) -> &'static str {
 /// An expired entry already blocks nothing; removing it only frees the slot early.
 pub fn expired_keys(entries: &[(CtKey, CtEntry)], now_ns: u64) -> Vec<CtKey> {
     connections(entries, now_ns, &Filter::default())
-        .into_iter()
+        .iter()
         .filter(|c| c.expired)
-        .flat_map(|c| {
-            [
-                c.original.key(c.proto_number),
-                c.translated.reversed().key(c.proto_number),
-            ]
-        })
+        .flat_map(Connection::keys)
         .collect()
+}
+
+/// The keys of both entries of every connection `selected` picks, live or not: what netpath
+/// removes when the far end of those connections goes away.
+pub fn keys_where(
+    entries: &[(CtKey, CtEntry)],
+    selected: impl Fn(&Connection) -> bool,
+) -> Vec<CtKey> {
+    connections(entries, 0, &Filter::default())
+        .iter()
+        .filter(|c| selected(c))
+        .flat_map(Connection::keys)
+        .collect()
+}
+
+impl Connection {
+    /// Its entries' keys: the original tuple, and the reverse of the translated one.
+    fn keys(&self) -> [CtKey; 2] {
+        [
+            self.original.key(self.proto_number),
+            self.translated.reversed().key(self.proto_number),
+        ]
+    }
+
+    /// Whether `addr` is the container it was translated to (a published port, hairpin) or
+    /// the one that opened it (masquerade): its flows go when it does.
+    pub fn involves(&self, addr: Ipv4Addr) -> bool {
+        self.translated.dst == addr || self.original.src == addr
+    }
+
+    /// Whether it is a UDP flow that came in through `m` (from outside or by hairpin).
+    pub fn is_udp_through(&self, m: &Mapping) -> bool {
+        self.proto_number == PROTO_UDP
+            && m.proto.number() == PROTO_UDP
+            && self.original.dport == m.host_port
+            && m.host_ip.is_none_or(|ip| self.original.dst == ip)
+            && (self.translated.dst, self.translated.dport) == (m.container_ip, m.container_port)
+    }
 }
 
 /// Pairs each forward entry with its reply entry (keyed by the reverse of the forward's
