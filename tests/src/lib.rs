@@ -16,6 +16,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+#[cfg(feature = "datapath")]
+pub mod packet;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// The netpath binary of the running executable's profile (target/<profile>/netpath, seen
