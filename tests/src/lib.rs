@@ -126,6 +126,15 @@ impl Sandbox {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("netpath {args:?}: {e}: {text}"))
     }
 
+    /// `netpath up -d UP...`, then the first container, `<prefix>-web` (172.17.0.2 on the
+    /// default network); returns its name.
+    pub fn up_with_web(&self, up: &[&str]) -> String {
+        self.ok(&[&["up", "-d"], up].concat());
+        let web = self.name("web");
+        self.ok(&["run", &web]);
+        web
+    }
+
     /// Runs netpath, expects failure, and returns the error message.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.netpath(args);

@@ -29,9 +29,7 @@ fn exchange(conn: &mut Proc, tag: &str, n: u32) {
 fn connections_survive_a_restart() {
     let sb = sandbox();
     let client = sb.client().unwrap();
-    let web = sb.name("web");
-    sb.ok(&["up", "-d", "--publish", "8081:172.17.0.2:81"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&["--publish", "8081:172.17.0.2:81"]);
     let _in_server = server(&sb, &web, &["mirror", "81"]);
     let _out_server = server(&sb, &client.netns, &["mirror", "9000"]);
     // One connection through the published port, one through masquerade.

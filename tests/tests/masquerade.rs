@@ -68,9 +68,7 @@ fn conntrack(sb: &Sandbox, args: &[&str]) -> Vec<Value> {
 fn tcp_udp_and_a_long_transfer_leave_with_the_external_address() {
     let sb = sandbox();
     let cl = outside(&sb);
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
     let _udp = server(&sb, &cl.netns, &["udp", SERVER, "53"]);
     let masq_new = counter(&sb, Counter::MasqNew);
@@ -197,9 +195,7 @@ fn routed(sb: &Sandbox) -> (Client, Client) {
 fn ping_and_icmp_errors_are_translated_back() {
     let sb = sandbox();
     let (_router, far) = routed(&sb);
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _tcp = server(&sb, &far.netns, &["echo", "80"]);
 
     assert!(sb.ping(&web, "198.51.100.2"), "ping through masquerade");
@@ -373,9 +369,7 @@ fn several_externals_and_an_address_change() {
     ] {
         ip(args).unwrap();
     }
-    let web = sb.name("web");
-    sb.ok(&["up", "-d", "--external", "ext0", "--external", "ext1"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&["--external", "ext0", "--external", "ext1"]);
     let _tcp = server(&sb, c, &["echo", "80"]);
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);
     assert_eq!(
@@ -487,9 +481,7 @@ fn conntrack_lists_flushes_and_expired_entries_free_their_port() {
 fn a_full_conntrack_table_evicts_the_oldest() {
     let sb = sandbox();
     let cl = outside(&sb);
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
 
     // Fill the table with stale UDP entries of a made-up flow.

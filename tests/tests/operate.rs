@@ -27,16 +27,12 @@ const FRAME: u64 = 14 + 20 + 8 + PAYLOAD;
 fn setup() -> (Sandbox, Client, String, Proc) {
     let sb = sandbox();
     let client = sb.client().expect("client namespace");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8080:172.17.0.2:80",
         "--publish",
         "5353:172.17.0.2:53/udp",
     ]);
-    let web = sb.name("web");
-    sb.ok(&["run", &web]);
     let sink = server(&sb, &web, &["sink", "53"]);
     (sb, client, web, sink)
 }
@@ -425,9 +421,7 @@ fn down_leaves_no_bpf_object_behind() {
     let net_before = bpftool(Some(&sb.host), &["net", "show"]);
     assert!(!pins.exists());
 
-    sb.ok(&["up", "-d", "--publish", "8080:172.17.0.2:80"]);
-    let web = sb.name("web");
-    sb.ok(&["run", &web]);
+    let _web = sb.up_with_web(&["--publish", "8080:172.17.0.2:80"]);
     let status = sb.ok_json(&["status", "--json"]);
     let attachments = status["attachments"].as_array().unwrap();
     // 3 on the bridge and the external interface, 1 on the container's veth, 4 cgroup hooks.

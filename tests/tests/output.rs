@@ -13,9 +13,7 @@ use netpath_tests::{Sandbox, sandbox, wait_until};
 /// `up -d` with a published port and a container, so that every read command has rows.
 fn setup() -> (Sandbox, String) {
     let sb = sandbox();
-    sb.ok(&["up", "-d", "--publish", "8080:172.17.0.2:80"]);
-    let web = sb.name("web");
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&["--publish", "8080:172.17.0.2:80"]);
     (sb, web)
 }
 

@@ -40,16 +40,12 @@ fn publish_entries(sb: &Sandbox) -> BTreeSet<String> {
 fn tcp_publish_reaches_the_container_with_the_clients_address() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
         "8081:172.17.0.2:81",
     ]);
-    sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _echo = server(&sb, &web, &["echo", "81"]);
     let nat_new = counter(&sb, Counter::NatNew);
@@ -159,16 +155,12 @@ fn udp_publish_and_udp_port_range() {
 fn many_concurrent_connections_and_a_long_transfer() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
         "8089:172.17.0.2:5000",
     ]);
-    sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _stream = server(&sb, &web, &["echo", "5000"]);
 
@@ -244,16 +236,12 @@ fn many_concurrent_connections_and_a_long_transfer() {
 fn published_ports_are_reachable_from_the_host_itself() {
     let sb = sandbox();
     let _cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
         "9053:172.17.0.2:53/udp",
     ]);
-    sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _udp = server(&sb, &web, &["udp", "0.0.0.0", "53"]);
     for (url, addr) in [
@@ -313,9 +301,7 @@ fn hairpin_from_containers_through_the_hosts_address() {
 fn unpublish_stops_new_connections_and_keeps_established_ones() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _echo = server(&sb, &web, &["echo", "81"]);
     sb.ok(&["publish", "8081:172.17.0.2:81"]);
     let (mut conn, line) = connected(&sb, &cl.netns, EXT_ADDR, 8081);
@@ -351,9 +337,7 @@ fn unpublish_stops_new_connections_and_keeps_established_ones() {
 fn traffic_to_unpublished_ports_is_untouched() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d", "--publish", "8088:172.17.0.2:80"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&["--publish", "8088:172.17.0.2:80"]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _host_http = server(&sb, &sb.host, &["http", "8000"]);
 
@@ -414,9 +398,7 @@ fn traffic_to_unpublished_ports_is_untouched() {
 fn bad_input_is_a_one_line_error_and_changes_nothing() {
     let sb = sandbox();
     let _cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let _web = sb.up_with_web(&[]);
     sb.ok(&["publish", "8088:172.17.0.2:80"]);
     let state = |sb: &Sandbox| {
         (
@@ -538,9 +520,7 @@ fn bad_input_is_a_one_line_error_and_changes_nothing() {
 fn bulk_publish_and_unpublish_from_a_file() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _http = server(&sb, &web, &["http", "80"]);
     let specs: String = (20000..30000)
         .map(|p| format!("{p}:172.17.0.2:80\n"))
