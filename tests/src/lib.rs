@@ -16,6 +16,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod helpers;
+#[cfg(feature = "datapath")]
+pub mod packet;
+pub mod scripts;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// The netpath binary of the running executable's profile (target/<profile>/netpath, seen
@@ -48,6 +53,11 @@ pub fn unique(tag: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A sandbox for the netpath binary of this profile ([`netpath_bin`]).
+pub fn sandbox() -> Sandbox {
+    Sandbox::new(&netpath_bin()).expect("sandbox")
 }
 
 pub struct Sandbox {
@@ -85,12 +95,18 @@ impl Sandbox {
     /// Python's HTTPServer resolves its own name) would be sent towards the machine's real
     /// resolver, and nothing in a sandbox may target an outside address.
     pub fn netpath(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--netns").arg(&self.host).args(args);
+        let mut cmd = self.command(args);
         if args.first() == Some(&"run") && !args.contains(&"--dns") {
             cmd.args(["--dns", "127.0.0.1"]);
         }
         cmd.output().expect("running netpath")
+    }
+
+    /// The command `netpath --netns <host> ARGS`, to run as the caller needs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--netns").arg(&self.host).args(args);
+        cmd
     }
 
     /// Runs netpath and fails with its stderr unless it succeeds; returns stdout.
@@ -102,6 +118,21 @@ impl Sandbox {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Sandbox::ok`] of a command that prints JSON (`--json`), parsed.
+    pub fn ok_json(&self, args: &[&str]) -> serde_json::Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("netpath {args:?}: {e}: {text}"))
+    }
+
+    /// `netpath up -d UP...`, then the first container, `<prefix>-web` (172.17.0.2 on the
+    /// default network); returns its name.
+    pub fn up_with_web(&self, up: &[&str]) -> String {
+        self.ok(&[&["up", "-d"], up].concat());
+        let web = self.name("web");
+        self.ok(&["run", &web]);
+        web
     }
 
     /// Runs netpath, expects failure, and returns the error message.
@@ -117,10 +148,8 @@ impl Sandbox {
 
     /// Runs `netpath --netns <host> ARGS` with `input` on its stdin.
     pub fn netpath_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(&self.bin)
-            .arg("--netns")
-            .arg(&self.host)
-            .args(args)
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -149,19 +178,9 @@ impl Sandbox {
         ip(&["netns", "add", &client.netns])?;
         let n = &client.netns;
         let h = &self.host;
-        for args in [
-            vec![
-                "-n", h, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", n,
-            ],
-            vec!["-n", h, "addr", "add", "203.0.113.1/24", "dev", "ext0"],
-            vec!["-n", h, "link", "set", "ext0", "up"],
-            vec!["-n", n, "addr", "add", "203.0.113.2/24", "dev", "eth0"],
-            vec!["-n", n, "link", "set", "eth0", "up"],
-            vec!["-n", n, "link", "set", "lo", "up"],
-            vec!["-n", h, "route", "add", "default", "via", CLIENT_ADDR],
-        ] {
-            ip(&args)?;
-        }
+        helpers::veth((h, "ext0", "203.0.113.1/24"), (n, "eth0", "203.0.113.2/24"))?;
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        ip(&["-n", h, "route", "add", "default", "via", CLIENT_ADDR])?;
         Ok(client)
     }
 
@@ -251,6 +270,17 @@ impl Sandbox {
             .args(cmd)
             .output()
             .expect("running ip netns exec")
+    }
+
+    /// [`Sandbox::exec`] that must succeed; its stdout.
+    pub fn exec_ok(&self, netns: &str, cmd: &[&str]) -> String {
+        let out = self.exec(netns, cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {netns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// One ping, one second at most: true when answered.

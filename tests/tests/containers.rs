@@ -2,12 +2,8 @@
 //! "host" namespace, and real traffic and `ip -j` check what the kernel ended up with.
 use std::{collections::BTreeSet, process::Command};
 
-use netpath_tests::{Sandbox, ip_json, netpath_bin};
+use netpath_tests::{Sandbox, ip_json, netpath_bin, sandbox};
 use serde_json::Value;
-
-fn sandbox() -> Sandbox {
-    Sandbox::new(&netpath_bin()).expect("sandbox")
-}
 
 /// What a test must find unchanged after teardown: links and addresses of the host
 /// namespace, the sandbox's named namespaces, and netpath's state and pins.
@@ -178,8 +174,7 @@ fn other_network_modes() {
     sb.ok(&["run", &shared, "--net", &format!("container:{a}")]);
 
     let links = |name: &str| -> BTreeSet<String> {
-        let out = sb.ok(&["exec", name, "--", "ip", "-j", "link"]);
-        let v: Value = serde_json::from_str(&out).unwrap();
+        let v = sb.ok_json(&["exec", name, "--", "ip", "-j", "link"]);
         iter(&v)
             .map(|l| l["ifname"].as_str().unwrap().to_owned())
             .collect()
@@ -215,7 +210,7 @@ fn other_network_modes() {
         sb.fails(&["connect", &shared, "default"])
             .contains("cannot be connected")
     );
-    let ps: Value = serde_json::from_str(&sb.ok(&["ps", "--json"])).unwrap();
+    let ps = sb.ok_json(&["ps", "--json"]);
     assert_eq!(iter(&ps).count(), 4);
     assert!(iter(&ps).all(|c| c["missing"].as_array().unwrap().is_empty()));
 }
@@ -340,11 +335,7 @@ fn default_subnet_avoids_routes_in_use() {
         "ip addr add 172.17.5.1/16 dev other0",
         "ip link set other0 up",
     ] {
-        assert!(
-            sb.exec(&sb.host, &cmd.split(' ').collect::<Vec<_>>())
-                .status
-                .success()
-        );
+        sb.exec_ok(&sb.host, &cmd.split(' ').collect::<Vec<_>>());
     }
     let out = sb.ok(&["up", "-d"]);
     assert!(out.contains("172.18.0.0/16"), "{out}");
@@ -399,11 +390,7 @@ fn an_existing_bridge_is_adopted_and_never_deleted() {
         "ip addr add 198.51.100.1/24 dev br-mine",
         "ip link set br-mine up",
     ] {
-        assert!(
-            sb.exec(&sb.host, &cmd.split(' ').collect::<Vec<_>>())
-                .status
-                .success()
-        );
+        sb.exec_ok(&sb.host, &cmd.split(' ').collect::<Vec<_>>());
     }
     let before = snapshot(&sb);
     let out = sb.ok(&["up", "-d", "--bridge", "br-mine"]);
@@ -441,7 +428,7 @@ fn things_deleted_behind_netpaths_back_are_reconciled() {
             .unwrap()
             .success()
     );
-    let ps: Value = serde_json::from_str(&sb.ok(&["ps", "--json"])).unwrap();
+    let ps = sb.ok_json(&["ps", "--json"]);
     let missing = &iter(&ps).find(|c| c["name"] == a.as_str()).unwrap()["missing"];
     assert!(!missing.as_array().unwrap().is_empty(), "{ps}");
     sb.ok(&["rm", &a]);
@@ -462,12 +449,10 @@ fn concurrent_invocations_never_share_an_address() {
     // Twelve `netpath run` processes at once: the lock serializes them, IPAM keeps them apart.
     let handles: Vec<_> = (0..12)
         .map(|i| {
-            let (bin, host, name) = (netpath_bin(), sb.host.clone(), sb.name(&format!("q{i}")));
+            let name = sb.name(&format!("q{i}"));
+            let mut run = sb.command(&["run", &name]);
             std::thread::spawn(move || {
-                let out = Command::new(bin)
-                    .args(["--netns", &host, "run", &name])
-                    .output()
-                    .unwrap();
+                let out = run.output().unwrap();
                 assert!(
                     out.status.success(),
                     "{}",

@@ -6,41 +6,12 @@ use std::{
 };
 
 use netpath::system::datapath::{Datapath, DatapathError};
-use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Proc, Sandbox, netpath_bin};
-
-fn sandbox() -> Sandbox {
-    Sandbox::new(&netpath_bin()).expect("sandbox")
-}
-
-/// An echo server: every line comes back. Prints "ready" once it listens.
-const ECHO: &str = r#"
-import socketserver, sys
-class E(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            self.wfile.write(line)
-class S(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-srv = S((sys.argv[1], int(sys.argv[2])), E)
-print('ready', flush=True)
-srv.serve_forever()
-"#;
-
-/// A long-lived connection: sends each stdin line, prints the echo (or the error that broke
-/// the connection, e.g. a reset).
-const HOLD: &str = r#"
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-print('connected', flush=True)
-for line in sys.stdin:
-    try:
-        s.sendall(line.encode())
-        print(s.recv(4096).decode().strip(), flush=True)
-    except OSError as e:
-        print('broken: %s' % e, flush=True)
-        break
-"#;
+use netpath_tests::{
+    CLIENT_ADDR, EXT_ADDR, Proc,
+    helpers::datapath,
+    netpath_bin, sandbox,
+    scripts::{connected, server},
+};
 
 /// Sends `n` numbered lines over `conn` and expects each echoed.
 fn exchange(conn: &mut Proc, tag: &str, n: u32) {
@@ -59,14 +30,12 @@ fn exchange(conn: &mut Proc, tag: &str, n: u32) {
 fn connections_survive_a_restart() {
     let sb = sandbox();
     let client = sb.client().unwrap();
-    let web = sb.name("web");
-    sb.ok(&["up", "-d", "--publish", "8081:172.17.0.2:81"]);
-    sb.ok(&["run", &web]);
-    let _in_server = sb.start_python(&web, ECHO, &["0.0.0.0", "81"], "ready");
-    let _out_server = sb.start_python(&client.netns, ECHO, &[CLIENT_ADDR, "9000"], "ready");
+    let web = sb.up_with_web(&["--publish", "8081:172.17.0.2:81"]);
+    let _in_server = server(&sb, &web, &["mirror", "81"]);
+    let _out_server = server(&sb, &client.netns, &["mirror", "9000"]);
     // One connection through the published port, one through masquerade.
-    let mut inbound = sb.start_python(&client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
-    let mut outbound = sb.start_python(&web, HOLD, &[CLIENT_ADDR, "9000"], "connected");
+    let (mut inbound, _) = connected(&sb, &client.netns, EXT_ADDR, 8081);
+    let (mut outbound, _) = connected(&sb, &web, CLIENT_ADDR, 9000);
     exchange(&mut inbound, "in", 5);
     exchange(&mut outbound, "out", 5);
 
@@ -84,10 +53,7 @@ fn connections_survive_a_restart() {
         after.as_array().unwrap().len(),
         "the restart changed the conntrack table"
     );
-    let counters = netpath::system::datapath::Datapath::existing(&sb.host)
-        .unwrap()
-        .counters()
-        .unwrap();
+    let counters = datapath(&sb).counters().unwrap();
     let drops: u64 = counters
         .iter()
         .filter(|(c, _)| c.name().starts_with("drop_"))
@@ -102,22 +68,19 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
     let client = sb.client().unwrap();
     let web = sb.name("web");
     let up = KillOnDrop(Some(
-        Command::new(netpath_bin())
-            .args([
-                "--netns",
-                &sb.host,
-                "up",
-                "--publish",
-                "8081:172.17.0.2:81",
-                "--gc-interval",
-                "1",
-                "--log-level",
-                "info",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        sb.command(&[
+            "up",
+            "--publish",
+            "8081:172.17.0.2:81",
+            "--gc-interval",
+            "1",
+            "--log-level",
+            "info",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
     ));
     // It is up once `run` finds the default network (loading the programs with logging on
     // takes the verifier a few seconds on a busy machine).
@@ -134,8 +97,8 @@ fn foreground_up_keeps_the_datapath_after_sigterm() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _server = sb.start_python(&web, ECHO, &["0.0.0.0", "81"], "ready");
-    let mut conn = sb.start_python(&client.netns, HOLD, &[EXT_ADDR, "8081"], "connected");
+    let _server = server(&sb, &web, &["mirror", "81"]);
+    let (mut conn, _) = connected(&sb, &client.netns, EXT_ADDR, 8081);
     exchange(&mut conn, "fg", 3);
     // Other commands are not locked out while it runs.
     sb.ok(&["ps"]);
@@ -281,10 +244,10 @@ fn commands_racing_the_first_up_never_break_it() {
     // `up` waiting on that lock must not end up sharing the scope with the next command.
     let pollers: Vec<_> = (0..4)
         .map(|_| {
-            let (bin, host) = (netpath_bin(), sb.host.clone());
+            let mut ps = sb.command(&["ps"]);
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    let _ = Command::new(&bin).args(["--netns", &host, "ps"]).output();
+                    let _ = ps.output();
                 }
             })
         })

@@ -2,133 +2,24 @@
 //! address of the host's external interface, through the eBPF programs and their conntrack
 //! maps (no iptables). The client namespace of [`Sandbox::client`] is the "outside"; servers
 //! there listen on 198.51.100.10 (on its lo, reached through the host's default route).
-//! Servers and clients are python3 one-liners; every wait and every command is bounded.
+//! Servers and clients are the python3 scripts of [`netpath_tests::scripts`]; every wait and
+//! every command is bounded.
 use std::{collections::BTreeSet, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
-use netpath::system::datapath::Datapath;
 use netpath_common::{CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, MAX_CONNTRACK, PROTO_UDP};
-use netpath_tests::{CLIENT_ADDR, Client, EXT_ADDR, Proc, Sandbox, ip, netpath_bin};
+use netpath_tests::{
+    CLIENT_ADDR, Client, EXT_ADDR, Proc, Sandbox,
+    helpers::{counter, ip_port, veth},
+    ip, sandbox,
+    scripts::{client, hold, one, roundtrip, server},
+};
 use serde_json::Value;
 
 /// The server address outside, on the client namespace's lo.
 const SERVER: &str = "198.51.100.10";
 const WEB: &str = "172.17.0.2";
 const OTHER: &str = "172.17.0.3";
-
-/// Servers, by mode (each prints "ready" once listening):
-/// - `tcp PORT`: per connection, answers every line with "PEER_IP:PEER_PORT LINE"; a first
-///   line "put N" is followed by N bytes instead and answered with "N_RECEIVED SHA256";
-/// - `udp PORT ADDR`: answers every datagram with "PEER_IP:PEER_PORT PAYLOAD". Bound to
-///   ADDR: from a wildcard socket the answer would leave with the address routing picks,
-///   not the one the request went to.
-const SERVERS: &str = r#"
-import sys, socket, socketserver, hashlib
-def out(s): print(s, flush=True)
-mode, port = sys.argv[1], int(sys.argv[2])
-if mode == 'tcp':
-    class H(socketserver.StreamRequestHandler):
-        def handle(self):
-            peer = '%s:%d' % self.client_address
-            for line in self.rfile:
-                if line.startswith(b'put '):
-                    n = int(line.split()[1]); h = hashlib.sha256(); got = 0
-                    while got < n:
-                        chunk = self.rfile.read1(min(1 << 20, n - got))
-                        if not chunk: break
-                        h.update(chunk); got += len(chunk)
-                    self.wfile.write(('%d %s\n' % (got, h.hexdigest())).encode())
-                else:
-                    self.wfile.write(('%s %s' % (peer, line.decode())).encode())
-    class S(socketserver.ThreadingTCPServer):
-        allow_reuse_address = True
-        daemon_threads = True
-        request_queue_size = 256
-    srv = S(('0.0.0.0', port), H)
-    out('ready'); srv.serve_forever()
-else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((sys.argv[3], port))
-    out('ready')
-    while True:
-        data, peer = s.recvfrom(65535)
-        s.sendto(('%s:%d %s' % (peer[0], peer[1], data.decode())).encode(), peer)
-"#;
-
-/// Clients, by mode; SPORT 0 lets the kernel choose the source port:
-/// - `hold HOST PORT SPORT`: connects (3 s), prints "connected LOCAL" or "error ...", then
-///   sends every stdin line and prints the answer;
-/// - `ask HOST PORT SPORT`: one line over a new connection; prints the answer or "error ...";
-///   with `rst` as a fifth argument it then closes with a RST;
-/// - `udp HOST PORT SPORT`: one datagram (3 tries, 1 s each); prints the answer or "timeout";
-/// - `refused HOST PORT`: a datagram on a connected socket; prints "refused" when an ICMP
-///   port unreachable comes back, else "timeout" or the answer;
-/// - `put HOST PORT N`: uploads N bytes; prints "sent N SHA" and the server's "N SHA".
-const CLIENTS: &str = r#"
-import sys, socket, hashlib, random, struct
-def out(s): print(s, flush=True)
-def addr(a): return '%s:%d' % a
-mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def tcp(sport):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', sport)); s.settimeout(3); s.connect((host, port))
-    return s
-if mode == 'hold':
-    try:
-        s = tcp(int(sys.argv[4]))
-    except OSError as e:
-        out('error %s' % e); sys.exit()
-    out('connected %s' % addr(s.getsockname()))
-    f = s.makefile('rb')
-    for line in sys.stdin:
-        try:
-            s.sendall(line.encode()); out(f.readline().decode().rstrip('\n') or 'eof')
-        except OSError as e:
-            out('error %s' % e)
-elif mode == 'ask':
-    try:
-        s = tcp(int(sys.argv[4])); s.sendall(b'hi\n')
-        out(s.makefile('rb').readline().decode().rstrip('\n') or 'eof')
-        if sys.argv[5:] == ['rst']:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-        s.close()
-    except OSError as e:
-        out('error %s' % e)
-elif mode == 'udp':
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', int(sys.argv[4]))); s.settimeout(1)
-    for _ in range(3):
-        s.sendto(b'query', (host, port))
-        try:
-            out(s.recvfrom(65535)[0].decode()); break
-        except socket.timeout:
-            pass
-    else:
-        out('timeout')
-elif mode == 'refused':
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect((host, port)); s.settimeout(3)
-    try:
-        s.send(b'x'); out(s.recv(100).decode())
-    except ConnectionRefusedError:
-        out('refused')
-    except socket.timeout:
-        out('timeout')
-elif mode == 'put':
-    n = int(sys.argv[4])
-    s = socket.create_connection((host, port), timeout=30)
-    s.sendall(b'put %d\n' % n)
-    data = random.Random(7).randbytes(n)
-    s.sendall(data)
-    out('sent %d %s' % (n, hashlib.sha256(data).hexdigest()))
-    out(s.makefile('rb').readline().decode().strip())
-"#;
-
-fn sandbox() -> Sandbox {
-    Sandbox::new(&netpath_bin()).expect("sandbox")
-}
 
 /// The sandbox with its client namespace as the outside, [`SERVER`] on the client's lo.
 fn outside(sb: &Sandbox) -> Client {
@@ -146,23 +37,6 @@ fn outside(sb: &Sandbox) -> Client {
     cl
 }
 
-/// A server of [`SERVERS`]: `tcp` on every address, `udp` on [`SERVER`].
-fn server(sb: &Sandbox, netns: &str, mode: &str, port: u16) -> Proc {
-    sb.start_python(netns, SERVERS, &[mode, &port.to_string(), SERVER], "ready")
-}
-
-/// Runs a client of [`CLIENTS`] to completion (at most `secs`); its stdout lines.
-fn client(sb: &Sandbox, netns: &str, secs: u32, args: &[&str]) -> Vec<String> {
-    sb.run_python(netns, secs, CLIENTS, args)
-}
-
-/// The one line a client printed.
-fn one(sb: &Sandbox, netns: &str, args: &[&str]) -> String {
-    let lines = client(sb, netns, 20, args);
-    assert_eq!(lines.len(), 1, "client {args:?} in {netns}: {lines:?}");
-    lines.into_iter().next().unwrap()
-}
-
 /// The source the server saw for a one-line TCP exchange from `netns` (SPORT 0: any).
 fn tcp_source(sb: &Sandbox, netns: &str, host: &str, sport: u16) -> String {
     let line = one(sb, netns, &["ask", host, "80", &sport.to_string()]);
@@ -171,70 +45,21 @@ fn tcp_source(sb: &Sandbox, netns: &str, host: &str, sport: u16) -> String {
         .to_owned()
 }
 
-/// A held connection from `netns` and the line it printed ("connected ..." or "error ...").
-fn hold(sb: &Sandbox, netns: &str, host: &str, sport: u16) -> (Proc, String) {
-    let sport = sport.to_string();
-    let proc = sb
-        .spawn(
-            netns,
-            &[
-                "timeout", "120", "python3", "-c", CLIENTS, "hold", host, "80", &sport,
-            ],
-        )
-        .expect("starting a client");
-    let line = proc
-        .line(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("hold {host}:80 from {netns}: no output"));
-    (proc, line)
-}
-
 /// The source the server sees on a held connection.
 fn seen(proc: &mut Proc, what: &str) -> String {
-    proc.send("hi").expect("writing to the client");
-    let line = proc
-        .line(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("{what}: no answer within 10 s"));
+    let line = roundtrip(proc, "hi");
     line.strip_suffix(" hi")
         .unwrap_or_else(|| panic!("{what}: {line}"))
         .to_owned()
-}
-
-fn ip_port(s: &str) -> (String, u16) {
-    let (ip, port) = s
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("not IP:PORT: {s}"));
-    (ip.to_owned(), port.parse().unwrap())
-}
-
-fn counter(sb: &Sandbox, which: Counter) -> u64 {
-    Datapath::existing(&sb.host)
-        .expect("netpath pins exist")
-        .counters()
-        .expect("reading counters")
-        .into_iter()
-        .find(|(c, _)| *c == which)
-        .map(|(_, n)| n)
-        .expect("counter exists")
-}
-
-fn run_ok(sb: &Sandbox, netns: &str, cmd: &[&str]) -> String {
-    let out = sb.exec(netns, cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} in {netns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `netpath conntrack --json ARGS`, parsed.
 fn conntrack(sb: &Sandbox, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["conntrack", "--json"];
     all.extend_from_slice(args);
-    let out = sb.ok(&all);
-    match serde_json::from_str(&out) {
-        Ok(Value::Array(v)) => v,
-        other => panic!("conntrack --json: not a JSON array: {other:?}: {out}"),
+    match sb.ok_json(&all) {
+        Value::Array(v) => v,
+        other => panic!("conntrack --json: not a JSON array: {other}"),
     }
 }
 
@@ -243,16 +68,14 @@ fn conntrack(sb: &Sandbox, args: &[&str]) -> Vec<Value> {
 fn tcp_udp_and_a_long_transfer_leave_with_the_external_address() {
     let sb = sandbox();
     let cl = outside(&sb);
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
-    let _tcp = server(&sb, &cl.netns, "tcp", 80);
-    let _udp = server(&sb, &cl.netns, "udp", 53);
+    let web = sb.up_with_web(&[]);
+    let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
+    let _udp = server(&sb, &cl.netns, &["udp", SERVER, "53"]);
     let masq_new = counter(&sb, Counter::MasqNew);
 
     let src = tcp_source(&sb, &web, SERVER, 0);
     assert_eq!(ip_port(&src).0, EXT_ADDR, "TCP: the server saw {src}");
-    let reply = one(&sb, &web, &["udp", SERVER, "53", "0"]);
+    let reply = one(&sb, &web, &["query", SERVER, "53", "0"]);
     assert!(
         reply.starts_with(&format!("{EXT_ADDR}:")) && reply.ends_with(" query"),
         "UDP request/response: {reply}"
@@ -283,13 +106,13 @@ fn source_ports_are_kept_when_free_and_allocated_from_the_range() {
     sb.ok(&["up", "-d", "--masquerade-ports", "45000-45009"]);
     sb.ok(&["run", &web]);
     sb.ok(&["run", &other]);
-    let _tcp = server(&sb, &cl.netns, "tcp", 80);
-    let _udp = server(&sb, &cl.netns, "udp", 53);
+    let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
+    let _udp = server(&sb, &cl.netns, &["udp", SERVER, "53"]);
 
     // The same source port towards the same server from two containers, at once.
-    let (mut a, line) = hold(&sb, &web, SERVER, 40000);
+    let (mut a, line) = hold(&sb, &web, SERVER, 80, 40000);
     assert!(line.starts_with("connected "), "{line}");
-    let (mut b, line) = hold(&sb, &other, SERVER, 40000);
+    let (mut b, line) = hold(&sb, &other, SERVER, 80, 40000);
     assert!(line.starts_with("connected "), "{line}");
     let seen_a = seen(&mut a, "first container");
     let seen_b = seen(&mut b, "second container");
@@ -309,8 +132,8 @@ fn source_ports_are_kept_when_free_and_allocated_from_the_range() {
     assert_eq!(seen(&mut b, "second container again"), seen_b);
 
     // UDP: the same.
-    let ua = one(&sb, &web, &["udp", SERVER, "53", "5353"]);
-    let ub = one(&sb, &other, &["udp", SERVER, "53", "5353"]);
+    let ua = one(&sb, &web, &["query", SERVER, "53", "5353"]);
+    let ub = one(&sb, &other, &["query", SERVER, "53", "5353"]);
     assert!(ua.starts_with(&format!("{EXT_ADDR}:")), "{ua}");
     assert!(ub.starts_with(&format!("{EXT_ADDR}:")), "{ub}");
     assert_ne!(ua, ub, "two UDP flows got the same translated source");
@@ -326,16 +149,16 @@ fn an_exhausted_port_range_drops_and_counts() {
     for n in &names {
         sb.ok(&["run", n]);
     }
-    let _tcp = server(&sb, &cl.netns, "tcp", 80);
-    let (mut a, line) = hold(&sb, &names[0], SERVER, 40000);
+    let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
+    let (mut a, line) = hold(&sb, &names[0], SERVER, 80, 40000);
     assert!(line.starts_with("connected "), "{line}");
-    let (mut b, line) = hold(&sb, &names[1], SERVER, 40000);
+    let (mut b, line) = hold(&sb, &names[1], SERVER, 80, 40000);
     assert!(line.starts_with("connected "), "{line}");
     assert_eq!(seen(&mut a, "a"), format!("{EXT_ADDR}:40000"));
     assert_eq!(seen(&mut b, "b"), format!("{EXT_ADDR}:45000"));
 
     let drops = counter(&sb, Counter::DropNoPort);
-    let (_c, line) = hold(&sb, &names[2], SERVER, 40000);
+    let (_c, line) = hold(&sb, &names[2], SERVER, 80, 40000);
     assert!(
         line.starts_with("error "),
         "a third connection with no port left must fail, got: {line}"
@@ -356,19 +179,14 @@ fn routed(sb: &Sandbox) -> (Client, Client) {
     let router = sb.client().expect("router namespace");
     let far = sb.extra_netns("far").expect("far namespace");
     let (r, f) = (router.netns.as_str(), far.netns.as_str());
-    for args in [
-        &[
-            "-n", r, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", f,
-        ][..],
-        &["-n", r, "link", "set", "eth1", "mtu", "1280", "up"],
-        &["-n", r, "addr", "add", "198.51.100.1/24", "dev", "eth1"],
-        &["-n", f, "addr", "add", "198.51.100.2/24", "dev", "eth0"],
-        &["-n", f, "link", "set", "eth0", "up"],
-        &["-n", f, "route", "add", "default", "via", "198.51.100.1"],
-    ] {
-        ip(args).unwrap();
-    }
-    run_ok(sb, r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    veth(
+        (r, "eth1", "198.51.100.1/24"),
+        (f, "eth0", "198.51.100.2/24"),
+    )
+    .unwrap();
+    ip(&["-n", r, "link", "set", "eth1", "mtu", "1280"]).unwrap();
+    ip(&["-n", f, "route", "add", "default", "via", "198.51.100.1"]).unwrap();
+    sb.exec_ok(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     (router, far)
 }
 
@@ -377,10 +195,8 @@ fn routed(sb: &Sandbox) -> (Client, Client) {
 fn ping_and_icmp_errors_are_translated_back() {
     let sb = sandbox();
     let (_router, far) = routed(&sb);
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
-    let _tcp = server(&sb, &far.netns, "tcp", 80);
+    let web = sb.up_with_web(&[]);
+    let _tcp = server(&sb, &far.netns, &["echo", "80"]);
 
     assert!(sb.ping(&web, "198.51.100.2"), "ping through masquerade");
     let icmp = conntrack(&sb, &["--proto", "icmp"]);
@@ -459,9 +275,9 @@ fn networks_and_exclusions_keep_their_source() {
     sb.ok(&["run", &other]);
     sb.ok(&["run", &db, "--network", "backend"]);
     sb.ok(&["connect", &web, "backend"]);
-    let _srv_other = server(&sb, &other, "tcp", 80);
-    let _srv_db = server(&sb, &db, "tcp", 80);
-    let _srv_out = server(&sb, &cl.netns, "tcp", 80);
+    let _srv_other = server(&sb, &other, &["echo", "80"]);
+    let _srv_db = server(&sb, &db, &["echo", "80"]);
+    let _srv_out = server(&sb, &cl.netns, &["echo", "80"]);
 
     // The trie holds both networks.
     let trie = sb.map_dump("NP_MASQ_EXCL").expect("dumping NP_MASQ_EXCL");
@@ -538,15 +354,9 @@ fn several_externals_and_an_address_change() {
     let (h, c) = (sb.host.as_str(), cl.netns.as_str());
     // A second link to the outside: ext1 192.0.2.1 — eth1 192.0.2.2, with 198.51.100.20
     // routed through it.
+    veth((h, "ext1", "192.0.2.1/24"), (c, "eth1", "192.0.2.2/24")).unwrap();
     for args in [
-        &[
-            "-n", h, "link", "add", "ext1", "type", "veth", "peer", "name", "eth1", "netns", c,
-        ][..],
-        &["-n", h, "addr", "add", "192.0.2.1/24", "dev", "ext1"],
-        &["-n", h, "link", "set", "ext1", "up"],
-        &["-n", c, "addr", "add", "192.0.2.2/24", "dev", "eth1"],
-        &["-n", c, "link", "set", "eth1", "up"],
-        &["-n", c, "addr", "add", "198.51.100.20/32", "dev", "lo"],
+        &["-n", c, "addr", "add", "198.51.100.20/32", "dev", "lo"][..],
         &[
             "-n",
             h,
@@ -559,10 +369,8 @@ fn several_externals_and_an_address_change() {
     ] {
         ip(args).unwrap();
     }
-    let web = sb.name("web");
-    sb.ok(&["up", "-d", "--external", "ext0", "--external", "ext1"]);
-    sb.ok(&["run", &web]);
-    let _tcp = server(&sb, c, "tcp", 80);
+    let web = sb.up_with_web(&["--external", "ext0", "--external", "ext1"]);
+    let _tcp = server(&sb, c, &["echo", "80"]);
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);
     assert_eq!(
         ip_port(&tcp_source(&sb, &web, "198.51.100.20", 0)).0,
@@ -602,13 +410,13 @@ fn conntrack_lists_flushes_and_expired_entries_free_their_port() {
     sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
     sb.ok(&["run", &other]);
-    let _tcp = server(&sb, &cl.netns, "tcp", 80);
-    let _udp = server(&sb, &cl.netns, "udp", 53);
+    let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
+    let _udp = server(&sb, &cl.netns, &["udp", SERVER, "53"]);
 
-    let (mut conn, line) = hold(&sb, &web, SERVER, 40001);
+    let (mut conn, line) = hold(&sb, &web, SERVER, 80, 40001);
     assert!(line.starts_with("connected "), "{line}");
     seen(&mut conn, "held");
-    one(&sb, &web, &["udp", SERVER, "53", "5353"]);
+    one(&sb, &web, &["query", SERVER, "53", "5353"]);
     let listed = conntrack(&sb, &["--addr", WEB]);
     let tcp = listed
         .iter()
@@ -673,10 +481,8 @@ fn conntrack_lists_flushes_and_expired_entries_free_their_port() {
 fn a_full_conntrack_table_evicts_the_oldest() {
     let sb = sandbox();
     let cl = outside(&sb);
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
-    let _tcp = server(&sb, &cl.netns, "tcp", 80);
+    let web = sb.up_with_web(&[]);
+    let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
 
     // Fill the table with stale UDP entries of a made-up flow.
     let path = format!("/sys/fs/bpf/netpath/{}/NP_CT", sb.host);
@@ -721,22 +527,12 @@ fn published_ports_work_alongside_and_across_masquerade() {
     // A second netpath host, linked to the first: peer0 192.0.2.1 — ext0 192.0.2.2.
     let sb2 = sandbox();
     let (h, h2) = (sb.host.as_str(), sb2.host.as_str());
-    for args in [
-        &[
-            "-n", h, "link", "add", "peer0", "type", "veth", "peer", "name", "ext0", "netns", h2,
-        ][..],
-        &["-n", h, "addr", "add", "192.0.2.1/24", "dev", "peer0"],
-        &["-n", h, "link", "set", "peer0", "up"],
-        &["-n", h2, "addr", "add", "192.0.2.2/24", "dev", "ext0"],
-        &["-n", h2, "link", "set", "ext0", "up"],
-        &["-n", h2, "route", "add", "default", "via", "192.0.2.1"],
-    ] {
-        ip(args).unwrap();
-    }
+    veth((h, "peer0", "192.0.2.1/24"), (h2, "ext0", "192.0.2.2/24")).unwrap();
+    ip(&["-n", h2, "route", "add", "default", "via", "192.0.2.1"]).unwrap();
     let remote = sb2.name("remote");
     sb2.ok(&["up", "-d", "--publish", "8090:172.17.0.2:80"]);
     sb2.ok(&["run", &remote]);
-    let _remote_srv = server(&sb2, &remote, "tcp", 80);
+    let _remote_srv = server(&sb2, &remote, &["echo", "80"]);
 
     sb.ok(&[
         "up",
@@ -749,8 +545,8 @@ fn published_ports_work_alongside_and_across_masquerade() {
         "8088:172.17.0.2:80",
     ]);
     sb.ok(&["run", &web]);
-    let _web_srv = server(&sb, &web, "tcp", 80);
-    let _out_srv = server(&sb, &cl.netns, "tcp", 80);
+    let _web_srv = server(&sb, &web, &["echo", "80"]);
+    let _out_srv = server(&sb, &cl.netns, &["echo", "80"]);
 
     // Outbound masquerade and the inbound published port at the same time.
     assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);

@@ -3,12 +3,17 @@
 //! test has its own sandbox; traffic stays between the sandbox's namespaces.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    process::Command,
     time::Duration,
 };
 
 use netpath_common::{CT_FLAG_PEER, CT_FLAG_REPLY};
-use netpath_tests::{Client, EXT_ADDR, Proc, Sandbox, netpath_bin, wait_until};
+use netpath_tests::{
+    Client, EXT_ADDR, Proc, Sandbox,
+    helpers::{bpftool, json},
+    sandbox,
+    scripts::server,
+    wait_until,
+};
 use serde_json::Value;
 
 const WEB: &str = "172.17.0.2";
@@ -17,37 +22,24 @@ const PAYLOAD: u64 = 100;
 /// What TC counts for it: the whole Ethernet frame, IPv4 and UDP headers included.
 const FRAME: u64 = 14 + 20 + 8 + PAYLOAD;
 
-/// A UDP sink on port 53: prints "ready", then reads datagrams forever.
-const SINK: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', 53))
-print('ready', flush=True)
-while True: s.recv(65535)
-"#;
-
 /// The client namespace, `up -d` with a published TCP and UDP port, and a container `web`
-/// (172.17.0.2) with the UDP sink.
+/// (172.17.0.2) with a UDP sink on port 53.
 fn setup() -> (Sandbox, Client, String, Proc) {
-    let sb = Sandbox::new(&netpath_bin()).expect("sandbox");
+    let sb = sandbox();
     let client = sb.client().expect("client namespace");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8080:172.17.0.2:80",
         "--publish",
         "5353:172.17.0.2:53/udp",
     ]);
-    let web = sb.name("web");
-    sb.ok(&["run", &web]);
-    let sink = sb.start_python(&web, SINK, &[], "ready");
+    let sink = server(&sb, &web, &["sink", "53"]);
     (sb, client, web, sink)
 }
 
 /// `netpath stats --json`, parsed.
 fn stats(sb: &Sandbox) -> Value {
-    json(&sb.ok(&["stats", "--json"]))
+    sb.ok_json(&["stats", "--json"])
 }
 
 /// Sends `n` datagrams of [`PAYLOAD`] bytes to the published UDP port from one socket, and
@@ -68,29 +60,6 @@ fn send_udp(sb: &Sandbox, client: &Client, n: u64) -> Value {
     after
 }
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// `bpftool -j ARGS`, parsed.
-fn bpftool(netns: Option<&str>, args: &[&str]) -> Value {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "bpftool"]);
-            c
-        }
-        None => Command::new("bpftool"),
-    };
-    let out = cmd.arg("-j").args(args).output().expect("running bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&String::from_utf8_lossy(&out.stdout))
-}
-
 /// What `bpftool -j {prog,link,map} show` lists, by id.
 fn by_id(kind: &str) -> BTreeMap<u64, Value> {
     bpftool(None, &[kind, "show"])
@@ -109,7 +78,7 @@ fn ids(kind: &str) -> BTreeSet<u64> {
 #[test]
 fn status_lists_what_was_created_with_real_program_ids() {
     let (sb, _client, web, _sink) = setup();
-    let status = json(&sb.ok(&["status", "--json"]));
+    let status = sb.ok_json(&["status", "--json"]);
 
     let bridge = &sb.ip_json(&["link", "show", "netpath0"])[0];
     let networks = status["networks"].as_array().unwrap();
@@ -275,10 +244,10 @@ fn stats_count_exactly_the_packets_sent() {
 
 #[test]
 fn stats_watch_prints_rates() {
-    let sb = Sandbox::new(&netpath_bin()).expect("sandbox");
+    let sb = sandbox();
     sb.ok(&["up", "-d"]);
-    let mut watch = Command::new(netpath_bin())
-        .args(["--netns", &sb.host, "stats", "--watch", "1", "--json"])
+    let mut watch = sb
+        .command(&["stats", "--watch", "1", "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("starting stats --watch");
@@ -448,16 +417,14 @@ fn bpftool_dump_of_conntrack_has_named_fields() {
 
 #[test]
 fn down_leaves_no_bpf_object_behind() {
-    let sb = Sandbox::new(&netpath_bin()).expect("sandbox");
+    let sb = sandbox();
     let _client = sb.client().expect("client namespace");
     let pins = std::path::Path::new("/sys/fs/bpf/netpath").join(&sb.host);
     let net_before = bpftool(Some(&sb.host), &["net", "show"]);
     assert!(!pins.exists());
 
-    sb.ok(&["up", "-d", "--publish", "8080:172.17.0.2:80"]);
-    let web = sb.name("web");
-    sb.ok(&["run", &web]);
-    let status = json(&sb.ok(&["status", "--json"]));
+    let _web = sb.up_with_web(&["--publish", "8080:172.17.0.2:80"]);
+    let status = sb.ok_json(&["status", "--json"]);
     let attachments = status["attachments"].as_array().unwrap();
     // 3 on the bridge and the external interface, 1 on the container's veth, 4 cgroup hooks.
     assert_eq!(attachments.len(), 8, "{status:#}");

@@ -8,28 +8,20 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Sandbox, netpath_bin, wait_until};
-use serde_json::Value;
+use netpath_tests::{Sandbox, sandbox, wait_until};
 
 /// `up -d` with a published port and a container, so that every read command has rows.
 fn setup() -> (Sandbox, String) {
-    let sb = Sandbox::new(&netpath_bin()).expect("sandbox");
-    sb.ok(&["up", "-d", "--publish", "8080:172.17.0.2:80"]);
-    let web = sb.name("web");
-    sb.ok(&["run", &web]);
+    let sb = sandbox();
+    let web = sb.up_with_web(&["--publish", "8080:172.17.0.2:80"]);
     (sb, web)
-}
-
-fn netpath(sb: &Sandbox, args: &[&str]) -> Command {
-    let mut cmd = Command::new(netpath_bin());
-    cmd.arg("--netns").arg(&sb.host).args(args);
-    cmd
 }
 
 /// Runs netpath with its stdout a pipe whose reading end is closed before anything is
 /// written, as `| head -0` would.
 fn closed_pipe(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut child = netpath(sb, args)
+    let mut child = sb
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,19 +33,15 @@ fn closed_pipe(sb: &Sandbox, args: &[&str]) -> Output {
 #[test]
 fn every_read_command_has_json_that_parses() {
     let (sb, web) = setup();
-    let parse = |args: &[&str]| -> Value {
-        let text = sb.ok(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
-    };
-    let ps = parse(&["ps", "--json"]);
+    let ps = sb.ok_json(&["ps", "--json"]);
     assert_eq!(ps[0]["name"], web.as_str(), "{ps}");
     assert_eq!(ps[0]["mode"]["mode"], "bridge");
     assert_eq!(ps[0]["ports"][0], "8080:172.17.0.2:80/tcp");
-    let networks = parse(&["network", "ls", "--json"]);
+    let networks = sb.ok_json(&["network", "ls", "--json"]);
     assert_eq!(networks[0]["name"], "default", "{networks}");
     assert_eq!(networks[0]["bridge"], "netpath0");
     assert_eq!(networks[0]["bridge_present"], true);
-    let status = parse(&["status", "--json"]);
+    let status = sb.ok_json(&["status", "--json"]);
     assert_eq!(status["scope"], sb.host.as_str(), "{status}");
     assert_eq!(status["publishes"]["ports"], 1);
     assert!(
@@ -61,9 +49,9 @@ fn every_read_command_has_json_that_parses() {
             .as_array()
             .is_some_and(|a| !a.is_empty())
     );
-    let conntrack = parse(&["conntrack", "--json"]);
+    let conntrack = sb.ok_json(&["conntrack", "--json"]);
     assert!(conntrack.is_array(), "{conntrack}");
-    let stats = parse(&["stats", "--json"]);
+    let stats = sb.ok_json(&["stats", "--json"]);
     assert!(stats["conntrack"]["entries"].is_u64(), "{stats}");
     // `publish` alone lists SPECs one per line, as --from-file reads them back.
     assert_eq!(sb.ok(&["publish"]), "8080:172.17.0.2:80/tcp\n");
@@ -95,7 +83,8 @@ fn a_reader_that_goes_away_ends_a_command_quietly_after_its_work() {
         "run's container is in the state"
     );
     // --watch streams until its reader goes: then it ends too.
-    let mut watch = netpath(&sb, &["stats", "--watch", "1"])
+    let mut watch = sb
+        .command(&["stats", "--watch", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -125,7 +114,8 @@ fn a_failed_write_fails_the_command_with_one_line() {
             .write(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let out = netpath(&sb, args)
+        let out = sb
+            .command(args)
             .stdout(full)
             .output()
             .expect("running netpath");

@@ -1,278 +1,27 @@
 //! Port publishing end to end: a client namespace outside the sandbox host reaches servers
 //! in containers through published ports of the host (DNAT by the eBPF programs, no
 //! iptables), and the host itself, other containers and the container itself do too.
-//! Servers and clients are python3 one-liners started with `ip netns exec`; every wait and
-//! every command is bounded.
+//! Servers and clients are the python3 scripts of [`netpath_tests::scripts`], started with
+//! `ip netns exec`; every wait and every command is bounded.
 #![allow(
     clippy::print_stderr,
     reason = "says which checks it skipped and how long the bulk publish took"
 )]
-use std::{
-    collections::BTreeSet,
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{collections::BTreeSet, process::Command};
 
-use netpath::system::datapath::Datapath;
 use netpath_common::{Counter, CtEntry, CtKey, PROTO_TCP};
-use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Proc, Sandbox, netpath_bin};
+use netpath_tests::{
+    CLIENT_ADDR, EXT_ADDR, Sandbox,
+    helpers::{counter, curl, curl_cmd, datapath, ip_port, parse_curl},
+    sandbox,
+    scripts::{client, connected, connects, roundtrip, server},
+};
 use serde_json::Value;
-
-/// Servers, by mode:
-/// - `http PORT`: answers every GET with "PEER_IP:PEER_PORT\n" (threaded, deep backlog);
-/// - `echo PORT`: TCP, answers every line with "PEER_IP:PEER_PORT LINE";
-/// - `udp PORT...`: answers every datagram with "PEER_IP:PEER_PORT LOCAL_PORT PAYLOAD";
-/// - `stream PORT`: "put N\n" then N bytes is answered with "N_RECEIVED SHA256\n";
-///   "get N\n" is answered with the first N bytes of the seeded stream, then EOF.
-///
-/// Each prints "ready" once its sockets listen.
-const SERVER: &str = r#"
-import sys, socket, socketserver, hashlib, random, selectors
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-def out(s): print(s, flush=True)
-def gen(n):
-    base = random.Random(7).randbytes(1 << 20)
-    i = 0
-    while n > 0:
-        block = (i.to_bytes(8, 'big') + base[8:])[:n]
-        yield block
-        n -= len(block); i += 1
-mode = sys.argv[1]
-if mode == 'http':
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = ('%s:%d\n' % self.client_address).encode()
-            self.send_response(200)
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *a): pass
-    class S(ThreadingHTTPServer):
-        request_queue_size = 512
-        daemon_threads = True
-    srv = S(('0.0.0.0', int(sys.argv[2])), H)
-    out('ready'); srv.serve_forever()
-elif mode in ('echo', 'stream'):
-    class E(socketserver.StreamRequestHandler):
-        def handle(self):
-            peer = '%s:%d' % self.client_address
-            for line in self.rfile:
-                self.wfile.write(('%s %s' % (peer, line.decode())).encode())
-    class T(socketserver.StreamRequestHandler):
-        def handle(self):
-            cmd, n = self.rfile.readline().split()
-            n = int(n)
-            if cmd == b'put':
-                h = hashlib.sha256(); got = 0
-                while got < n:
-                    chunk = self.rfile.read1(min(1 << 20, n - got))
-                    if not chunk: break
-                    h.update(chunk); got += len(chunk)
-                self.wfile.write(('%d %s\n' % (got, h.hexdigest())).encode())
-            else:
-                for block in gen(n): self.wfile.write(block)
-    class S(socketserver.ThreadingTCPServer):
-        allow_reuse_address = True
-        daemon_threads = True
-        request_queue_size = 512
-    srv = S(('0.0.0.0', int(sys.argv[2])), E if mode == 'echo' else T)
-    out('ready'); srv.serve_forever()
-elif mode == 'udp':
-    sel = selectors.DefaultSelector()
-    for p in sys.argv[2:]:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(('0.0.0.0', int(p)))
-        sel.register(s, selectors.EVENT_READ, int(p))
-    out('ready')
-    while True:
-        for key, _ in sel.select():
-            data, peer = key.fileobj.recvfrom(65535)
-            reply = '%s:%d %d %s' % (peer[0], peer[1], key.data, data.decode())
-            key.fileobj.sendto(reply.encode(), peer)
-"#;
-
-/// Clients, by mode:
-/// - `hold HOST PORT`: connects, prints "connected LOCAL PEER" (getsockname, getpeername),
-///   then sends every stdin line and prints the reply line (5 s timeout per operation);
-/// - `connect HOST PORT`: prints "ok" if a TCP connection opens within 2 s, else the error;
-/// - `udp HOST PORT...`: per port, sends "hello-PORT" from an unconnected socket (3 tries,
-///   1 s each) and prints "PORT FROM_IP:FROM_PORT REPLY" or "PORT timeout";
-/// - `stream HOST PORT N`: uploads N bytes of the seeded stream ("put") and downloads N
-///   ("get") on two connections; prints "sent N SHA", "put REPLY", "got N SHA".
-const CLIENT: &str = r#"
-import sys, socket, hashlib, random
-def out(s): print(s, flush=True)
-def gen(n):
-    base = random.Random(7).randbytes(1 << 20)
-    i = 0
-    while n > 0:
-        block = (i.to_bytes(8, 'big') + base[8:])[:n]
-        yield block
-        n -= len(block); i += 1
-def addr(a): return '%s:%d' % a
-mode, host = sys.argv[1], sys.argv[2]
-if mode == 'hold':
-    s = socket.create_connection((host, int(sys.argv[3])), timeout=5)
-    out('connected %s %s' % (addr(s.getsockname()), addr(s.getpeername())))
-    f = s.makefile('rb')
-    for line in sys.stdin:
-        try:
-            s.sendall(line.encode())
-            out(f.readline().decode().rstrip('\n') or 'eof')
-        except OSError as e:
-            out('error %s' % e)
-elif mode == 'connect':
-    try:
-        socket.create_connection((host, int(sys.argv[3])), timeout=2).close()
-        out('ok')
-    except OSError as e:
-        out('error %s' % e)
-elif mode == 'udp':
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(1)
-    for p in sys.argv[3:]:
-        msg = 'hello-%s' % p
-        for _ in range(3):
-            s.sendto(msg.encode(), (host, int(p)))
-            try:
-                data, frm = s.recvfrom(65535)
-                out('%s %s %s' % (p, addr(frm), data.decode()))
-                break
-            except socket.timeout:
-                pass
-        else:
-            out('%s timeout' % p)
-elif mode == 'stream':
-    port, n = int(sys.argv[3]), int(sys.argv[4])
-    s = socket.create_connection((host, port), timeout=30)
-    s.sendall(b'put %d\n' % n)
-    h = hashlib.sha256()
-    for block in gen(n):
-        h.update(block); s.sendall(block)
-    out('sent %d %s' % (n, h.hexdigest()))
-    out('put %s' % s.makefile('rb').readline().decode().strip())
-    s.close()
-    s = socket.create_connection((host, port), timeout=30)
-    s.sendall(b'get %d\n' % n)
-    h = hashlib.sha256(); got = 0
-    while True:
-        chunk = s.recv(1 << 20)
-        if not chunk: break
-        h.update(chunk); got += len(chunk)
-    out('got %d %s' % (got, h.hexdigest()))
-"#;
 
 const WEB: &str = "172.17.0.2";
 
-fn sandbox() -> Sandbox {
-    Sandbox::new(&netpath_bin()).expect("sandbox")
-}
-
-/// Starts a server of [`SERVER`] in `netns` and waits until it listens.
-fn server(sb: &Sandbox, netns: &str, args: &[&str]) -> Proc {
-    sb.start_python(netns, SERVER, args, "ready")
-}
-
-/// Runs a client of [`CLIENT`] in `netns` to completion (at most `secs` seconds); its
-/// stdout lines.
-fn client(sb: &Sandbox, netns: &str, secs: u32, args: &[&str]) -> Vec<String> {
-    sb.run_python(netns, secs, CLIENT, args)
-}
-
-/// A client that holds a TCP connection open (see [`CLIENT`] `hold`); returns it and its
-/// "connected LOCAL PEER" line.
-fn hold(sb: &Sandbox, netns: &str, host: &str, port: u16) -> (Proc, String) {
-    let port = port.to_string();
-    let proc = sb
-        .spawn(
-            netns,
-            &[
-                "timeout", "120", "python3", "-c", CLIENT, "hold", host, &port,
-            ],
-        )
-        .expect("starting a client");
-    let line = proc
-        .line(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("hold {host}:{port} from {netns}: no output"));
-    assert!(
-        line.starts_with("connected "),
-        "hold {host}:{port} from {netns}: {line}"
-    );
-    (proc, line)
-}
-
-/// Sends a line over a held connection and returns the echo server's answer.
-fn roundtrip(proc: &mut Proc, line: &str) -> String {
-    proc.send(line).expect("writing to the client");
-    proc.line(Duration::from_secs(10))
-        .unwrap_or_else(|| "no answer within 10 s".to_owned())
-}
-
-/// Whether a new TCP connection to `host:port` opens from `netns`.
-fn connects(sb: &Sandbox, netns: &str, host: &str, port: u16) -> Result<(), String> {
-    let out = client(sb, netns, 10, &["connect", host, &port.to_string()]);
-    match out.first().map(String::as_str) {
-        Some("ok") => Ok(()),
-        other => Err(format!("{other:?}")),
-    }
-}
-
-fn curl_cmd<'a>(url: &'a str, secs: &'a str) -> Vec<&'a str> {
-    vec![
-        "curl",
-        "-sS",
-        "--noproxy",
-        "*",
-        "-m",
-        secs,
-        "-w",
-        "\n%{remote_ip}:%{remote_port}",
-        url,
-    ]
-}
-
-/// `curl URL` from `netns`: (body, the peer address the socket reported) or the error.
-fn curl(sb: &Sandbox, netns: &str, url: &str) -> Result<(String, String), String> {
-    parse_curl(url, &sb.exec(netns, &curl_cmd(url, "5")))
-}
-
-fn parse_curl(url: &str, out: &Output) -> Result<(String, String), String> {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "curl {url}: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let (body, remote) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    Ok((body.trim().to_owned(), remote.trim().to_owned()))
-}
-
-fn datapath(sb: &Sandbox) -> Datapath {
-    Datapath::existing(&sb.host).expect("netpath pins exist")
-}
-
-fn counter(sb: &Sandbox, which: Counter) -> u64 {
-    datapath(sb)
-        .counters()
-        .expect("reading counters")
-        .into_iter()
-        .find(|(c, _)| *c == which)
-        .map(|(_, n)| n)
-        .expect("counter exists")
-}
-
 fn ip4(s: &str) -> [u8; 4] {
     s.parse::<std::net::Ipv4Addr>().unwrap().octets()
-}
-
-/// Splits "IP:PORT".
-fn ip_port(s: &str) -> (String, u16) {
-    let (ip, port) = s
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("not IP:PORT: {s}"));
-    (ip.to_owned(), port.parse().unwrap())
 }
 
 /// The entries of NP_PUBLISH, as a set of their JSON texts (hash order is not stable).
@@ -291,16 +40,12 @@ fn publish_entries(sb: &Sandbox) -> BTreeSet<String> {
 fn tcp_publish_reaches_the_container_with_the_clients_address() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
         "8081:172.17.0.2:81",
     ]);
-    sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _echo = server(&sb, &web, &["echo", "81"]);
     let nat_new = counter(&sb, Counter::NatNew);
@@ -315,7 +60,7 @@ fn tcp_publish_reaches_the_container_with_the_clients_address() {
 
     // A connection held open: its two conntrack entries translate 203.0.113.1:8081 to the
     // container and the replies back from 203.0.113.1:8081.
-    let (mut conn, line) = hold(&sb, &cl.netns, EXT_ADDR, 8081);
+    let (mut conn, line) = connected(&sb, &cl.netns, EXT_ADDR, 8081);
     let local = line.split(' ').nth(1).unwrap().to_owned();
     assert_eq!(line, format!("connected {local} 203.0.113.1:8081"));
     let (local_ip, cport) = ip_port(&local);
@@ -373,7 +118,7 @@ fn udp_publish_and_udp_port_range() {
     sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web, "-p", "9053:53/udp"]);
     sb.ok(&["publish", "9000-9002:172.17.0.2:7000-7002/udp"]);
-    let _udp = server(&sb, &web, &["udp", "53", "7000", "7001", "7002"]);
+    let _udp = server(&sb, &web, &["udp", "0.0.0.0", "53", "7000", "7001", "7002"]);
     let ports = [(9053, 53), (9000, 7000), (9001, 7001), (9002, 7002)];
     let args: Vec<String> = ["udp".to_owned(), EXT_ADDR.to_owned()]
         .into_iter()
@@ -410,18 +155,14 @@ fn udp_publish_and_udp_port_range() {
 fn many_concurrent_connections_and_a_long_transfer() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
         "8089:172.17.0.2:5000",
     ]);
-    sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
-    let _stream = server(&sb, &web, &["stream", "5000"]);
+    let _stream = server(&sb, &web, &["echo", "5000"]);
 
     let url = "http://203.0.113.1:8088/";
     let children: Vec<_> = (0..50)
@@ -495,18 +236,14 @@ fn many_concurrent_connections_and_a_long_transfer() {
 fn published_ports_are_reachable_from_the_host_itself() {
     let sb = sandbox();
     let _cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&[
-        "up",
-        "-d",
+    let web = sb.up_with_web(&[
         "--publish",
         "8088:172.17.0.2:80",
         "--publish",
         "9053:172.17.0.2:53/udp",
     ]);
-    sb.ok(&["run", &web]);
     let _http = server(&sb, &web, &["http", "80"]);
-    let _udp = server(&sb, &web, &["udp", "53"]);
+    let _udp = server(&sb, &web, &["udp", "0.0.0.0", "53"]);
     for (url, addr) in [
         ("http://127.0.0.1:8088/", "127.0.0.1:8088"),
         ("http://203.0.113.1:8088/", "203.0.113.1:8088"),
@@ -564,12 +301,10 @@ fn hairpin_from_containers_through_the_hosts_address() {
 fn unpublish_stops_new_connections_and_keeps_established_ones() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _echo = server(&sb, &web, &["echo", "81"]);
     sb.ok(&["publish", "8081:172.17.0.2:81"]);
-    let (mut conn, line) = hold(&sb, &cl.netns, EXT_ADDR, 8081);
+    let (mut conn, line) = connected(&sb, &cl.netns, EXT_ADDR, 8081);
     let local = line.split(' ').nth(1).unwrap().to_owned();
     assert_eq!(roundtrip(&mut conn, "one"), format!("{local} one"));
 
@@ -591,7 +326,7 @@ fn unpublish_stops_new_connections_and_keeps_established_ones() {
     sb.ok(&["publish", "8081:172.17.0.2:81"]);
     connects(&sb, &cl.netns, EXT_ADDR, 8081)
         .unwrap_or_else(|e| panic!("publishing again: new connection failed: {e}"));
-    let (mut conn2, line2) = hold(&sb, &cl.netns, EXT_ADDR, 8081);
+    let (mut conn2, line2) = connected(&sb, &cl.netns, EXT_ADDR, 8081);
     let local2 = line2.split(' ').nth(1).unwrap().to_owned();
     assert_eq!(roundtrip(&mut conn2, "three"), format!("{local2} three"));
     assert_eq!(roundtrip(&mut conn, "four"), format!("{local} four"));
@@ -602,9 +337,7 @@ fn unpublish_stops_new_connections_and_keeps_established_ones() {
 fn traffic_to_unpublished_ports_is_untouched() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d", "--publish", "8088:172.17.0.2:80"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&["--publish", "8088:172.17.0.2:80"]);
     let _http = server(&sb, &web, &["http", "80"]);
     let _host_http = server(&sb, &sb.host, &["http", "8000"]);
 
@@ -665,9 +398,7 @@ fn traffic_to_unpublished_ports_is_untouched() {
 fn bad_input_is_a_one_line_error_and_changes_nothing() {
     let sb = sandbox();
     let _cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let _web = sb.up_with_web(&[]);
     sb.ok(&["publish", "8088:172.17.0.2:80"]);
     let state = |sb: &Sandbox| {
         (
@@ -789,9 +520,7 @@ fn bad_input_is_a_one_line_error_and_changes_nothing() {
 fn bulk_publish_and_unpublish_from_a_file() {
     let sb = sandbox();
     let cl = sb.client().expect("client namespace");
-    let web = sb.name("web");
-    sb.ok(&["up", "-d"]);
-    sb.ok(&["run", &web]);
+    let web = sb.up_with_web(&[]);
     let _http = server(&sb, &web, &["http", "80"]);
     let specs: String = (20000..30000)
         .map(|p| format!("{p}:172.17.0.2:80\n"))

@@ -1,0 +1,111 @@
+//! Small helpers the end-to-end tests share: parsing what tools print, curl, bpftool, a
+//! veth link between two namespaces, and (with `datapath`) netpath's counters.
+use std::process::{Command, Output};
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::{Sandbox, ip};
+
+/// Parses JSON a tool printed; fails with the text.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Splits "IP:PORT".
+pub fn ip_port(s: &str) -> (String, u16) {
+    let (ip, port) = s
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("not IP:PORT: {s}"));
+    (ip.to_owned(), port.parse().unwrap())
+}
+
+/// The arguments of a bounded (`secs`) `curl URL` that prints the body, then a line with the
+/// peer address the socket reported.
+pub fn curl_cmd<'a>(url: &'a str, secs: &'a str) -> Vec<&'a str> {
+    vec![
+        "curl",
+        "-sS",
+        "--noproxy",
+        "*",
+        "-m",
+        secs,
+        "-w",
+        "\n%{remote_ip}:%{remote_port}",
+        url,
+    ]
+}
+
+/// `curl URL` from `netns` (5 s at most): (body, the peer address the socket reported) or
+/// the error.
+pub fn curl(sb: &Sandbox, netns: &str, url: &str) -> Result<(String, String), String> {
+    parse_curl(url, &sb.exec(netns, &curl_cmd(url, "5")))
+}
+
+/// What a [`curl_cmd`] printed: (body, peer address) or the error.
+pub fn parse_curl(url: &str, out: &Output) -> Result<(String, String), String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "curl {url}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let (body, remote) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    Ok((body.trim().to_owned(), remote.trim().to_owned()))
+}
+
+/// `bpftool -j ARGS` (inside `netns` if given), parsed.
+pub fn bpftool(netns: Option<&str>, args: &[&str]) -> Value {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "bpftool"]);
+            c
+        }
+        None => Command::new("bpftool"),
+    };
+    let out = cmd.arg("-j").args(args).output().expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A veth pair between two namespaces, each end `(netns, name, address/len)`, both up.
+pub fn veth(a: (&str, &str, &str), b: (&str, &str, &str)) -> Result<()> {
+    let ((an, aif, aaddr), (bn, bif, baddr)) = (a, b);
+    for args in [
+        &[
+            "-n", an, "link", "add", aif, "type", "veth", "peer", "name", bif, "netns", bn,
+        ][..],
+        &["-n", an, "addr", "add", aaddr, "dev", aif],
+        &["-n", an, "link", "set", aif, "up"],
+        &["-n", bn, "addr", "add", baddr, "dev", bif],
+        &["-n", bn, "link", "set", bif, "up"],
+    ] {
+        ip(args)?;
+    }
+    Ok(())
+}
+
+/// The sandbox's datapath, opened from its pins.
+#[cfg(feature = "datapath")]
+pub fn datapath(sb: &Sandbox) -> netpath::system::datapath::Datapath {
+    netpath::system::datapath::Datapath::existing(&sb.host).expect("netpath pins exist")
+}
+
+/// One of the sandbox's datapath counters.
+#[cfg(feature = "datapath")]
+pub fn counter(sb: &Sandbox, which: netpath_common::Counter) -> u64 {
+    datapath(sb)
+        .counters()
+        .expect("reading counters")
+        .into_iter()
+        .find(|(c, _)| *c == which)
+        .map(|(_, n)| n)
+        .expect("counter exists")
+}

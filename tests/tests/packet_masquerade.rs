@@ -1,0 +1,175 @@
+//! Packet tests of masquerade: outgoing TCP and ICMP echo flows translated to the host's
+//! address and back, colliding source ports, excluded destinations, an exhausted port range
+//! and ICMP errors about translated flows. The harness is [`netpath_tests::packet`].
+use netpath_common::{Counter, programs};
+use netpath_tests::packet::{
+    ACK, CONTAINER, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, echo, fold, icmp, in_fresh_netns,
+    masquerading, tuple,
+};
+
+#[test]
+fn masquerade_of_an_outgoing_tcp_flow_and_a_colliding_one() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn);
+        assert_eq!(
+            verdict, TC_ACT_REDIRECT,
+            "sent straight out of the external interface"
+        );
+        assert_eq!(
+            tuple(&out),
+            (HOST, 40000, SERVER, 80),
+            "source port kept when free"
+        );
+        assert_only_tuple_changed(&syn, &out);
+        assert_checksums(&out);
+        assert_eq!(dp.counter(Counter::MasqNew), 1);
+
+        let reply = Pkt::tcp(SERVER, 80, HOST, 40000, SYN | ACK).build();
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &reply);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (SERVER, 80, CONTAINER, 40000))
+        );
+        assert_only_tuple_changed(&reply, &out);
+        assert_checksums(&out);
+
+        // Another container, same source port, same server: another port from the range.
+        let syn2 = Pkt::tcp(OTHER_CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn2);
+        let (src, sport, dst, dport) = tuple(&out);
+        assert_eq!(
+            (verdict, src, dst, dport),
+            (TC_ACT_REDIRECT, HOST, SERVER, 80)
+        );
+        assert!(
+            (50000..=50009).contains(&sport),
+            "port {sport} outside the NAT range"
+        );
+        assert_checksums(&out);
+        let reply2 = Pkt::tcp(SERVER, 80, HOST, sport, SYN | ACK).build();
+        let (_, out) = dp.run(programs::EXT_IN, dp.ext, &reply2);
+        assert_eq!(tuple(&out), (SERVER, 80, OTHER_CONTAINER, 40000));
+        assert_checksums(&out);
+    });
+}
+
+#[test]
+fn masquerade_leaves_excluded_destinations_and_exhaustion_drops() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50001));
+        for dst in [[192, 0, 2, 7], OTHER_CONTAINER] {
+            let input = Pkt::udp(CONTAINER, 5000, dst, 53).build();
+            let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &input);
+            assert_eq!(
+                (verdict, &out),
+                (TC_ACT_OK, &input),
+                "to {dst:?} keeps its source"
+            );
+        }
+        // Four containers, one source port, one server, two NAT ports: the first keeps its
+        // own, two get the range, the fourth is dropped and counted, never mistranslated.
+        let mut ports = Vec::new();
+        for last in 2..=5 {
+            let input = Pkt::udp([172, 17, 0, last], 5000, SERVER, 53).build();
+            let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &input);
+            if last == 5 {
+                assert_eq!(verdict, TC_ACT_SHOT);
+            } else {
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                ports.push(tuple(&out).1);
+            }
+        }
+        ports.sort();
+        assert_eq!(ports, [5000, 50000, 50001]);
+        assert_eq!(dp.counter(Counter::DropNoPort), 1);
+    });
+}
+
+#[test]
+fn masquerade_of_icmp_echo() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let request = echo(CONTAINER, SERVER, 8, 0x1234);
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &request);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[26..34], &[HOST, SERVER].concat()[..]);
+        assert_eq!(&out[38..40], &[0x12, 0x34], "identifier kept when free");
+        assert_checksums(&out);
+        // A second container pinging with the same identifier gets another one.
+        let request2 = echo(OTHER_CONTAINER, SERVER, 8, 0x1234);
+        let (_, out2) = dp.run(programs::BR_IN, dp.bridge, &request2);
+        let id2 = u16::from_be_bytes([out2[38], out2[39]]);
+        assert!((50000..=50009).contains(&id2));
+        assert_checksums(&out2);
+
+        let reply = echo(SERVER, HOST, 0, id2);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &reply);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[26..34], &[SERVER, OTHER_CONTAINER].concat()[..]);
+        assert_eq!(&out[38..40], &[0x12, 0x34], "identifier translated back");
+        assert_checksums(&out);
+    });
+}
+
+#[test]
+fn icmp_errors_about_a_translated_flow_are_translated_back() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        // Two flows from one source port, so that the second's port is translated.
+        for container in [CONTAINER, OTHER_CONTAINER] {
+            let syn = Pkt::udp(container, 40000, SERVER, 4433).build();
+            assert_eq!(dp.run(programs::BR_IN, dp.bridge, &syn).0, TC_ACT_REDIRECT);
+        }
+        let (_, sent) = dp.run(
+            programs::BR_IN,
+            dp.bridge,
+            &Pkt::udp(OTHER_CONTAINER, 40000, SERVER, 4433).build(),
+        );
+        let nat_port = tuple(&sent).1;
+        assert_ne!(nat_port, 40000);
+        // A router on the way cannot forward it: fragmentation needed (type 3, code 4, MTU
+        // 1280), quoting the packet as it left the host.
+        let quoted = &sent[14..14 + 28];
+        let mut rest = vec![0, 0, 0x05, 0x00];
+        rest.extend_from_slice(quoted);
+        let error = icmp(ROUTER, HOST, 3, 4, &rest);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent to the container's bridge");
+        assert_eq!(
+            &out[26..34],
+            &[ROUTER, OTHER_CONTAINER].concat()[..],
+            "outer destination"
+        );
+        let inner = &out[42..];
+        assert_eq!(
+            &inner[12..20],
+            &[OTHER_CONTAINER, SERVER].concat()[..],
+            "quoted addresses"
+        );
+        assert_eq!(
+            &inner[20..24],
+            &[&40000u16.to_be_bytes()[..], &4433u16.to_be_bytes()[..]].concat()[..],
+            "quoted ports"
+        );
+        assert_eq!(fold(0, &inner[..20]), 0, "quoted IPv4 header checksum");
+        assert_checksums(&out);
+        // Everything else is as the router sent it.
+        assert_eq!(out[22], error[22] - 1, "TTL decremented");
+        for i in (0..out.len()).filter(|i| {
+            ![22, 24, 25, 30, 31, 32, 33, 36, 37].contains(i) && !(42 + 10..42 + 24).contains(i)
+        }) {
+            assert_eq!(out[i], error[i], "byte {i} changed");
+        }
+        assert_eq!(dp.counter(Counter::IcmpError), 1);
+
+        // An error about a flow netpath does not know passes untouched.
+        let mut stray = sent[14..14 + 28].to_vec();
+        stray[20..22].copy_from_slice(&1u16.to_be_bytes());
+        let stray = icmp(ROUTER, HOST, 11, 0, &[vec![0; 4], stray].concat());
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &stray);
+        assert_eq!((verdict, &out), (TC_ACT_OK, &stray));
+    });
+}
