@@ -143,6 +143,11 @@ pub struct UpArgs {
     /// hold a published host port. Kept until given again; default 32768-60999.
     #[arg(long, value_name = "START-END")]
     pub masquerade_ports: Option<NatPorts>,
+    /// Entries of the conntrack table (two per connection; the least recently used go when
+    /// it is full), 16384 to 4194304; default 262144. Fixed while the datapath is up:
+    /// changing it needs `netpath down` first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16_384..=4_194_304))]
+    pub conntrack_max: Option<u32>,
 }
 
 #[derive(Args, Debug)]

@@ -203,14 +203,15 @@ fn status(w: &mut impl Write, s: &Status) -> io::Result<()> {
     writeln!(w, "\nMAPS")?;
     writeln!(
         w,
-        "{:<16} {:>8} {:>8} {:>7}",
-        "NAME", "ENTRIES", "MAX", "FILL"
+        "{:<16} {:>8} {:>8} {:>7} {:>10}",
+        "NAME", "ENTRIES", "MAX", "FILL", "MEMORY"
     )?;
     for m in &s.maps {
         let fill = 100.0 * m.entries as f64 / f64::from(m.max_entries.max(1));
+        let mib = m.memory_bytes as f64 / f64::from(1 << 20);
         writeln!(
             w,
-            "{:<16} {:>8} {:>8} {:>6.1}%",
+            "{:<16} {:>8} {:>8} {:>6.1}% {mib:>6.1} MiB",
             m.name, m.entries, m.max_entries, fill
         )?;
     }

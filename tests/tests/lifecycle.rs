@@ -6,6 +6,7 @@ use std::{
 };
 
 use netpath::system::datapath::{Datapath, DatapathError};
+use netpath_common::MAX_CONNTRACK;
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, Proc,
     helpers::datapath,
@@ -179,7 +180,7 @@ fn pins_netpath_cannot_trust_are_refused() {
     let err = sb.fails(&["up", "-d"]);
     assert!(err.contains("pinned by another netpath version"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    match Datapath::open(&sb.host) {
+    match Datapath::open(&sb.host, MAX_CONNTRACK) {
         Err(DatapathError::OtherLayout { path, .. }) if path.ends_with("NP_CT") => {}
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("a map of another layout was accepted"),
@@ -192,7 +193,7 @@ fn pins_netpath_cannot_trust_are_refused() {
     pin_map(&foreign, "array", 4, 1, "foreign");
     let err = sb.fails(&["up", "-d"]);
     assert!(err.contains("not-ours is not a netpath pin"), "{err}");
-    match Datapath::open(&sb.host) {
+    match Datapath::open(&sb.host, MAX_CONNTRACK) {
         Err(DatapathError::ForeignPin { path }) if path.ends_with("not-ours") => {}
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("a foreign pin was accepted"),

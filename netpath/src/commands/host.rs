@@ -13,6 +13,7 @@ use tokio::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use netpath_common::MAX_CONNTRACK;
 
 use super::{
     Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, masquerade, network, publish,
@@ -23,7 +24,7 @@ use crate::{
     model::masquerade::{NatPorts, plan_exclude},
     model::state::{NetMode, Network},
     output::{self, Response},
-    system::datapath::{self, Datapath},
+    system::datapath::{self, Datapath, DatapathError},
 };
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -36,6 +37,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
         masquerade_exclude,
         masquerade_ports,
         log_level,
+        conntrack_max,
         ..
     } = args;
     if let Some(bridge) = &bridge {
@@ -73,6 +75,9 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
         range.check_publishes(&publishes)?;
     }
     let exclude = plan_exclude(&ctx.state.masquerade_exclude, &masquerade_exclude)?;
+    let conntrack_max = conntrack_max.or(ctx.state.conntrack_max);
+    check_conntrack_size(ctx, conntrack_max)?;
+    ctx.state.conntrack_max = conntrack_max;
 
     // Programs take the log level when loaded, so before they are (re)attached below.
     ctx.datapath()?.set_log_level(log_level as u8)?;
@@ -139,6 +144,19 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
         s.masquerade_ports.unwrap_or(NatPorts::DEFAULT),
         s.masquerade_exclude.len(),
     )]))
+}
+
+/// Refuses a conntrack capacity other than the pinned table's, before anything changes.
+fn check_conntrack_size(ctx: &Ctx, wanted: Option<u32>) -> Result<()> {
+    let wanted = wanted.unwrap_or(MAX_CONNTRACK);
+    // No table yet (a first `up`, or one that failed early): it gets created at this size.
+    let pinned = Datapath::existing(&ctx.scope).and_then(|dp| dp.conntrack_capacity().ok());
+    match pinned {
+        Some(pinned) if pinned != wanted => {
+            Err(DatapathError::ConntrackSize { pinned, wanted }.into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Loads the container-veth program (a new netpath's replaces the old one on every veth) and
@@ -221,6 +239,7 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
     // Like the external interfaces, the settings of `up` last until `down`.
     ctx.state.masquerade_exclude.clear();
     ctx.state.masquerade_ports = None;
+    ctx.state.conntrack_max = None;
     if let Some(before) = ctx.state.ip_forward_before.take() {
         let restored =
             fs::write(IP_FORWARD, &before).with_context(|| format!("restoring {IP_FORWARD}"));

@@ -13,6 +13,7 @@ pub mod status;
 use std::{cell::OnceCell, fmt::Display, rc::Rc};
 
 use anyhow::{Result, bail};
+use netpath_common::MAX_CONNTRACK;
 
 use crate::{
     model::state::{State, Store},
@@ -54,7 +55,8 @@ impl Ctx {
         if let Some(dp) = self.datapath.get() {
             return Ok(dp.clone());
         }
-        let dp = Rc::new(Datapath::open(&self.scope)?);
+        let conntrack_max = self.state.conntrack_max.unwrap_or(MAX_CONNTRACK);
+        let dp = Rc::new(Datapath::open(&self.scope, conntrack_max)?);
         Ok(self.datapath.get_or_init(|| dp).clone())
     }
 

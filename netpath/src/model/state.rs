@@ -39,6 +39,9 @@ pub struct State {
     /// `up --masquerade-ports`; None: the datapath's default range.
     #[serde(default)]
     pub masquerade_ports: Option<NatPorts>,
+    /// `up --conntrack-max`; None: the datapath's default capacity.
+    #[serde(default)]
+    pub conntrack_max: Option<u32>,
     /// Conntrack entries netpath removed itself (`conntrack flush`, garbage collection):
     /// `stats` subtracts them to tell how many the LRU evicted.
     #[serde(default)]

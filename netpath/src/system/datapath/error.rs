@@ -43,6 +43,13 @@ pub enum DatapathError {
         found: MapLayout,
         expected: MapLayout,
     },
+    /// The conntrack table is pinned with another capacity than asked for: its size is
+    /// fixed at creation, and replacing it would lose every tracked connection.
+    #[error(
+        "the conntrack table holds {pinned} entries; giving it {wanted} needs `netpath down` \
+         first (its tracked connections are lost)"
+    )]
+    ConntrackSize { pinned: u32, wanted: u32 },
     #[error("loading the eBPF object")]
     LoadObject(#[source] EbpfError),
     #[error("{0} missing from the eBPF object")]

@@ -1,7 +1,12 @@
 //! Read-only views of the pinned datapath for `netpath status`, `stats` and `conntrack`.
 //! Nothing here loads the object or creates a pin.
+use std::{
+    fs,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, lpm_trie::LpmTrie},
+    maps::{HashMap, MapData, MapInfo, PerCpuArray, lpm_trie::LpmTrie},
     programs::links::{FdLink, PinnedLink},
 };
 use netpath_common::{
@@ -33,12 +38,14 @@ pub struct Attachment {
     pub program_id: u32,
 }
 
-/// How full one map is.
+/// How full one map is, and what it costs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MapFill {
     pub name: &'static str,
     pub entries: usize,
     pub max_entries: u32,
+    /// The memory the kernel charges for it (hash maps are allocated whole, full or not).
+    pub memory_bytes: u64,
 }
 
 impl Datapath {
@@ -99,6 +106,7 @@ impl Datapath {
                 name,
                 entries,
                 max_entries,
+                memory_bytes: dp.memory(name)?,
             })
         }
         let (trie, max_entries) =
@@ -107,6 +115,7 @@ impl Datapath {
             name: maps::MASQ_EXCLUDE,
             entries: trie.keys().take(max_entries as usize).count(),
             max_entries,
+            memory_bytes: self.memory(maps::MASQ_EXCLUDE)?,
         };
         Ok(vec![
             fill::<CtKey, CtEntry>(self, maps::CONNTRACK)?,
@@ -117,6 +126,20 @@ impl Datapath {
             masq_exclude,
             fill::<u32, u32>(self, maps::EXTERNALS)?,
         ])
+    }
+
+    /// The memory the kernel charges for a pinned map: `memlock` in its fdinfo.
+    fn memory(&self, name: &'static str) -> Result<u64> {
+        let info = MapInfo::from_pin(self.dir.join(name))
+            .map_err(DatapathError::map(name, "reading its info"))?;
+        let fd = info.fd().map_err(DatapathError::map(name, "opening it"))?;
+        let fdinfo = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+        let text = fs::read_to_string(&fdinfo).map_err(DatapathError::io("reading", &fdinfo))?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
     }
 
     /// Entries in the conntrack table (both directions of every connection). A walk restarts

@@ -15,9 +15,11 @@ use std::{cell::RefCell, fs, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::MapInfo,
     programs::{Program, ProgramError},
 };
 use aya_log::EbpfLogger;
+use netpath_common::MAX_CONNTRACK;
 
 use self::{
     error::Result,
@@ -34,6 +36,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub struct Datapath {
     dir: PathBuf,
+    /// The conntrack table's capacity: what a new table is created with, and what a pinned
+    /// one must have.
+    conntrack_max: u32,
     /// The object, loaded by the first operation that needs a program or creates the maps,
     /// then reused: each program is loaded (and verified) at most once per `Datapath`.
     loaded: RefCell<Option<Loaded>>,
@@ -46,27 +51,34 @@ struct Loaded {
 }
 
 impl Datapath {
-    fn new(dir: PathBuf) -> Datapath {
+    fn new(dir: PathBuf, conntrack_max: u32) -> Datapath {
         Datapath {
             dir,
+            conntrack_max,
             loaded: RefCell::new(None),
         }
     }
 
-    /// Prepares the scope's pin directory, mounting bpffs first if the host has none.
-    pub fn open(scope: &str) -> Result<Datapath> {
+    /// Prepares the scope's pin directory, mounting bpffs first if the host has none, for a
+    /// datapath whose conntrack table holds `conntrack_max` entries.
+    pub fn open(scope: &str, conntrack_max: u32) -> Result<Datapath> {
         ensure_bpffs()?;
         let dir = Self::pin_dir(scope);
         fs::create_dir_all(&dir).map_err(DatapathError::io("creating", &dir))?;
-        let dp = Datapath::new(dir);
+        let dp = Datapath::new(dir, conntrack_max);
         dp.check_pins()?;
         Ok(dp)
     }
 
-    /// The scope's pins, if it has any.
+    /// The scope's pins, if it has any, with the conntrack table they have.
     pub fn existing(scope: &str) -> Option<Datapath> {
         let dir = Self::pin_dir(scope);
-        dir.exists().then(|| Datapath::new(dir))
+        if !dir.exists() {
+            return None;
+        }
+        let pinned = MapInfo::from_pin(dir.join(netpath_common::maps::CONNTRACK));
+        let conntrack_max = pinned.map_or(MAX_CONNTRACK, |info| info.max_entries());
+        Some(Datapath::new(dir, conntrack_max))
     }
 
     /// Runs `f` on the object, loading it first if this `Datapath` has not yet.
@@ -90,6 +102,7 @@ impl Datapath {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        loader.map_max_entries(netpath_common::maps::CONNTRACK, self.conntrack_max);
         // A read-only global: at "off" the verifier drops every log statement.
         let log_level = self.log_level();
         loader.override_global("AYA_LOG_LEVEL", &log_level, true);

@@ -30,7 +30,8 @@ const fn layout(key: usize, value: usize, entries: u32) -> MapLayout {
 }
 
 /// Every map of the object, all pinned, with the layout this netpath reads and writes. A pin
-/// that differs was made by another netpath version and is refused rather than misread.
+/// that differs was made by another netpath version and is refused rather than misread. The
+/// conntrack table's capacity is the default here; each datapath sets its own.
 pub(super) const MAPS: [(&str, MapLayout); 12] = [
     (
         maps::BRIDGES,
@@ -105,9 +106,12 @@ impl Datapath {
                 continue;
             }
             let path = self.dir.join(&name);
-            let Some(&(map, expected)) = MAPS.iter().find(|m| m.0 == name) else {
+            let Some(&(map, mut expected)) = MAPS.iter().find(|m| m.0 == name) else {
                 return Err(DatapathError::ForeignPin { path });
             };
+            if map == maps::CONNTRACK {
+                expected.entries = self.conntrack_max;
+            }
             let info = MapInfo::from_pin(&path).map_err(DatapathError::map(
                 map,
                 format!("{} is not a pinned map", path.display()),
@@ -117,6 +121,15 @@ impl Datapath {
                 info.value_size() as usize,
                 info.max_entries(),
             );
+            if map == maps::CONNTRACK
+                && (found.key, found.value) == (expected.key, expected.value)
+                && found.entries != expected.entries
+            {
+                return Err(DatapathError::ConntrackSize {
+                    pinned: found.entries,
+                    wanted: expected.entries,
+                });
+            }
             if found != expected {
                 return Err(DatapathError::OtherLayout {
                     path,
