@@ -75,6 +75,20 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReas
     Ok(())
 }
 
+/// Rewrites the addresses of a later fragment to those of `to`: the IPv4 checksum only, as
+/// the fragment holds no transport header (see `frag`).
+#[inline(always)]
+pub fn rewrite_addrs(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReason> {
+    let h = &p.h;
+    if to.src_addr != h.tuple.src_addr {
+        addr(ctx, h.l3, h.l3 + 12, 0, None, h.tuple.src_addr, to.src_addr)?;
+    }
+    if to.dst_addr != h.tuple.dst_addr {
+        addr(ctx, h.l3, h.l3 + 16, 0, None, h.tuple.dst_addr, to.dst_addr)?;
+    }
+    Ok(())
+}
+
 /// Translates an ICMP error about a tracked connection: the quoted packet (which went out
 /// translated) back to what its sender sent, and the outer destination (and the outer source,
 /// when the error comes from the quoted packet's destination itself) with it. `back` is the
