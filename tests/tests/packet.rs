@@ -477,18 +477,20 @@ fn packets_that_match_nothing_pass_untouched() {
                 "TCP without SYN and no connection",
                 Pkt::tcp(CLIENT, 40000, HOST, 8088, ACK),
             ),
+            // Fragments are translated now (see the fragment tests at the end): the ones of a
+            // datagram to an unpublished port pass, the later following the first.
             (
-                "a non-first fragment",
+                "a first fragment (more fragments) to an unpublished port",
                 Pkt {
-                    frag: 100,
-                    ..Pkt::udp(CLIENT, 40000, HOST, 5353)
+                    frag: 0x2000,
+                    ..Pkt::udp(CLIENT, 40000, HOST, 5354)
                 },
             ),
             (
-                "a first fragment (more fragments)",
+                "a non-first fragment of that datagram",
                 Pkt {
-                    frag: 0x2000,
-                    ..Pkt::udp(CLIENT, 40000, HOST, 5353)
+                    frag: 100,
+                    ..Pkt::udp(CLIENT, 40000, HOST, 5354)
                 },
             ),
             (
@@ -982,8 +984,14 @@ fn icmp_errors_about_a_translated_flow_are_translated_back() {
         assert_checksums(&out);
         // Everything else is as the router sent it.
         assert_eq!(out[22], error[22] - 1, "TTL decremented");
+        // The quoted UDP checksum is the one the container's datagram carried (the quote is
+        // too short to recompute it from scratch: see the quoted checksum tests at the end).
+        let original = Pkt::udp(OTHER_CONTAINER, 40000, SERVER, 4433).build();
+        assert_eq!(&inner[26..28], &original[40..42], "quoted UDP checksum");
         for i in (0..out.len()).filter(|i| {
-            ![22, 24, 25, 30, 31, 32, 33, 36, 37].contains(i) && !(42 + 10..42 + 24).contains(i)
+            ![22, 24, 25, 30, 31, 32, 33, 36, 37].contains(i)
+                && !(42 + 10..42 + 24).contains(i)
+                && !(42 + 26..42 + 28).contains(i)
         }) {
             assert_eq!(out[i], error[i], "byte {i} changed");
         }
@@ -1140,5 +1148,329 @@ fn a_resolved_next_hop_gets_the_frame_addressed_to_it() {
         expected[6..12].copy_from_slice(&ext_mac);
         assert_only_tuple_changed(&expected, &out);
         assert_checksums(&out);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// IPv4 fragments and the quoted transport checksum of ICMP errors (issue #14, items 2 and 3).
+
+/// An Ethernet frame with one IPv4 fragment: identification `id`, flags and offset `frag`,
+/// `data` after the header, header checksum valid.
+fn fragment_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    id: u16,
+    frag: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&id.to_be_bytes());
+    ip.extend_from_slice(&frag.to_be_bytes());
+    ip.extend_from_slice(&[64, proto, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = fold(0, &ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut frame = vec![
+        0x02, 0x42, 0xac, 0x11, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00,
+    ];
+    frame.extend(ip);
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// A UDP datagram of `len` payload bytes, checksum valid, cut into fragments of 1480 data
+/// bytes (a 1500-byte MTU), in order.
+fn udp_fragments(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    id: u16,
+    len: usize,
+) -> Vec<Vec<u8>> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend((0..len).map(|i| (i * 7 % 251) as u8));
+    let c = l4_checksum(&src, &dst, PROTO_UDP, &l4);
+    l4[6..8].copy_from_slice(&c.to_be_bytes());
+    let chunk = 1480;
+    l4.chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let off = i * chunk;
+            let more = if off + part.len() < l4.len() {
+                0x2000
+            } else {
+                0
+            };
+            fragment_frame(src, dst, PROTO_UDP, id, (off / 8) as u16 | more, part)
+        })
+        .collect()
+}
+
+/// Reassembles fragment frames (each header checksum checked, all with the same addresses
+/// and identification); returns the addresses and the transport bytes.
+fn reassemble(frames: &[Vec<u8>]) -> ([u8; 4], [u8; 4], Vec<u8>) {
+    let mut data = Vec::new();
+    for f in frames {
+        assert_eq!(fold(0, &f[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(f[18..20], frames[0][18..20], "identification");
+        assert_eq!(f[26..34], frames[0][26..34], "addresses");
+        let off = usize::from(u16::from_be_bytes([f[20], f[21]]) & 0x1fff) * 8;
+        assert_eq!(off, data.len(), "fragments in order");
+        data.extend_from_slice(&f[34..]);
+    }
+    let f = &frames[0];
+    (
+        f[26..30].try_into().unwrap(),
+        f[30..34].try_into().unwrap(),
+        data,
+    )
+}
+
+/// Asserts that the reassembled datagram's UDP checksum, recomputed from scratch, is valid.
+fn assert_udp_datagram_checksum(src: [u8; 4], dst: [u8; 4], l4: &[u8]) {
+    let mut zeroed = l4.to_vec();
+    zeroed[6..8].copy_from_slice(&[0, 0]);
+    assert_eq!(
+        u16::from_be_bytes([l4[6], l4[7]]),
+        l4_checksum(&src, &dst, PROTO_UDP, &zeroed),
+        "UDP checksum of the reassembled datagram"
+    );
+}
+
+/// Asserts that a later fragment changed only in its TTL, addresses and header checksum.
+fn assert_only_addresses_changed(input: &[u8], out: &[u8]) {
+    assert_eq!(input.len(), out.len());
+    assert_eq!(out[22], input[22] - 1, "TTL decremented");
+    for (i, (a, b)) in input.iter().zip(out).enumerate() {
+        if ![22, 24, 25].contains(&i) && !(26..34).contains(&i) {
+            assert_eq!(a, b, "byte {i} changed");
+        }
+    }
+}
+
+/// Pushes every fragment through `prog`; each must be redirected. The frames out.
+fn run_all(
+    dp: &mut Datapath,
+    prog: &str,
+    ifindex: fn(&Datapath) -> u32,
+    frames: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    let ifindex = ifindex(dp);
+    frames
+        .iter()
+        .map(|f| {
+            let (verdict, out) = dp.run(prog, ifindex, f);
+            assert_eq!(verdict, TC_ACT_REDIRECT, "fragment at {:?}", &f[20..22]);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn fragments_to_a_published_udp_port_follow_their_first_each_way() {
+    in_fresh_netns(|| {
+        let mut dp = Datapath::new();
+        // 3,000 bytes: a first fragment with the UDP header and two later ones.
+        let query = udp_fragments(CLIENT, 33333, HOST, 5353, 0x4242, 3000);
+        assert_eq!(query.len(), 3);
+        let out = run_all(&mut dp, programs::EXT_IN, |dp| dp.ext, &query);
+        assert_eq!(tuple(&out[0]), (CLIENT, 33333, CONTAINER, 53));
+        assert_only_tuple_changed(&query[0], &out[0]);
+        for (input, out) in query.iter().zip(&out).skip(1) {
+            assert_eq!(&out[26..34], &[CLIENT, CONTAINER].concat()[..]);
+            assert_only_addresses_changed(input, out);
+        }
+        let (src, dst, l4) = reassemble(&out);
+        assert_eq!((src, dst), (CLIENT, CONTAINER));
+        assert_udp_datagram_checksum(src, dst, &l4);
+        assert_eq!(dp.counter(Counter::NatNew), 1);
+        assert_eq!(dp.counter(Counter::FragTranslated), 2);
+
+        // The container's answer, as large, goes back with the published address.
+        let answer = udp_fragments(CONTAINER, 53, CLIENT, 33333, 0x0707, 4000);
+        assert_eq!(answer.len(), 3);
+        let out = run_all(&mut dp, programs::BR_IN, |dp| dp.bridge, &answer);
+        assert_eq!(tuple(&out[0]), (HOST, 5353, CLIENT, 33333));
+        assert_only_tuple_changed(&answer[0], &out[0]);
+        for (input, out) in answer.iter().zip(&out).skip(1) {
+            assert_eq!(&out[26..34], &[HOST, CLIENT].concat()[..]);
+            assert_only_addresses_changed(input, out);
+        }
+        let (src, dst, l4) = reassemble(&out);
+        assert_eq!((src, dst), (HOST, CLIENT));
+        assert_udp_datagram_checksum(src, dst, &l4);
+        assert_eq!(dp.counter(Counter::FragTranslated), 4);
+        assert_eq!(dp.counter(Counter::DropFragOrphan), 0);
+    });
+}
+
+#[test]
+fn masqueraded_fragments_follow_their_first_each_way() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let request = udp_fragments(CONTAINER, 40000, SERVER, 514, 0x1111, 3500);
+        let out = run_all(&mut dp, programs::BR_IN, |dp| dp.bridge, &request);
+        assert_eq!(tuple(&out[0]), (HOST, 40000, SERVER, 514));
+        for (input, out) in request.iter().zip(&out).skip(1) {
+            assert_only_addresses_changed(input, out);
+        }
+        let (src, dst, l4) = reassemble(&out);
+        assert_eq!((src, dst), (HOST, SERVER));
+        assert_udp_datagram_checksum(src, dst, &l4);
+
+        let reply = udp_fragments(SERVER, 514, HOST, 40000, 0x2222, 3500);
+        let out = run_all(&mut dp, programs::EXT_IN, |dp| dp.ext, &reply);
+        assert_eq!(tuple(&out[0]), (SERVER, 514, CONTAINER, 40000));
+        let (src, dst, l4) = reassemble(&out);
+        assert_eq!((src, dst), (SERVER, CONTAINER));
+        assert_udp_datagram_checksum(src, dst, &l4);
+        assert_eq!(dp.counter(Counter::FragTranslated), 4);
+    });
+}
+
+#[test]
+fn an_orphan_fragment_is_dropped_and_counted() {
+    in_fresh_netns(|| {
+        let mut dp = Datapath::new();
+        let query = udp_fragments(CLIENT, 33333, HOST, 5353, 0x4242, 3000);
+        // The second fragment overtakes the first: its fate is unknown, it is dropped.
+        let (verdict, _) = dp.run(programs::EXT_IN, dp.ext, &query[1]);
+        assert_eq!(verdict, TC_ACT_SHOT);
+        assert_eq!(dp.counter(Counter::DropFragOrphan), 1);
+        // The first and the rest still go through.
+        let out = run_all(
+            &mut dp,
+            programs::EXT_IN,
+            |dp| dp.ext,
+            &[query[0].clone(), query[2].clone()],
+        );
+        assert_eq!(&out[1][26..34], &[CLIENT, CONTAINER].concat()[..]);
+        assert_eq!(dp.counter(Counter::FragTranslated), 1);
+        // Another identification is another datagram: an orphan too.
+        let mut other = query[2].clone();
+        other[18..20].copy_from_slice(&0x4243u16.to_be_bytes());
+        let c = fold(0, &[&other[14..24], &[0, 0], &other[26..34]].concat());
+        other[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(dp.run(programs::EXT_IN, dp.ext, &other).0, TC_ACT_SHOT);
+        assert_eq!(dp.counter(Counter::DropFragOrphan), 2);
+        // An ICMP orphan passes: its first fragment may have been one netpath records nothing
+        // for.
+        let icmp_later = fragment_frame(CLIENT, HOST, PROTO_ICMP, 9, 185, &[0; 64]);
+        assert_eq!(
+            dp.run(programs::EXT_IN, dp.ext, &icmp_later),
+            (TC_ACT_OK, icmp_later.clone())
+        );
+        assert_eq!(dp.counter(Counter::DropFragOrphan), 2);
+    });
+}
+
+/// Asserts that the transport checksum of the packet an ICMP error in `out` quotes (whole),
+/// recomputed from scratch, is valid, and so is the ICMP checksum.
+fn assert_quoted_checksum(out: &[u8]) {
+    assert_checksums(out);
+    let inner = &out[42..];
+    assert_eq!(fold(0, &inner[..20]), 0, "quoted IPv4 header checksum");
+    let proto = inner[9];
+    let l4 = &inner[20..];
+    let off = if proto == PROTO_TCP { 16 } else { 6 };
+    let mut zeroed = l4.to_vec();
+    zeroed[off..off + 2].copy_from_slice(&[0, 0]);
+    assert_eq!(
+        u16::from_be_bytes([l4[off], l4[off + 1]]),
+        l4_checksum(&inner[12..16], &inner[16..20], proto, &zeroed),
+        "quoted transport checksum"
+    );
+}
+
+/// Asserts that a translated quote is the packet the container sent, transport checksum
+/// included, but for the TTL the host decremented on the way out (and the IPv4 header
+/// checksum with it).
+fn assert_quote_is(quote: &[u8], original: &[u8]) {
+    assert_eq!(quote.len(), original.len());
+    assert_eq!(quote[8], original[8] - 1, "quoted TTL");
+    for (i, (a, b)) in quote.iter().zip(original).enumerate() {
+        if ![8, 10, 11].contains(&i) {
+            assert_eq!(a, b, "quoted byte {i}");
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_fix_the_quoted_transport_checksum() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let mk: [fn([u8; 4]) -> Pkt; 2] = [
+            |c| Pkt::udp(c, 40000, SERVER, 4433),
+            |c| Pkt::tcp(c, 40000, SERVER, 443, SYN),
+        ];
+        for (i, mk) in mk.into_iter().enumerate() {
+            // Two flows from one source port, so that the second's port is translated too.
+            let mut sent = Vec::new();
+            for container in [CONTAINER, OTHER_CONTAINER] {
+                let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &mk(container).build());
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                sent = out;
+            }
+            assert_ne!(tuple(&sent).1, 40000);
+            // Port unreachable, quoting the whole packet as it left (as Linux does).
+            let mut rest = vec![0; 4];
+            rest.extend_from_slice(&sent[14..]);
+            let error = icmp(SERVER, HOST, 3, 3, &rest);
+            let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_eq!(
+                &out[42 + 12..42 + 20],
+                &[OTHER_CONTAINER, SERVER].concat()[..]
+            );
+            assert_quoted_checksum(&out);
+            // It is the checksum the container's packet carried.
+            let original = mk(OTHER_CONTAINER).build();
+            assert_quote_is(&out[42..], &original[14..]);
+            assert_eq!(dp.counter(Counter::IcmpError), 2 * i as u64 + 1);
+
+            // A router quoting only 8 transport bytes: TCP's checksum is not there; the ICMP
+            // checksum is still right.
+            let mut rest = vec![0; 4];
+            rest.extend_from_slice(&sent[14..14 + 28]);
+            let error = icmp(ROUTER, HOST, 11, 0, &rest);
+            let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_checksums(&out);
+            assert_quote_is(&out[42..], &original[14..14 + 28]);
+        }
+
+        // A quoted UDP checksum of 0 stays 0.
+        let bare = |c| {
+            Pkt {
+                udp_csum: false,
+                ..Pkt::udp(c, 41000, SERVER, 4433)
+            }
+            .build()
+        };
+        let mut sent = Vec::new();
+        for container in [CONTAINER, OTHER_CONTAINER] {
+            sent = dp.run(programs::BR_IN, dp.bridge, &bare(container)).1;
+        }
+        assert_ne!(tuple(&sent).1, 41000);
+        let mut rest = vec![0; 4];
+        rest.extend_from_slice(&sent[14..]);
+        let error = icmp(SERVER, HOST, 3, 3, &rest);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(
+            &out[42 + 26..42 + 28],
+            &[0, 0],
+            "quoted UDP checksum stays 0"
+        );
+        assert_checksums(&out);
+        assert_quote_is(&out[42..], &bare(OTHER_CONTAINER)[14..]);
     });
 }
