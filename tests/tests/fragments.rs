@@ -79,6 +79,14 @@ fn exchange(sb: &Sandbox, netns: &str, host: &str, port: u16) -> String {
     lines.into_iter().next().unwrap()
 }
 
+/// 4,008 bytes of UDP in 1,480-byte pieces: at least two later fragments each way were
+/// translated since `before`, and no orphan dropped.
+fn assert_fragments_translated(sb: &Sandbox, before: u64) {
+    let translated = counter(sb, Counter::FragTranslated) - before;
+    assert!(translated >= 4, "frag_translated rose by {translated}");
+    assert_eq!(counter(sb, Counter::DropFragOrphan), 0);
+}
+
 #[test]
 fn large_udp_datagrams_through_a_published_port_arrive_intact() {
     let sb = Sandbox::new(&netpath_bin()).expect("sandbox");
@@ -101,10 +109,7 @@ fn large_udp_datagrams_through_a_published_port_arrive_intact() {
         seen.starts_with(&format!("from {CLIENT_ADDR}:")),
         "the container must see the client: {seen}"
     );
-    // 4,008 bytes of UDP in 1,480-byte pieces: two later fragments each way.
-    let translated = counter(&sb, Counter::FragTranslated) - before;
-    assert!(translated >= 4, "frag_translated rose by {translated}");
-    assert_eq!(counter(&sb, Counter::DropFragOrphan), 0);
+    assert_fragments_translated(&sb, before);
 }
 
 #[test]
@@ -138,7 +143,5 @@ fn large_udp_datagrams_through_masquerade_arrive_intact() {
         seen.starts_with(&format!("from {EXT_ADDR}:")),
         "the server must see the external address: {seen}"
     );
-    let translated = counter(&sb, Counter::FragTranslated) - before;
-    assert!(translated >= 4, "frag_translated rose by {translated}");
-    assert_eq!(counter(&sb, Counter::DropFragOrphan), 0);
+    assert_fragments_translated(&sb, before);
 }

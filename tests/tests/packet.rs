@@ -1164,20 +1164,12 @@ fn fragment_frame(
     frag: u16,
     data: &[u8],
 ) -> Vec<u8> {
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&id.to_be_bytes());
-    ip.extend_from_slice(&frag.to_be_bytes());
-    ip.extend_from_slice(&[64, proto, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = fold(0, &ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut frame = vec![
-        0x02, 0x42, 0xac, 0x11, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00,
-    ];
-    frame.extend(ip);
-    frame.extend_from_slice(data);
+    let mut frame = ipv4_frame(src, dst, proto, data);
+    frame[18..20].copy_from_slice(&id.to_be_bytes());
+    frame[20..22].copy_from_slice(&frag.to_be_bytes());
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let c = fold(0, &frame[14..34]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
     frame
 }
 
@@ -1274,6 +1266,27 @@ fn run_all(
         .collect()
 }
 
+/// Pushes a fragmented datagram through `prog`: every fragment redirected, the first
+/// translated to `to` (only its tuple changed), the later ones to `to`'s addresses (only
+/// TTL, addresses and header checksum changed), the reassembled UDP checksum valid.
+fn assert_datagram_translated(
+    dp: &mut Datapath,
+    prog: &str,
+    ifindex: fn(&Datapath) -> u32,
+    frames: &[Vec<u8>],
+    to: ([u8; 4], u16, [u8; 4], u16),
+) {
+    let out = run_all(dp, prog, ifindex, frames);
+    assert_eq!(tuple(&out[0]), to);
+    assert_only_tuple_changed(&frames[0], &out[0]);
+    for (input, out) in frames.iter().zip(&out).skip(1) {
+        assert_only_addresses_changed(input, out);
+    }
+    let (src, dst, l4) = reassemble(&out);
+    assert_eq!((src, dst), (to.0, to.2));
+    assert_udp_datagram_checksum(src, dst, &l4);
+}
+
 #[test]
 fn fragments_to_a_published_udp_port_follow_their_first_each_way() {
     in_fresh_netns(|| {
@@ -1281,32 +1294,16 @@ fn fragments_to_a_published_udp_port_follow_their_first_each_way() {
         // 3,000 bytes: a first fragment with the UDP header and two later ones.
         let query = udp_fragments(CLIENT, 33333, HOST, 5353, 0x4242, 3000);
         assert_eq!(query.len(), 3);
-        let out = run_all(&mut dp, programs::EXT_IN, |dp| dp.ext, &query);
-        assert_eq!(tuple(&out[0]), (CLIENT, 33333, CONTAINER, 53));
-        assert_only_tuple_changed(&query[0], &out[0]);
-        for (input, out) in query.iter().zip(&out).skip(1) {
-            assert_eq!(&out[26..34], &[CLIENT, CONTAINER].concat()[..]);
-            assert_only_addresses_changed(input, out);
-        }
-        let (src, dst, l4) = reassemble(&out);
-        assert_eq!((src, dst), (CLIENT, CONTAINER));
-        assert_udp_datagram_checksum(src, dst, &l4);
+        let to = (CLIENT, 33333, CONTAINER, 53);
+        assert_datagram_translated(&mut dp, programs::EXT_IN, |dp| dp.ext, &query, to);
         assert_eq!(dp.counter(Counter::NatNew), 1);
         assert_eq!(dp.counter(Counter::FragTranslated), 2);
 
         // The container's answer, as large, goes back with the published address.
         let answer = udp_fragments(CONTAINER, 53, CLIENT, 33333, 0x0707, 4000);
         assert_eq!(answer.len(), 3);
-        let out = run_all(&mut dp, programs::BR_IN, |dp| dp.bridge, &answer);
-        assert_eq!(tuple(&out[0]), (HOST, 5353, CLIENT, 33333));
-        assert_only_tuple_changed(&answer[0], &out[0]);
-        for (input, out) in answer.iter().zip(&out).skip(1) {
-            assert_eq!(&out[26..34], &[HOST, CLIENT].concat()[..]);
-            assert_only_addresses_changed(input, out);
-        }
-        let (src, dst, l4) = reassemble(&out);
-        assert_eq!((src, dst), (HOST, CLIENT));
-        assert_udp_datagram_checksum(src, dst, &l4);
+        let to = (HOST, 5353, CLIENT, 33333);
+        assert_datagram_translated(&mut dp, programs::BR_IN, |dp| dp.bridge, &answer, to);
         assert_eq!(dp.counter(Counter::FragTranslated), 4);
         assert_eq!(dp.counter(Counter::DropFragOrphan), 0);
     });
@@ -1317,21 +1314,11 @@ fn masqueraded_fragments_follow_their_first_each_way() {
     in_fresh_netns(|| {
         let mut dp = masquerading((50000, 50009));
         let request = udp_fragments(CONTAINER, 40000, SERVER, 514, 0x1111, 3500);
-        let out = run_all(&mut dp, programs::BR_IN, |dp| dp.bridge, &request);
-        assert_eq!(tuple(&out[0]), (HOST, 40000, SERVER, 514));
-        for (input, out) in request.iter().zip(&out).skip(1) {
-            assert_only_addresses_changed(input, out);
-        }
-        let (src, dst, l4) = reassemble(&out);
-        assert_eq!((src, dst), (HOST, SERVER));
-        assert_udp_datagram_checksum(src, dst, &l4);
-
+        let to = (HOST, 40000, SERVER, 514);
+        assert_datagram_translated(&mut dp, programs::BR_IN, |dp| dp.bridge, &request, to);
         let reply = udp_fragments(SERVER, 514, HOST, 40000, 0x2222, 3500);
-        let out = run_all(&mut dp, programs::EXT_IN, |dp| dp.ext, &reply);
-        assert_eq!(tuple(&out[0]), (SERVER, 514, CONTAINER, 40000));
-        let (src, dst, l4) = reassemble(&out);
-        assert_eq!((src, dst), (SERVER, CONTAINER));
-        assert_udp_datagram_checksum(src, dst, &l4);
+        let to = (SERVER, 514, CONTAINER, 40000);
+        assert_datagram_translated(&mut dp, programs::EXT_IN, |dp| dp.ext, &reply, to);
         assert_eq!(dp.counter(Counter::FragTranslated), 4);
     });
 }
