@@ -52,6 +52,9 @@ pub mod maps {
     pub const TRAFFIC: &str = "NP_TRAFFIC";
     /// Container address (4 bytes) -> [`crate::Endpoint`].
     pub const ENDPOINTS: &str = "NP_ENDPOINTS";
+    /// [`crate::FragKey`] -> [`crate::FragEntry`] (a [`crate::CtKey`]): what became of the
+    /// first fragment of an IPv4 datagram, for its other fragments (LRU).
+    pub const FRAGS: &str = "NP_FRAGS";
     /// aya-log's ring buffer, shared by every program instance.
     pub const LOGS: &str = "AYA_LOGS";
     /// Its size in bytes, as aya-log-ebpf defines it.
@@ -72,6 +75,8 @@ pub const MAX_SOCK_ORIG: u32 = 65536;
 pub const MAX_MASQ_EXCLUDE: u32 = 4096;
 /// External interfaces.
 pub const MAX_EXTERNALS: u32 = 64;
+/// Fragmented datagrams remembered at once (LRU): those in flight through the namespace.
+pub const MAX_FRAGS: u32 = 4096;
 /// Source ports masquerade and hairpin NAT allocate from when none are configured.
 pub const DEFAULT_NAT_PORTS: (u16, u16) = (32768, 60999);
 
@@ -249,6 +254,29 @@ pub struct Endpoint {
 }
 const _: () = assert!(size_of::<Endpoint>() == 12);
 
+/// A fragmented IPv4 datagram as it arrives: what its fragments have in common (RFC 791's
+/// reassembly key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct FragKey {
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    /// The IPv4 identification, in host byte order.
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FragKey>() == 12);
+
+/// The conntrack key a first fragment was translated with: its own tuple, the key of the
+/// entry its later fragments follow. A key with protocol [`FRAG_PASS`] (no protocol netpath
+/// translates) records a first fragment left alone, so that a later fragment without any
+/// record is known to have come first (an orphan).
+pub type FragEntry = CtKey;
+
+/// The protocol of a [`FragEntry`] that records an untranslated first fragment.
+pub const FRAG_PASS: u8 = 0;
+
 /// Container interfaces known to the datapath.
 pub const MAX_ENDPOINTS: u32 = 65536;
 
@@ -318,11 +346,17 @@ pub enum Counter {
     /// A new connection's conntrack entries could not be inserted (the map refused them);
     /// the packet was dropped rather than sent untracked.
     DropCtInsert = 12,
+    /// A non-first IPv4 fragment of a TCP or UDP datagram whose first fragment was never
+    /// seen (arrived later, or its record was evicted): dropped, since whether and how to
+    /// translate it is unknown.
+    DropFragOrphan = 13,
+    /// Non-first IPv4 fragments translated the way their first fragment was.
+    FragTranslated = 14,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 15] = [
         Counter::DropIsolation,
         Counter::NatNew,
         Counter::NatHit,
@@ -336,6 +370,8 @@ impl Counter {
         Counter::PortRetry,
         Counter::DropStore,
         Counter::DropCtInsert,
+        Counter::DropFragOrphan,
+        Counter::FragTranslated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -353,6 +389,8 @@ impl Counter {
             Counter::PortRetry => "port_retry",
             Counter::DropStore => "drop_store",
             Counter::DropCtInsert => "drop_ct_insert",
+            Counter::DropFragOrphan => "drop_frag_orphan",
+            Counter::FragTranslated => "frag_translated",
         }
     }
 }
@@ -382,15 +420,18 @@ pub enum DropReason {
     Store = Counter::DropStore as u32,
     /// [`Counter::DropCtInsert`].
     CtInsert = Counter::DropCtInsert as u32,
+    /// [`Counter::DropFragOrphan`].
+    FragOrphan = Counter::DropFragOrphan as u32,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Isolation,
         DropReason::NoPort,
         DropReason::Csum,
         DropReason::Store,
         DropReason::CtInsert,
+        DropReason::FragOrphan,
     ];
 
     /// The counter of this reason: its slot is the reason's number.
@@ -401,6 +442,7 @@ impl DropReason {
             DropReason::Csum => Counter::DropCsum,
             DropReason::Store => Counter::DropStore,
             DropReason::CtInsert => Counter::DropCtInsert,
+            DropReason::FragOrphan => Counter::DropFragOrphan,
         }
     }
 }
@@ -488,5 +530,6 @@ mod user {
         Config,
         Traffic,
         Endpoint,
+        FragKey,
     );
 }

@@ -1,5 +1,5 @@
 //! netpath's kernel side. Entry points only: each function is one attach point, the logic
-//! lives in modules by concern (isolate, pipeline, open, conntrack, nat, deliver, fib, parse,
+//! lives in modules by concern (isolate, pipeline, open, conntrack, nat, deliver, fib, frag, parse,
 //! sock, skb) and every map in `maps`. A TC program's logic returns its verdict or a drop
 //! reason; the entry point is its one drop exit (`drop::notify`).
 #![no_std]
@@ -10,6 +10,7 @@ mod conntrack;
 mod deliver;
 mod drop;
 mod fib;
+mod frag;
 mod isolate;
 mod maps;
 mod nat;

@@ -75,6 +75,20 @@ pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReas
     Ok(())
 }
 
+/// Rewrites the addresses of a later fragment to those of `to`: the IPv4 checksum only, as
+/// the fragment holds no transport header (see `frag`).
+#[inline(always)]
+pub fn rewrite_addrs(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReason> {
+    let h = &p.h;
+    if to.src_addr != h.tuple.src_addr {
+        addr(ctx, h.l3, h.l3 + 12, 0, None, h.tuple.src_addr, to.src_addr)?;
+    }
+    if to.dst_addr != h.tuple.dst_addr {
+        addr(ctx, h.l3, h.l3 + 16, 0, None, h.tuple.dst_addr, to.dst_addr)?;
+    }
+    Ok(())
+}
+
 /// Translates an ICMP error about a tracked connection: the quoted packet (which went out
 /// translated) back to what its sender sent, and the outer destination (and the outer source,
 /// when the error comes from the quoted packet's destination itself) with it. `back` is the
@@ -89,21 +103,67 @@ pub fn rewrite_icmp_error(
     let h = &p.h;
     let icmp_csum = h.csum_off();
     let t = &q.tuple;
+    // The quoted transport checksum is updated as the quoted packet's tuple changes, as
+    // netfilter does: the sender matches the error to its socket and may check it. It is
+    // there if the error quotes it: UDP's and ICMP's lie in the 8 bytes every error quotes,
+    // TCP's (bytes 16-17) only in a longer quote; the load fails past the packet's end.
+    // A UDP checksum of 0 stays 0 (BPF_F_MARK_MANGLED_0 leaves it alone).
+    let q_csum = q.csum_off();
+    let before = ctx.load::<u16>(q_csum).ok();
+    let (q_addr_flags, q_port_flags) = match t.proto {
+        // ICMP has no pseudo-header.
+        PROTO_ICMP => (None, 0),
+        PROTO_UDP => (
+            Some(BPF_F_MARK_MANGLED_0 as u64),
+            BPF_F_MARK_MANGLED_0 as u64,
+        ),
+        _ => (Some(0), 0),
+    };
+    let q_addr_flags = before.and(q_addr_flags);
     // The quoted IPv4 header carries a valid checksum that the helper keeps valid, so its
-    // sum, and with it the ICMP checksum, does not change with its addresses: only the
-    // quoted ports need the ICMP checksum updated.
+    // sum, and with it the ICMP checksum, does not change with its addresses: the quoted
+    // ports and the quoted transport checksum need the ICMP checksum updated.
     if back.dst_addr != t.src_addr {
-        addr(ctx, q.l3, q.l3 + 12, 0, None, t.src_addr, back.dst_addr)?;
+        addr(
+            ctx,
+            q.l3,
+            q.l3 + 12,
+            q_csum,
+            q_addr_flags,
+            t.src_addr,
+            back.dst_addr,
+        )?;
     }
     if back.src_addr != t.dst_addr {
-        addr(ctx, q.l3, q.l3 + 16, 0, None, t.dst_addr, back.src_addr)?;
+        addr(
+            ctx,
+            q.l3,
+            q.l3 + 16,
+            q_csum,
+            q_addr_flags,
+            t.dst_addr,
+            back.src_addr,
+        )?;
     }
     let (sport_off, dport_off) = q.port_offs();
     if back.dst_port != t.src_port {
+        if before.is_some() {
+            quoted_port_csum(ctx, q_csum, q_port_flags, t.src_port, back.dst_port)?;
+        }
         port(ctx, sport_off, icmp_csum, 0, t.src_port, back.dst_port)?;
     }
     if back.src_port != t.dst_port {
+        if before.is_some() {
+            quoted_port_csum(ctx, q_csum, q_port_flags, t.dst_port, back.src_port)?;
+        }
         port(ctx, dport_off, icmp_csum, 0, t.dst_port, back.src_port)?;
+    }
+    // The ICMP checksum covers the quoted transport checksum: it follows that field's change.
+    if let Some(before) = before {
+        let after = ctx.load::<u16>(q_csum).map_err(|_| DropReason::Store)?;
+        if after != before {
+            csum(ctx.l4_csum_replace(icmp_csum, u64::from(before), u64::from(after), 2))?;
+        }
     }
     if h.tuple.src_addr == t.dst_addr && back.src_addr != t.dst_addr {
         addr(
@@ -163,6 +223,20 @@ fn addr(
     }
     csum(ctx.l3_csum_replace(l3 + 10, old, new, 4))?;
     store(ctx, off, &(new as u32))
+}
+
+/// Updates the quoted transport checksum at `q_csum` for a quoted port going from `old` to
+/// `new` (the port itself is written by `port`, with the ICMP checksum).
+#[inline(always)]
+fn quoted_port_csum(
+    ctx: &TcContext,
+    q_csum: usize,
+    flags: u64,
+    old: u16,
+    new: u16,
+) -> Result<(), DropReason> {
+    let (old, new) = (old.to_be(), new.to_be());
+    csum(ctx.l4_csum_replace(q_csum, old as u64, new as u64, flags | 2))
 }
 
 #[inline(always)]

@@ -1,6 +1,8 @@
 //! Finding the IPv4 5-tuple of a packet. Anything netpath does not translate (not IPv4,
-//! fragments, protocols other than TCP, UDP and ICMP echo or error, truncated or malformed
-//! headers) yields `None` and is passed on untouched.
+//! protocols other than TCP, UDP and ICMP echo or error, fragmented ICMP errors, truncated
+//! or malformed headers) yields `None` and is passed on untouched. A fragment is parsed with
+//! its place in the datagram: the first carries the transport header, the later ones only
+//! their addresses (see `frag`).
 use aya_ebpf::programs::TcContext;
 use netpath_common::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -51,8 +53,21 @@ impl Headers {
     }
 }
 
+/// Where a packet stands in its IPv4 datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// Not fragmented.
+    Whole,
+    /// Offset 0, more fragments: the transport header is here.
+    First,
+    /// Offset > 0: no transport header; `Headers::tuple` has ports 0 and `l4` is where the
+    /// fragment's payload starts.
+    Later,
+}
+
 pub struct Packet {
     pub h: Headers,
+    pub frag: Frag,
     /// The IPv4 time to live.
     pub ttl: u8,
     /// TCP flags; 0 for other protocols.
@@ -101,22 +116,33 @@ impl Read for Helper<'_> {
     }
 }
 
-/// The IPv4 header at `l3` and the first bytes of its transport header: offsets, tuple and
-/// ICMP type. Fragments yield `None`: only the first carries ports, and translating it alone
-/// would corrupt the datagram.
+/// The IPv4 header at `l3` and the first bytes of its transport header: offsets, tuple,
+/// ICMP type and place in a fragmented datagram. A later fragment has no transport header:
+/// its tuple has ports 0 and its ICMP type is 0.
 #[inline(always)]
-fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8)> {
+fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8, Frag)> {
     let version_ihl: u8 = r.read(l3)?;
     let ihl = ((version_ihl & 0x0f) as usize) * 4;
     if version_ihl >> 4 != 4 || ihl < 20 {
         return None;
     }
-    if u16::from_be(r.read::<u16>(l3 + 6)?) & 0x3fff != 0 {
+    let proto: u8 = r.read(l3 + 9)?;
+    if !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP) {
         return None;
     }
-    let proto: u8 = r.read(l3 + 9)?;
+    let frag_off = u16::from_be(r.read::<u16>(l3 + 6)?);
+    let frag = if frag_off & IP_OFFSET != 0 {
+        Frag::Later
+    } else if frag_off & IP_MF != 0 {
+        Frag::First
+    } else {
+        Frag::Whole
+    };
     let l4 = l3 + ihl;
     let mut tuple = CtKey::new(r.read(l3 + 12)?, r.read(l3 + 16)?, 0, 0, proto);
+    if frag == Frag::Later {
+        return Some((Headers { l3, l4, tuple }, 0, frag));
+    }
     // The first 8 bytes of every transport header we handle, read at once: separate reads
     // at a variable offset lose the verifier's range tracking.
     let l4_head: [u8; 8] = r.read(l4)?;
@@ -137,8 +163,12 @@ fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8)> {
         }
         _ => return None,
     };
-    Some((Headers { l3, l4, tuple }, icmp_type))
+    Some((Headers { l3, l4, tuple }, icmp_type, frag))
 }
+
+/// IPv4 "more fragments" flag and fragment offset mask (RFC 791).
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
 
 /// The transport header's length without options: what must be present to translate.
 #[inline(always)]
@@ -153,12 +183,18 @@ fn l4_len(proto: u8) -> usize {
 /// linear area (the Ethernet header always is at TC). Usually they are; a driver may leave
 /// them in fragments. Only the headers are pulled: pulling payload in would copy the head of
 /// every cloned TCP packet. `None` when the packet is too short to hold them (truncated).
+/// A later fragment has no transport header: its IPv4 header is enough (only looked at when
+/// the common case, everything linear, does not hold).
 #[inline(always)]
 fn linear_headers(ctx: &TcContext) -> Option<()> {
     let byte = |off| at::<u8>(ctx, off).or_else(|| ctx.load::<u8>(off).ok());
     let ihl = usize::from(byte(ETH_HLEN)? & 0x0f) * 4;
-    let need = ETH_HLEN + ihl + l4_len(byte(ETH_HLEN + 9)?);
+    let mut need = ETH_HLEN + ihl + l4_len(byte(ETH_HLEN + 9)?);
     if ctx.data_end() - ctx.data() < need {
+        let offset = u16::from_be_bytes([byte(ETH_HLEN + 6)?, byte(ETH_HLEN + 7)?]) & IP_OFFSET;
+        if offset != 0 {
+            need = ETH_HLEN + ihl;
+        }
         if (ctx.len() as usize) < need {
             return None;
         }
@@ -173,21 +209,29 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
         return None;
     }
     linear_headers(ctx)?;
-    let (h, icmp_type) = ipv4(&Direct(ctx), ETH_HLEN)?;
-    let quoted = match (h.tuple.proto, icmp_type) {
-        (PROTO_ICMP, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => None,
-        (PROTO_ICMP, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) => {
+    let (h, icmp_type, frag) = ipv4(&Direct(ctx), ETH_HLEN)?;
+    let quoted = match (h.tuple.proto, icmp_type, frag) {
+        (_, _, Frag::Later) => None,
+        (PROTO_ICMP, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY, _) => None,
+        // An error is small (RFC 1812: at most 576 bytes) and never fragmented in practice.
+        (
+            PROTO_ICMP,
+            ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM,
+            Frag::Whole,
+        ) => {
             // RFC 792: the error quotes at least 8 bytes of the transport header, which
-            // `ipv4` reads.
+            // `ipv4` reads. A quoted later fragment has no ports (0 in its tuple), so no
+            // connection matches it and the error passes untouched.
             Some(ipv4(&Helper(ctx), h.l4 + 8)?.0)
         }
-        (PROTO_ICMP, _) => return None,
+        (PROTO_ICMP, _, _) => return None,
         _ => None,
     };
     Some(Packet {
         h,
+        frag,
         ttl: at(ctx, h.l3 + 8)?,
-        tcp_flags: if h.tuple.proto == PROTO_TCP {
+        tcp_flags: if h.tuple.proto == PROTO_TCP && frag != Frag::Later {
             at(ctx, h.l4 + 13)?
         } else {
             0

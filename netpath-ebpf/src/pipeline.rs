@@ -7,10 +7,11 @@ use netpath_common::{Counter, CtEntry, Direction, DropReason};
 use crate::{
     conntrack::{create, forget, lookup, now, renew, reopens, track},
     deliver::redirect,
+    frag,
     maps::{count, count_traffic},
     nat,
     open::open,
-    parse::{Headers, Packet, parse},
+    parse::{Frag, Headers, Packet, parse},
 };
 
 /// The hook a packet came in through, which decides what a new connection may become.
@@ -44,6 +45,9 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
         return Ok(TC_ACT_OK);
     }
     let now = now();
+    if p.frag == Frag::Later {
+        return frag::follow(ctx, &p, now, side);
+    }
     if let Some(quoted) = &p.quoted {
         return icmp_error(ctx, &p, quoted, now, side);
     }
@@ -73,6 +77,7 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
         forget(t, e);
     }
     let Some((mut xlat, reply, counter)) = opened else {
+        frag::remember(ctx, &p, false);
         return Ok(TC_ACT_OK);
     };
     let entry = match renewed {
@@ -104,23 +109,24 @@ fn icmp_error(
     // The quoted packet went out translated; the entry of its opposite direction holds the
     // original tuple.
     let back = quoted.tuple.reversed();
-    let Some(&mut entry) = lookup(&back, now) else {
+    let Some(entry) = lookup(&back, now) else {
         return Ok(TC_ACT_OK);
     };
-    nat::rewrite_icmp_error(ctx, p, quoted, &entry)?;
+    nat::rewrite_icmp_error(ctx, p, quoted, entry)?;
     count(Counter::IcmpError);
     debug!(
         ctx,
         "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
     );
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, &entry)
+    redirect(ctx, p, entry)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
 #[inline(always)]
 fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> Result<i32, DropReason> {
     nat::rewrite(ctx, p, e)?;
+    frag::remember(ctx, p, true);
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
     redirect(ctx, p, e)
 }

@@ -181,7 +181,7 @@ impl Pkt {
     }
 }
 
-fn l4_checksum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u16 {
+pub fn l4_checksum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u16 {
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(src);
     pseudo.extend_from_slice(dst);
@@ -386,7 +386,7 @@ impl Datapath {
 pub const ENDPOINT_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0xee, 0x02];
 
 /// Ethernet + an IPv4 header (valid checksum) around `l4`.
-fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+pub fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
     ip.extend_from_slice(&[0xab, 0xcd, 0x40, 0, 64, proto, 0, 0]);

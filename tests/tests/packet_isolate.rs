@@ -32,18 +32,20 @@ fn packets_that_match_nothing_pass_untouched() {
                 "TCP without SYN and no connection",
                 Pkt::tcp(CLIENT, 40000, HOST, 8088, ACK),
             ),
+            // Fragments are translated (packet_fragments.rs): the ones of a datagram to an
+            // unpublished port pass, the later following the first.
             (
-                "a non-first fragment",
+                "a first fragment (more fragments) to an unpublished port",
                 Pkt {
-                    frag: 100,
-                    ..Pkt::udp(CLIENT, 40000, HOST, 5353)
+                    frag: 0x2000,
+                    ..Pkt::udp(CLIENT, 40000, HOST, 5354)
                 },
             ),
             (
-                "a first fragment (more fragments)",
+                "a non-first fragment of that datagram",
                 Pkt {
-                    frag: 0x2000,
-                    ..Pkt::udp(CLIENT, 40000, HOST, 5353)
+                    frag: 100,
+                    ..Pkt::udp(CLIENT, 40000, HOST, 5354)
                 },
             ),
             (

@@ -1,11 +1,11 @@
 //! Packet tests of masquerade: outgoing TCP and ICMP echo flows translated to the host's
 //! address and back, colliding source ports, excluded destinations, an exhausted port range
 //! and ICMP errors about translated flows. The harness is [`netpath_tests::packet`].
-use netpath_common::{Counter, programs};
+use netpath_common::{Counter, PROTO_TCP, programs};
 use netpath_tests::packet::{
     ACK, CONTAINER, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT,
     TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, echo, fold, icmp, in_fresh_netns,
-    masquerading, tuple,
+    l4_checksum, masquerading, tuple,
 };
 
 #[test]
@@ -158,8 +158,14 @@ fn icmp_errors_about_a_translated_flow_are_translated_back() {
         assert_checksums(&out);
         // Everything else is as the router sent it.
         assert_eq!(out[22], error[22] - 1, "TTL decremented");
+        // The quoted UDP checksum is the one the container's datagram carried (the quote is
+        // too short to recompute it from scratch: see the quoted checksum tests below).
+        let original = Pkt::udp(OTHER_CONTAINER, 40000, SERVER, 4433).build();
+        assert_eq!(&inner[26..28], &original[40..42], "quoted UDP checksum");
         for i in (0..out.len()).filter(|i| {
-            ![22, 24, 25, 30, 31, 32, 33, 36, 37].contains(i) && !(42 + 10..42 + 24).contains(i)
+            ![22, 24, 25, 30, 31, 32, 33, 36, 37].contains(i)
+                && !(42 + 10..42 + 24).contains(i)
+                && !(42 + 26..42 + 28).contains(i)
         }) {
             assert_eq!(out[i], error[i], "byte {i} changed");
         }
@@ -171,5 +177,108 @@ fn icmp_errors_about_a_translated_flow_are_translated_back() {
         let stray = icmp(ROUTER, HOST, 11, 0, &[vec![0; 4], stray].concat());
         let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &stray);
         assert_eq!((verdict, &out), (TC_ACT_OK, &stray));
+    });
+}
+
+/// Asserts that the transport checksum of the packet an ICMP error in `out` quotes (whole),
+/// recomputed from scratch, is valid, and so is the ICMP checksum.
+fn assert_quoted_checksum(out: &[u8]) {
+    assert_checksums(out);
+    let inner = &out[42..];
+    assert_eq!(fold(0, &inner[..20]), 0, "quoted IPv4 header checksum");
+    let proto = inner[9];
+    let l4 = &inner[20..];
+    let off = if proto == PROTO_TCP { 16 } else { 6 };
+    let mut zeroed = l4.to_vec();
+    zeroed[off..off + 2].copy_from_slice(&[0, 0]);
+    assert_eq!(
+        u16::from_be_bytes([l4[off], l4[off + 1]]),
+        l4_checksum(&inner[12..16], &inner[16..20], proto, &zeroed),
+        "quoted transport checksum"
+    );
+}
+
+/// Asserts that a translated quote is the packet the container sent, transport checksum
+/// included, but for the TTL the host decremented on the way out (and the IPv4 header
+/// checksum with it).
+fn assert_quote_is(quote: &[u8], original: &[u8]) {
+    assert_eq!(quote.len(), original.len());
+    assert_eq!(quote[8], original[8] - 1, "quoted TTL");
+    for (i, (a, b)) in quote.iter().zip(original).enumerate() {
+        if ![8, 10, 11].contains(&i) {
+            assert_eq!(a, b, "quoted byte {i}");
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_fix_the_quoted_transport_checksum() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let mk: [fn([u8; 4]) -> Pkt; 2] = [
+            |c| Pkt::udp(c, 40000, SERVER, 4433),
+            |c| Pkt::tcp(c, 40000, SERVER, 443, SYN),
+        ];
+        for (i, mk) in mk.into_iter().enumerate() {
+            // Two flows from one source port, so that the second's port is translated too.
+            let mut sent = Vec::new();
+            for container in [CONTAINER, OTHER_CONTAINER] {
+                let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &mk(container).build());
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                sent = out;
+            }
+            assert_ne!(tuple(&sent).1, 40000);
+            // Port unreachable, quoting the whole packet as it left (as Linux does).
+            let mut rest = vec![0; 4];
+            rest.extend_from_slice(&sent[14..]);
+            let error = icmp(SERVER, HOST, 3, 3, &rest);
+            let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_eq!(
+                &out[42 + 12..42 + 20],
+                &[OTHER_CONTAINER, SERVER].concat()[..]
+            );
+            assert_quoted_checksum(&out);
+            // It is the checksum the container's packet carried.
+            let original = mk(OTHER_CONTAINER).build();
+            assert_quote_is(&out[42..], &original[14..]);
+            assert_eq!(dp.counter(Counter::IcmpError), 2 * i as u64 + 1);
+
+            // A router quoting only 8 transport bytes: TCP's checksum is not there; the ICMP
+            // checksum is still right.
+            let mut rest = vec![0; 4];
+            rest.extend_from_slice(&sent[14..14 + 28]);
+            let error = icmp(ROUTER, HOST, 11, 0, &rest);
+            let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_checksums(&out);
+            assert_quote_is(&out[42..], &original[14..14 + 28]);
+        }
+
+        // A quoted UDP checksum of 0 stays 0.
+        let bare = |c| {
+            Pkt {
+                udp_csum: false,
+                ..Pkt::udp(c, 41000, SERVER, 4433)
+            }
+            .build()
+        };
+        let mut sent = Vec::new();
+        for container in [CONTAINER, OTHER_CONTAINER] {
+            sent = dp.run(programs::BR_IN, dp.bridge, &bare(container)).1;
+        }
+        assert_ne!(tuple(&sent).1, 41000);
+        let mut rest = vec![0; 4];
+        rest.extend_from_slice(&sent[14..]);
+        let error = icmp(SERVER, HOST, 3, 3, &rest);
+        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(
+            &out[42 + 26..42 + 28],
+            &[0, 0],
+            "quoted UDP checksum stays 0"
+        );
+        assert_checksums(&out);
+        assert_quote_is(&out[42..], &bare(OTHER_CONTAINER)[14..]);
     });
 }

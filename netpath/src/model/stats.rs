@@ -162,6 +162,11 @@ static BYTES: Metric = metric(
     "translated bytes",
     "Bytes translated (Ethernet frames as TC sees them), by where they came in and protocol.",
 );
+static FRAGMENTS: Metric = metric(
+    "fragments_translated_total",
+    "fragments translated",
+    "Non-first IPv4 fragments translated the way their datagram's first fragment was.",
+);
 static CT_INSERTS: Metric = metric(
     "conntrack_inserts_total",
     "conntrack inserts",
@@ -204,11 +209,12 @@ static CT_MAX: Metric = metric(
 );
 
 /// Every metric, in output order.
-pub static METRICS: [&Metric; 14] = [
+pub static METRICS: [&Metric; 15] = [
     &DROPS,
     &CONNECTIONS,
     &HITS,
     &ICMP_ERRORS,
+    &FRAGMENTS,
     &PORT_RETRIES,
     &PACKETS,
     &BYTES,
@@ -229,10 +235,12 @@ fn counter_metric(c: Counter) -> (&'static Metric, Vec<(&'static str, &'static s
         Counter::DropCsum => (&DROPS, vec![("reason", "csum")]),
         Counter::DropStore => (&DROPS, vec![("reason", "store")]),
         Counter::DropCtInsert => (&DROPS, vec![("reason", "ct_insert")]),
+        Counter::DropFragOrphan => (&DROPS, vec![("reason", "frag_orphan")]),
         Counter::NatNew => (&CONNECTIONS, vec![("kind", "published")]),
         Counter::MasqNew => (&CONNECTIONS, vec![("kind", "masquerade")]),
         Counter::NatHit => (&HITS, vec![]),
         Counter::IcmpError => (&ICMP_ERRORS, vec![]),
+        Counter::FragTranslated => (&FRAGMENTS, vec![]),
         Counter::CtInsert => (&CT_INSERTS, vec![]),
         Counter::CtRemove => (&CT_REMOVALS, vec![]),
         Counter::CtExpired => (&CT_EXPIRED, vec![]),

@@ -10,7 +10,7 @@ use aya::{
     programs::links::{FdLink, PinnedLink},
 };
 use netpath_common::{
-    BridgeInfo, Counter, CtEntry, CtKey, Direction, PublishKey, PublishTarget, SockOrig,
+    BridgeInfo, Counter, CtEntry, CtKey, Direction, FragKey, PublishKey, PublishTarget, SockOrig,
     TRAFFIC_PROTOS, Traffic, maps, traffic_slot,
 };
 
@@ -125,6 +125,7 @@ impl Datapath {
             fill::<u64, SockOrig>(self, maps::SOCK_ORIG)?,
             masq_exclude,
             fill::<u32, u32>(self, maps::EXTERNALS)?,
+            fill::<FragKey, CtKey>(self, maps::FRAGS)?,
         ])
     }
 
