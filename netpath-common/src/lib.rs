@@ -52,6 +52,9 @@ pub mod maps {
     pub const TRAFFIC: &str = "NP_TRAFFIC";
     /// Container address (4 bytes) -> [`crate::Endpoint`].
     pub const ENDPOINTS: &str = "NP_ENDPOINTS";
+    /// Host-side veth ifindex -> [`crate::SourceGuard`]: the only source a container may
+    /// send from through that veth.
+    pub const SOURCES: &str = "NP_SOURCES";
     /// aya-log's ring buffer, shared by every program instance.
     pub const LOGS: &str = "AYA_LOGS";
     /// Its size in bytes, as aya-log-ebpf defines it.
@@ -252,6 +255,26 @@ const _: () = assert!(size_of::<Endpoint>() == 12);
 /// Container interfaces known to the datapath.
 pub const MAX_ENDPOINTS: u32 = 65536;
 
+/// The source a container interface must send from, keyed by its host-side veth's ifindex:
+/// `np_veth_in` drops an IPv4 frame from another address or MAC ([`DropReason::Spoofed`]),
+/// unless [`SOURCE_ANY`] is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SourceGuard {
+    /// The address netpath assigned to the container interface.
+    pub addr: [u8; 4],
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// [`SOURCE_ANY`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<SourceGuard>() == 12);
+
+/// The container may send from any source (`netpath run --allow-spoofed-source`: it routes
+/// other addresses).
+pub const SOURCE_ANY: u8 = 1;
+
 /// The original destination of a socket whose destination a socket program rewrote.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -318,11 +341,14 @@ pub enum Counter {
     /// A new connection's conntrack entries could not be inserted (the map refused them);
     /// the packet was dropped rather than sent untracked.
     DropCtInsert = 12,
+    /// A frame from a container with a source address or MAC that netpath did not assign to
+    /// its interface was dropped, before any translation.
+    DropSpoofed = 13,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::DropIsolation,
         Counter::NatNew,
         Counter::NatHit,
@@ -336,6 +362,7 @@ impl Counter {
         Counter::PortRetry,
         Counter::DropStore,
         Counter::DropCtInsert,
+        Counter::DropSpoofed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -353,6 +380,7 @@ impl Counter {
             Counter::PortRetry => "port_retry",
             Counter::DropStore => "drop_store",
             Counter::DropCtInsert => "drop_ct_insert",
+            Counter::DropSpoofed => "drop_spoofed",
         }
     }
 }
@@ -382,15 +410,18 @@ pub enum DropReason {
     Store = Counter::DropStore as u32,
     /// [`Counter::DropCtInsert`].
     CtInsert = Counter::DropCtInsert as u32,
+    /// [`Counter::DropSpoofed`].
+    Spoofed = Counter::DropSpoofed as u32,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Isolation,
         DropReason::NoPort,
         DropReason::Csum,
         DropReason::Store,
         DropReason::CtInsert,
+        DropReason::Spoofed,
     ];
 
     /// The counter of this reason: its slot is the reason's number.
@@ -401,6 +432,7 @@ impl DropReason {
             DropReason::Csum => Counter::DropCsum,
             DropReason::Store => Counter::DropStore,
             DropReason::CtInsert => Counter::DropCtInsert,
+            DropReason::Spoofed => Counter::DropSpoofed,
         }
     }
 }
@@ -488,5 +520,6 @@ mod user {
         Config,
         Traffic,
         Endpoint,
+        SourceGuard,
     );
 }

@@ -6,7 +6,8 @@ use aya_ebpf::{
 use netpath_common::{
     BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, Endpoint, MAX_CONNTRACK,
     MAX_ENDPOINTS, MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH,
-    MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig, TRAFFIC_SLOTS, Traffic, traffic_slot,
+    MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig, SourceGuard, TRAFFIC_SLOTS, Traffic,
+    traffic_slot,
 };
 
 #[btf_map]
@@ -39,6 +40,9 @@ pub static NP_EXTERNALS: HashMap<u32, u32, { MAX_EXTERNALS as usize }> = HashMap
 
 #[btf_map]
 pub static NP_ENDPOINTS: HashMap<[u8; 4], Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static NP_SOURCES: HashMap<u32, SourceGuard, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static NP_TRAFFIC: PerCpuArray<Traffic, { TRAFFIC_SLOTS as usize }> = PerCpuArray::new();

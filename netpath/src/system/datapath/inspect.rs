@@ -6,7 +6,7 @@ use aya::{
 };
 use netpath_common::{
     BridgeInfo, Counter, CtEntry, CtKey, Direction, PublishKey, PublishTarget, SockOrig,
-    TRAFFIC_PROTOS, Traffic, maps, traffic_slot,
+    SourceGuard, TRAFFIC_PROTOS, Traffic, maps, traffic_slot,
 };
 
 use super::{
@@ -116,6 +116,7 @@ impl Datapath {
             fill::<u64, SockOrig>(self, maps::SOCK_ORIG)?,
             masq_exclude,
             fill::<u32, u32>(self, maps::EXTERNALS)?,
+            fill::<u32, SourceGuard>(self, maps::SOURCES)?,
         ])
     }
 

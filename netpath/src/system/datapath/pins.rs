@@ -10,7 +10,7 @@ use aya::maps::MapInfo;
 use netpath_common::{
     BridgeInfo, COUNTER_SLOTS, Config, CtEntry, CtKey, Endpoint, MAX_CONNTRACK, MAX_ENDPOINTS,
     MAX_EXTERNALS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG,
-    PublishKey, PublishTarget, SockOrig, TRAFFIC_SLOTS, Traffic, maps,
+    PublishKey, PublishTarget, SockOrig, SourceGuard, TRAFFIC_SLOTS, Traffic, maps,
 };
 
 use super::{
@@ -31,7 +31,7 @@ const fn layout(key: usize, value: usize, entries: u32) -> MapLayout {
 
 /// Every map of the object, all pinned, with the layout this netpath reads and writes. A pin
 /// that differs was made by another netpath version and is refused rather than misread.
-pub(super) const MAPS: [(&str, MapLayout); 12] = [
+pub(super) const MAPS: [(&str, MapLayout); 13] = [
     (
         maps::BRIDGES,
         layout(4, size_of::<BridgeInfo>(), MAX_NETWORKS),
@@ -66,6 +66,10 @@ pub(super) const MAPS: [(&str, MapLayout); 12] = [
     (
         maps::ENDPOINTS,
         layout(4, size_of::<Endpoint>(), MAX_ENDPOINTS),
+    ),
+    (
+        maps::SOURCES,
+        layout(4, size_of::<SourceGuard>(), MAX_ENDPOINTS),
     ),
 ];
 
