@@ -192,4 +192,20 @@ fn forged_sources_are_dropped_and_counted_unless_allowed() {
         before,
         "an allowed source was counted as spoofed"
     );
+
+    // `up` again registers every veth anew: the check and the opt-out both stay.
+    sb.ok(&["up", "-d"]);
+    let before = spoofed(&sb);
+    let forged = format!("{UNASSIGNED}/32");
+    ip(&["-n", &forger, "addr", "add", &forged, "dev", "eth0"]).unwrap();
+    send(&sb, &forger, UNASSIGNED, TARGET, "53", EACH, "forged");
+    send(&sb, &router, OTHER_UNASSIGNED, TARGET, "53", 1, "routed");
+    let got = lines_until(&target_rx, "routed", "target after up");
+    assert!(
+        got.is_empty(),
+        "forged datagrams reached the target: {got:?}"
+    );
+    let expected = before + u64::from(EACH);
+    wait_until(50, Duration::from_millis(100), || spoofed(&sb) >= expected);
+    assert_eq!(spoofed(&sb), expected, "drop_spoofed after up");
 }
