@@ -55,6 +55,9 @@ pub mod maps {
     /// [`crate::FragKey`] -> [`crate::FragEntry`] (a [`crate::CtKey`]): what became of the
     /// first fragment of an IPv4 datagram, for its other fragments (LRU).
     pub const FRAGS: &str = "NP_FRAGS";
+    /// Host-side veth ifindex -> [`crate::SourceGuard`]: the only source a container may
+    /// send from through that veth.
+    pub const SOURCES: &str = "NP_SOURCES";
     /// aya-log's ring buffer, shared by every program instance.
     pub const LOGS: &str = "AYA_LOGS";
     /// Its size in bytes, as aya-log-ebpf defines it.
@@ -280,6 +283,26 @@ pub const FRAG_PASS: u8 = 0;
 /// Container interfaces known to the datapath.
 pub const MAX_ENDPOINTS: u32 = 65536;
 
+/// The source a container interface must send from, keyed by its host-side veth's ifindex:
+/// `np_veth_in` drops an IPv4 frame from another address or MAC ([`DropReason::Spoofed`]),
+/// unless [`SOURCE_ANY`] is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SourceGuard {
+    /// The address netpath assigned to the container interface.
+    pub addr: [u8; 4],
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// [`SOURCE_ANY`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<SourceGuard>() == 12);
+
+/// The container may send from any source (`netpath run --allow-spoofed-source`: it routes
+/// other addresses).
+pub const SOURCE_ANY: u8 = 1;
+
 /// The original destination of a socket whose destination a socket program rewrote.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -352,11 +375,14 @@ pub enum Counter {
     DropFragOrphan = 13,
     /// Non-first IPv4 fragments translated the way their first fragment was.
     FragTranslated = 14,
+    /// A frame from a container with a source address or MAC that netpath did not assign to
+    /// its interface was dropped, before any translation.
+    DropSpoofed = 15,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::DropIsolation,
         Counter::NatNew,
         Counter::NatHit,
@@ -372,6 +398,7 @@ impl Counter {
         Counter::DropCtInsert,
         Counter::DropFragOrphan,
         Counter::FragTranslated,
+        Counter::DropSpoofed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -391,6 +418,7 @@ impl Counter {
             Counter::DropCtInsert => "drop_ct_insert",
             Counter::DropFragOrphan => "drop_frag_orphan",
             Counter::FragTranslated => "frag_translated",
+            Counter::DropSpoofed => "drop_spoofed",
         }
     }
 }
@@ -422,16 +450,19 @@ pub enum DropReason {
     CtInsert = Counter::DropCtInsert as u32,
     /// [`Counter::DropFragOrphan`].
     FragOrphan = Counter::DropFragOrphan as u32,
+    /// [`Counter::DropSpoofed`].
+    Spoofed = Counter::DropSpoofed as u32,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Isolation,
         DropReason::NoPort,
         DropReason::Csum,
         DropReason::Store,
         DropReason::CtInsert,
         DropReason::FragOrphan,
+        DropReason::Spoofed,
     ];
 
     /// The counter of this reason: its slot is the reason's number.
@@ -443,6 +474,7 @@ impl DropReason {
             DropReason::Store => Counter::DropStore,
             DropReason::CtInsert => Counter::DropCtInsert,
             DropReason::FragOrphan => Counter::DropFragOrphan,
+            DropReason::Spoofed => Counter::DropSpoofed,
         }
     }
 }
@@ -531,5 +563,6 @@ mod user {
         Traffic,
         Endpoint,
         FragKey,
+        SourceGuard,
     );
 }

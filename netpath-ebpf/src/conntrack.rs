@@ -2,7 +2,10 @@
 //! arrives and holding the tuple to rewrite it to. An entry idle for longer than its state's
 //! timeout counts as absent, so correctness needs no garbage collector; the LRU reclaims
 //! the least recently used entries when the map is full.
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+};
 use netpath_common::{
     CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, DropReason, ct_timeout_secs,
 };
@@ -16,6 +19,8 @@ const SEC: u64 = 1_000_000_000;
 /// Other source ports tried for a new connection whose own is taken; a range this small or
 /// smaller is searched completely, so exhaustion is exact there.
 const PORT_TRIES: u32 = 32;
+/// The errno of an insert with `BPF_NOEXIST` whose key exists.
+const EEXIST: i32 = 17;
 
 #[inline(always)]
 fn timeout(proto: u8, state: u8) -> u64 {
@@ -167,11 +172,46 @@ pub fn renew(
     Some(*old)
 }
 
+/// Frees the tuple of the entry `e` found under `key` if its connection is over: both of
+/// its directions idle past their timeouts (as `lookup` sees it: a quiet direction of a live
+/// one-way stream is not free). The expired entry is removed explicitly, with its other
+/// direction when that still belongs to it, so that an insert with `BPF_NOEXIST` can take
+/// the tuple; counted as `lookup` counts an expired entry, and as removals. Returns whether
+/// the tuple is free now (another CPU may still take it first: the insert decides). Not
+/// inlined: its keys would add to the translation's stack frame, which with logging on is
+/// close to the verifier's 512 bytes.
+#[inline(never)]
+fn reclaim(key: &CtKey, e: &CtEntry, now: u64) -> bool {
+    if fresh(e, key.proto, now) {
+        return false;
+    }
+    let other_key = counterpart(e, key.proto);
+    let mut removed = 0;
+    if let Some(other) = in_map(&other_key) {
+        if fresh(other, key.proto, now) {
+            return false;
+        }
+        if counterpart(other, key.proto) == *key {
+            removed += u64::from(NP_CT.remove(other_key).is_ok());
+        }
+    }
+    removed += u64::from(NP_CT.remove(key).is_ok());
+    count(Counter::CtExpired);
+    count_n(Counter::CtRemove, removed);
+    true
+}
+
 /// Creates both entries of a new connection from `orig` (as it arrived) to `xlat` (what it
-/// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it goes. If the reply
-/// tuple is already taken by a live connection (an expired one never blocks), other source
-/// ports (ICMP identifiers) from the NAT range are tried for `xlat`; returns the forward
-/// entry. Fails when no port was free, or when the map refused an entry.
+/// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it
+/// goes; returns the forward entry.
+///
+/// The reply entry claims the translated tuple: it is inserted with `BPF_NOEXIST` (as
+/// Cilium's `__snat_update`), so that of two CPUs choosing the same tuple at once only one
+/// gets it and the other moves on, rather than overwriting the first connection's reply
+/// entry and taking its replies. A tuple held by an expired connection is freed first
+/// (`reclaim`). When the connection's own source port is taken, other source ports (ICMP
+/// identifiers) from the NAT range are tried. Fails when no port was free, or when the map
+/// refused an entry for another reason.
 #[inline(always)]
 pub fn create(
     orig: &CtKey,
@@ -196,15 +236,22 @@ pub fn create(
             xlat.src_port = (min + (start + i - 1) % span) as u16;
         }
         let reply_key = counterpart(xlat, orig.proto);
-        if in_map(&reply_key).is_some_and(|existing| fresh(existing, orig.proto, now)) {
+        if let Some(existing) = in_map(&reply_key)
+            && !reclaim(&reply_key, existing, now)
+        {
             continue;
         }
-        if NP_CT.insert(reply_key, reply, 0).is_err() {
-            return Err(DropReason::CtInsert);
+        match NP_CT.insert(reply_key, reply, u64::from(BPF_NOEXIST)) {
+            Ok(()) => {}
+            // Another CPU took the tuple since (or a live entry came back): next port.
+            Err(e) if e == -EEXIST => continue,
+            Err(_) => return Err(DropReason::CtInsert),
         }
         xlat.state = CtState::New as u8;
         xlat.last_seen_ns = now;
-        if NP_CT.insert(orig, *xlat, 0).is_err() {
+        // The forward entry's key is the connection's own tuple, which this packet owns:
+        // BPF_ANY replaces an expired entry left under it (Cilium does the same).
+        if NP_CT.insert(orig, *xlat, u64::from(BPF_ANY)).is_err() {
             let _ = NP_CT.remove(reply_key);
             return Err(DropReason::CtInsert);
         }

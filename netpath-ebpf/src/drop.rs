@@ -15,9 +15,10 @@ pub fn notify(ctx: &TcContext, reason: DropReason) -> i32 {
     let (ifindex, ingress) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).ingress_ifindex) };
     let name = reason.counter().name();
     match reason {
-        // Isolation is policy at work, possibly for every packet of a flow: logged only when
-        // asked for. Everything else means a connection that could not go through.
-        DropReason::Isolation => debug!(
+        // Isolation and source validation are policy at work, possibly for every packet of a
+        // flow (or a flood): logged only when asked for. Everything else means a connection
+        // that could not go through.
+        DropReason::Isolation | DropReason::Spoofed => debug!(
             ctx,
             "drop: {} on ifindex {} from ifindex {}", name, ifindex, ingress
         ),

@@ -20,6 +20,7 @@ mod parse;
 mod pipeline;
 mod skb;
 mod sock;
+mod source;
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier},
@@ -59,7 +60,8 @@ pub fn np_br_in(ctx: TcContext) -> i32 {
 /// TC ingress on the host end of each container's veth: what `np_br_in` does, one hop
 /// earlier, so that translated packets skip the bridge and the second pass through the
 /// stack. A new connection from an address that is not this veth's container is left to
-/// `np_br_in`.
+/// `np_br_in`. Before anything else, a frame whose source is not the one netpath assigned
+/// to the container is dropped (`source::check`).
 #[classifier]
 pub fn np_veth_in(ctx: TcContext) -> i32 {
     translate(&ctx, Side::Container).unwrap_or_else(|reason| drop::notify(&ctx, reason))

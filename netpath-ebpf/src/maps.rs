@@ -7,7 +7,7 @@ use netpath_common::{
     BridgeInfo, COUNTER_SLOTS, Config, Counter, CtEntry, CtKey, Direction, Endpoint, FragEntry,
     FragKey, MAX_CONNTRACK, MAX_ENDPOINTS, MAX_EXTERNALS, MAX_FRAGS, MAX_LOCAL_ADDRS,
     MAX_MASQ_EXCLUDE, MAX_NETWORKS, MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey, PublishTarget,
-    SockOrig, TRAFFIC_SLOTS, Traffic, traffic_slot,
+    SockOrig, SourceGuard, TRAFFIC_SLOTS, Traffic, traffic_slot,
 };
 
 #[btf_map]
@@ -43,6 +43,9 @@ pub static NP_ENDPOINTS: HashMap<[u8; 4], Endpoint, { MAX_ENDPOINTS as usize }> 
 
 #[btf_map]
 pub static NP_FRAGS: LruHashMap<FragKey, FragEntry, { MAX_FRAGS as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static NP_SOURCES: HashMap<u32, SourceGuard, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static NP_TRAFFIC: PerCpuArray<Traffic, { TRAFFIC_SLOTS as usize }> = PerCpuArray::new();

@@ -36,6 +36,9 @@ impl Side {
 /// packet must be dropped.
 #[inline(always)]
 pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
+    if side == Side::Container {
+        crate::source::check(ctx.skb.skb)?;
+    }
     let Some(p) = parse(ctx) else {
         return Ok(TC_ACT_OK);
     };

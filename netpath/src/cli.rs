@@ -169,6 +169,10 @@ pub struct RunArgs {
     /// in full [HOST_IP:]HOST_PORT[-END]:CONTAINER_PORT[-END][/tcp|/udp].
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub publish: Vec<PortSpec>,
+    /// Let the container send from addresses and MACs other than its interfaces' own (a
+    /// container that routes other addresses); by default the datapath drops such packets.
+    #[arg(long)]
+    pub allow_spoofed_source: bool,
 }
 
 #[derive(Args, Debug)]

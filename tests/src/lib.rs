@@ -184,6 +184,22 @@ impl Sandbox {
         Ok(client)
     }
 
+    /// [`Sandbox::client`] as the outside world: the client namespace with [`SERVER_ADDR`]
+    /// on its `lo`, a server's address beyond the host's external interface.
+    pub fn outside(&self) -> Result<Client> {
+        let cl = self.client()?;
+        ip(&[
+            "-n",
+            &cl.netns,
+            "addr",
+            "add",
+            &format!("{SERVER_ADDR}/32"),
+            "dev",
+            "lo",
+        ])?;
+        Ok(cl)
+    }
+
     /// Creates the namespace `<prefix>-<base>` with `lo` up, for extra topology (routers,
     /// servers); removed on drop like the client.
     pub fn extra_netns(&self, base: &str) -> Result<Client> {
@@ -319,6 +335,8 @@ impl Drop for Sandbox {
 pub const EXT_ADDR: &str = "203.0.113.1";
 /// The client namespace's address.
 pub const CLIENT_ADDR: &str = "203.0.113.2";
+/// A server outside, on the client namespace's `lo` ([`Sandbox::outside`]).
+pub const SERVER_ADDR: &str = "198.51.100.10";
 
 /// A client namespace outside the host (see [`Sandbox::client`]); deleted on drop.
 pub struct Client {

@@ -14,7 +14,7 @@ use aya::{
 use netpath::system::datapath::EBPF_OBJECT;
 use netpath_common::{
     BridgeInfo, Config, Counter, CtEntry, CtKey, Endpoint, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    PublishKey, PublishTarget, maps, programs,
+    PublishKey, PublishTarget, SourceGuard, maps, programs,
 };
 
 use crate::{ip, ip_json};
@@ -364,6 +364,20 @@ impl Datapath {
             _pad: [0; 2],
         };
         endpoints.insert(addr, endpoint, 0).unwrap();
+    }
+
+    /// What `netpath run` sets for a container's host-side veth: the only source (address
+    /// and MAC) the container may send from, or with `SOURCE_ANY` in `flags` any.
+    pub fn set_source(&mut self, host_ifindex: u32, addr: [u8; 4], mac: [u8; 6], flags: u8) {
+        let mut sources: HashMap<_, u32, SourceGuard> =
+            HashMap::try_from(self.ebpf.map_mut(maps::SOURCES).unwrap()).unwrap();
+        let guard = SourceGuard {
+            addr,
+            mac,
+            flags,
+            _pad: 0,
+        };
+        sources.insert(host_ifindex, guard, 0).unwrap();
     }
 
     /// A counter summed over the CPUs.

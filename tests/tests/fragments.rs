@@ -4,10 +4,10 @@
 //! and the datapath counts the later fragments it translated. Everything runs in the
 //! sandbox's own namespaces; every wait is bounded.
 use netpath_common::Counter;
-use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Sandbox, helpers::counter, ip, netpath_bin};
+use netpath_tests::{CLIENT_ADDR, EXT_ADDR, Sandbox, helpers::counter, netpath_bin};
 
 /// The server address outside, on the client namespace's lo (as in masquerade.rs).
-const SERVER: &str = "198.51.100.10";
+const SERVER: &str = netpath_tests::SERVER_ADDR;
 
 /// `PORT ADDR`: answers every datagram with the SHA-256 hex digest of what it got, a space
 /// and the datagram reversed (so the reply is as large). Prints "ready", then "from PEER"
@@ -103,17 +103,7 @@ fn large_udp_datagrams_through_a_published_port_arrive_intact() {
 #[test]
 fn large_udp_datagrams_through_masquerade_arrive_intact() {
     let sb = Sandbox::new(&netpath_bin()).expect("sandbox");
-    let cl = sb.client().expect("client namespace");
-    ip(&[
-        "-n",
-        &cl.netns,
-        "addr",
-        "add",
-        "198.51.100.10/32",
-        "dev",
-        "lo",
-    ])
-    .unwrap();
+    let cl = sb.outside().expect("outside namespace");
     let web = sb.name("web");
     sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);

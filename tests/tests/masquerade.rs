@@ -17,25 +17,9 @@ use netpath_tests::{
 use serde_json::Value;
 
 /// The server address outside, on the client namespace's lo.
-const SERVER: &str = "198.51.100.10";
+const SERVER: &str = netpath_tests::SERVER_ADDR;
 const WEB: &str = "172.17.0.2";
 const OTHER: &str = "172.17.0.3";
-
-/// The sandbox with its client namespace as the outside, [`SERVER`] on the client's lo.
-fn outside(sb: &Sandbox) -> Client {
-    let cl = sb.client().expect("client namespace");
-    ip(&[
-        "-n",
-        &cl.netns,
-        "addr",
-        "add",
-        "198.51.100.10/32",
-        "dev",
-        "lo",
-    ])
-    .unwrap();
-    cl
-}
 
 /// The source the server saw for a one-line TCP exchange from `netns` (SPORT 0: any).
 fn tcp_source(sb: &Sandbox, netns: &str, host: &str, sport: u16) -> String {
@@ -67,7 +51,7 @@ fn conntrack(sb: &Sandbox, args: &[&str]) -> Vec<Value> {
 #[test]
 fn tcp_udp_and_a_long_transfer_leave_with_the_external_address() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let web = sb.up_with_web(&[]);
     let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
     let _udp = server(&sb, &cl.netns, &["udp", SERVER, "53"]);
@@ -101,7 +85,7 @@ fn tcp_udp_and_a_long_transfer_leave_with_the_external_address() {
 #[test]
 fn source_ports_are_kept_when_free_and_allocated_from_the_range() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let (web, other) = (sb.name("web"), sb.name("other"));
     sb.ok(&["up", "-d", "--masquerade-ports", "45000-45009"]);
     sb.ok(&["run", &web]);
@@ -143,7 +127,7 @@ fn source_ports_are_kept_when_free_and_allocated_from_the_range() {
 #[test]
 fn an_exhausted_port_range_drops_and_counts() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let names: Vec<String> = ["a", "b", "c"].iter().map(|n| sb.name(n)).collect();
     sb.ok(&["up", "-d", "--masquerade-ports", "45000-45000"]);
     for n in &names {
@@ -267,7 +251,7 @@ fn ping_and_icmp_errors_are_translated_back() {
 #[test]
 fn networks_and_exclusions_keep_their_source() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let (web, other, db) = (sb.name("web"), sb.name("other"), sb.name("db"));
     sb.ok(&["up", "-d"]);
     sb.ok(&["network", "create", "backend", "--subnet", "10.10.0.0/24"]);
@@ -350,7 +334,7 @@ fn networks_and_exclusions_keep_their_source() {
 #[test]
 fn several_externals_and_an_address_change() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let (h, c) = (sb.host.as_str(), cl.netns.as_str());
     // A second link to the outside: ext1 192.0.2.1 — eth1 192.0.2.2, with 198.51.100.20
     // routed through it.
@@ -405,7 +389,7 @@ fn several_externals_and_an_address_change() {
 #[test]
 fn conntrack_lists_flushes_and_expired_entries_free_their_port() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let (web, other) = (sb.name("web"), sb.name("other"));
     sb.ok(&["up", "-d"]);
     sb.ok(&["run", &web]);
@@ -480,7 +464,7 @@ fn conntrack_lists_flushes_and_expired_entries_free_their_port() {
 #[test]
 fn a_full_conntrack_table_evicts_the_oldest() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let web = sb.up_with_web(&[]);
     let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
 
@@ -522,7 +506,7 @@ fn a_full_conntrack_table_evicts_the_oldest() {
 #[test]
 fn published_ports_work_alongside_and_across_masquerade() {
     let sb = sandbox();
-    let cl = outside(&sb);
+    let cl = sb.outside().expect("outside namespace");
     let web = sb.name("web");
     // A second netpath host, linked to the first: peer0 192.0.2.1 — ext0 192.0.2.2.
     let sb2 = sandbox();
@@ -568,7 +552,7 @@ fn published_ports_work_alongside_and_across_masquerade() {
 #[test]
 fn bad_masquerade_input_is_a_one_line_error_and_changes_nothing() {
     let sb = sandbox();
-    let _cl = outside(&sb);
+    let _cl = sb.outside().expect("outside namespace");
     sb.ok(&[
         "up",
         "-d",

@@ -37,6 +37,7 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
         mode,
         dns,
         publish: ports,
+        allow_spoofed_source,
     } = args;
     let name = name.as_str();
     check_name("container", name)?;
@@ -65,7 +66,11 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
     } else {
         Some(publish::plan(ctx, &specs).await?)
     };
-    let container = Container { mode, endpoints };
+    let container = Container {
+        mode,
+        endpoints,
+        allow_spoofed_source,
+    };
     if container.owns_netns() {
         let ns = netns::create_named(name)?;
         let built = async {
@@ -113,7 +118,7 @@ async fn build(
     let cnl = Netlink::open_in(ns)?;
     cnl.set_up("lo").await?;
     for (i, e) in container.endpoints.iter().enumerate() {
-        wire_endpoint(ctx, &cnl, ns, e, i == 0).await?;
+        wire_endpoint(ctx, &cnl, ns, e, i == 0, container.allow_spoofed_source).await?;
     }
     Ok(())
 }
@@ -170,13 +175,15 @@ fn host_veth_name(container: &str, ifname: &str) -> String {
 }
 
 /// Creates the veth (host end on the bridge, peer already inside the namespace) and configures
-/// the container side. The first interface also gets the default route.
+/// the container side. The first interface also gets the default route; `any_source` is the
+/// container's `--allow-spoofed-source`.
 async fn wire_endpoint(
     ctx: &Ctx,
     cnl: &Netlink,
     ns: &Netns,
     e: &Endpoint,
     default_route: bool,
+    any_source: bool,
 ) -> Result<()> {
     let net = ctx.state.network(&e.network)?;
     let bridge = ctx.nl.link_by_name(&net.bridge).await?.with_context(|| {
@@ -201,7 +208,7 @@ async fn wire_endpoint(
         cnl.configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
             .await?;
         match &dp {
-            Some(dp) => register(dp, e, index),
+            Some(dp) => register(dp, e, index, any_source),
             None => Ok(()),
         }
     }
@@ -217,10 +224,14 @@ async fn wire_endpoint(
 }
 
 /// Puts a container's veth on the fast path: translated packets from the container leave
-/// through its host end's program, and those to it go straight in.
-pub fn register(dp: &Datapath, e: &Endpoint, host_ifindex: u32) -> Result<()> {
+/// through its host end's program, and those to it go straight in. Its source is set first:
+/// the program drops frames from any other (unless `any_source`), and passes everything on a
+/// veth without an entry.
+pub fn register(dp: &Datapath, e: &Endpoint, host_ifindex: u32, any_source: bool) -> Result<()> {
+    let mac = ipam::mac_for(e.ip);
+    dp.set_source(host_ifindex, e.ip, mac, any_source)?;
     dp.attach_veth(&e.host_veth)?;
-    Ok(dp.set_endpoint(e.ip, host_ifindex, ipam::mac_for(e.ip))?)
+    Ok(dp.set_endpoint(e.ip, host_ifindex, mac)?)
 }
 
 pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {
@@ -242,10 +253,11 @@ pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {
         })
         .expect("a free slot");
     let default_route = container.endpoints.is_empty();
+    let any_source = container.allow_spoofed_source;
     let endpoint = plan_endpoint(&ctx.state, name, network, ip, slot)?;
     let ns = Netns::open_named(name)?;
     let cnl = Netlink::open_in(&ns)?;
-    wire_endpoint(ctx, &cnl, &ns, &endpoint, default_route).await?;
+    wire_endpoint(ctx, &cnl, &ns, &endpoint, default_route, any_source).await?;
     let done = attached(name, &endpoint);
     ctx.state
         .containers

@@ -173,7 +173,7 @@ async fn register_containers(ctx: &Ctx) -> Result<()> {
         for e in &c.endpoints {
             // A veth deleted behind netpath's back is reported by `ps`; `rm` cleans up.
             if let Some(link) = links.iter().find(|l| l.name == e.host_veth) {
-                container::register(&dp, e, link.index)
+                container::register(&dp, e, link.index, c.allow_spoofed_source)
                     .with_context(|| format!("container {name}"))?;
             }
         }

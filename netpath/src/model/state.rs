@@ -110,6 +110,12 @@ impl std::fmt::Display for NetMode {
 pub struct Container {
     pub mode: NetMode,
     pub endpoints: Vec<Endpoint>,
+    /// `--allow-spoofed-source`: the datapath lets the container send from any address and
+    /// MAC (it routes other addresses); by default it drops what does not come from the
+    /// interface's own. Absent (false) in the state of an older netpath and in `ps` unless
+    /// set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_spoofed_source: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

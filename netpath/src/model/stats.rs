@@ -236,6 +236,7 @@ fn counter_metric(c: Counter) -> (&'static Metric, Vec<(&'static str, &'static s
         Counter::DropStore => (&DROPS, vec![("reason", "store")]),
         Counter::DropCtInsert => (&DROPS, vec![("reason", "ct_insert")]),
         Counter::DropFragOrphan => (&DROPS, vec![("reason", "frag_orphan")]),
+        Counter::DropSpoofed => (&DROPS, vec![("reason", "spoofed")]),
         Counter::NatNew => (&CONNECTIONS, vec![("kind", "published")]),
         Counter::MasqNew => (&CONNECTIONS, vec![("kind", "masquerade")]),
         Counter::NatHit => (&HITS, vec![]),

@@ -11,7 +11,7 @@ use aya::{
 };
 use netpath_common::{
     BridgeInfo, Counter, CtEntry, CtKey, Direction, FragKey, PublishKey, PublishTarget, SockOrig,
-    TRAFFIC_PROTOS, Traffic, maps, traffic_slot,
+    SourceGuard, TRAFFIC_PROTOS, Traffic, maps, traffic_slot,
 };
 
 use super::{
@@ -126,6 +126,7 @@ impl Datapath {
             masq_exclude,
             fill::<u32, u32>(self, maps::EXTERNALS)?,
             fill::<FragKey, CtKey>(self, maps::FRAGS)?,
+            fill::<u32, SourceGuard>(self, maps::SOURCES)?,
         ])
     }
 

@@ -7,7 +7,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use netpath_common::{
-    BridgeInfo, Config, CtEntry, CtKey, Endpoint, PublishKey, PublishTarget, maps,
+    BridgeInfo, Config, CtEntry, CtKey, Endpoint, PublishKey, PublishTarget, SOURCE_ANY,
+    SourceGuard, maps,
 };
 
 use super::{
@@ -22,6 +23,7 @@ pub(super) type ConfigMap = Array<MapData, Config>;
 type Publish = HashMap<MapData, PublishKey, PublishTarget>;
 type LocalAddrs = HashMap<MapData, [u8; 4], u32>;
 type Endpoints = HashMap<MapData, [u8; 4], Endpoint>;
+type Sources = HashMap<MapData, u32, SourceGuard>;
 type MasqExclude = LpmTrie<MapData, [u8; 4], u32>;
 
 impl Datapath {
@@ -151,8 +153,48 @@ impl Datapath {
             ))
     }
 
+    /// Sets the only source (`addr`, `mac`) the container behind the host-side veth
+    /// `host_ifindex` may send from, or with `any` lets it send from every source (a
+    /// container that routes other addresses). Set before the veth's program is attached,
+    /// which lets a veth without an entry pass.
+    pub fn set_source(
+        &self,
+        host_ifindex: u32,
+        addr: Ipv4Addr,
+        mac: [u8; 6],
+        any: bool,
+    ) -> Result<()> {
+        let mut sources: Sources = self.map(maps::SOURCES)?;
+        let guard = SourceGuard {
+            addr: addr.octets(),
+            mac,
+            flags: if any { SOURCE_ANY } else { 0 },
+            _pad: 0,
+        };
+        sources
+            .insert(host_ifindex, guard, 0)
+            .map_err(DatapathError::map(
+                maps::SOURCES,
+                format!("setting the source of endpoint {addr}"),
+            ))
+    }
+
+    /// Forgets a container interface: its delivery entry, and the source entry of its veth.
     pub fn remove_endpoint(&self, addr: Ipv4Addr) -> Result<()> {
         let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
+        if let Ok(ep) = endpoints.get(&addr.octets(), 0) {
+            let mut sources: Sources = self.map(maps::SOURCES)?;
+            // Only the veth's own entry: its ifindex may belong to a newer veth by now.
+            let mine = sources
+                .get(&ep.host_ifindex, 0)
+                .is_ok_and(|g| g.addr == addr.octets());
+            if mine {
+                remove_key(&mut sources, &ep.host_ifindex).map_err(DatapathError::map(
+                    maps::SOURCES,
+                    format!("forgetting the source of endpoint {addr}"),
+                ))?;
+            }
+        }
         remove_key(&mut endpoints, &addr.octets()).map_err(DatapathError::map(
             maps::ENDPOINTS,
             format!("forgetting endpoint {addr}"),

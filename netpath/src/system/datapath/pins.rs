@@ -10,7 +10,8 @@ use aya::maps::MapInfo;
 use netpath_common::{
     BridgeInfo, COUNTER_SLOTS, Config, CtEntry, CtKey, Endpoint, FragKey, MAX_CONNTRACK,
     MAX_ENDPOINTS, MAX_EXTERNALS, MAX_FRAGS, MAX_LOCAL_ADDRS, MAX_MASQ_EXCLUDE, MAX_NETWORKS,
-    MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig, TRAFFIC_SLOTS, Traffic, maps,
+    MAX_PUBLISH, MAX_SOCK_ORIG, PublishKey, PublishTarget, SockOrig, SourceGuard, TRAFFIC_SLOTS,
+    Traffic, maps,
 };
 
 use super::{
@@ -32,7 +33,7 @@ const fn layout(key: usize, value: usize, entries: u32) -> MapLayout {
 /// Every map of the object, all pinned, with the layout this netpath reads and writes. A pin
 /// that differs was made by another netpath version and is refused rather than misread. The
 /// conntrack table's capacity is the default here; each datapath sets its own.
-pub(super) const MAPS: [(&str, MapLayout); 13] = [
+pub(super) const MAPS: [(&str, MapLayout); 14] = [
     (
         maps::BRIDGES,
         layout(4, size_of::<BridgeInfo>(), MAX_NETWORKS),
@@ -71,6 +72,10 @@ pub(super) const MAPS: [(&str, MapLayout); 13] = [
     (
         maps::FRAGS,
         layout(size_of::<FragKey>(), size_of::<CtKey>(), MAX_FRAGS),
+    ),
+    (
+        maps::SOURCES,
+        layout(4, size_of::<SourceGuard>(), MAX_ENDPOINTS),
     ),
 ];
 
