@@ -1,6 +1,7 @@
 //! What each command does: the glue between the CLI, the state store, netlink and the
 //! datapath. Each command runs with the scope's lock held and saves the state once at the end,
 //! or undoes what it built when it fails.
+pub mod cni;
 pub mod conntrack;
 pub mod container;
 pub mod host;
@@ -91,6 +92,16 @@ pub fn scope(netns: Option<&str>) -> Result<String> {
         Ok(init) if init == current => "host".to_owned(),
         _ => format!("netns-{current}"),
     })
+}
+
+/// [`scope`] for a process that was started inside a namespace rather than told its name
+/// (netpath-cni, run by a runtime through `nsenter --net=/run/netns/NS`): a namespace with a
+/// name under /run/netns gets that name's scope, the one `netpath --netns NS` uses.
+pub fn scope_of_current() -> Result<String> {
+    match crate::system::netns::current_name()? {
+        Some(name) => Ok(name),
+        None => scope(None),
+    }
 }
 
 /// Names of networks and containers: what Docker accepts, and safe as file names.
