@@ -431,11 +431,11 @@ async fn del(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()>
     let id = Env::require(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = Env::require(&env.ifname, "CNI_IFNAME")?;
     let name = pod_name(id, ifname);
-    match ctx.state.containers.get(&name) {
-        Some(c) if matches!(c.mode, NetMode::Cni(_)) => {
+    match ctx.state.containers.get(&name).map(|c| &c.mode) {
+        Some(NetMode::Cni(pod)) if pod.container_id == id => {
             container::rm(ctx, &name).await?;
         }
-        Some(_) => bail!("{name} is a netpath container, not a CNI attachment"),
+        Some(_) => bail!("{name} is another container's, not this attachment"),
         None => {
             // A veth left by an ADD that was killed halfway.
             let veth = container::host_veth_name(&name, ifname);
@@ -455,7 +455,12 @@ async fn check(ctx: &Ctx, env: &Env, conf: &NetConf) -> Result<()> {
     let ifname = Env::require(&env.ifname, "CNI_IFNAME")?;
     let netns_path = Env::require(&env.netns, "CNI_NETNS")?;
     let name = pod_name(id, ifname);
-    let pod = ctx.state.containers.get(&name).ok_or_else(|| {
+    let pod = ctx
+        .state
+        .containers
+        .get(&name)
+        .filter(|c| matches!(&c.mode, NetMode::Cni(pod) if pod.container_id == id));
+    let pod = pod.ok_or_else(|| {
         refusal(
             code::UNKNOWN_CONTAINER,
             format!(
