@@ -171,6 +171,14 @@ fn add_check_del_twice_and_the_namespace_stays() {
     assert_eq!(ps[0]["mode"]["target"]["netns"], pod.path().as_str());
     assert!(ps[0]["missing"].as_array().unwrap().is_empty());
     assert!(sb.ping(&pod.ns.netns, "10.89.0.1"));
+    // netpath run in the namespace (as netpath-cni is) takes the scope of its name.
+    let entered = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", sb.host))
+        .args([netpath_bin().as_os_str(), "ps".as_ref(), "--json".as_ref()])
+        .output()
+        .unwrap();
+    let entered: Value = serde_json::from_slice(&entered.stdout).unwrap();
+    assert_eq!(entered.as_array().unwrap().len(), 1, "{entered}");
     pod.ok(&sb, "CHECK", &conf);
 
     // CHECK notices a missing address.

@@ -150,7 +150,7 @@ fn run(env: &Env, stdin: &[u8], version: &mut String) -> Result<Answer> {
         bail!("netpath-cni must run as root (it needs CAP_NET_ADMIN and CAP_BPF)");
     }
     // The namespace the runtime runs the plugin in is the pods' host.
-    let scope = super::scope_of_current()?;
+    let scope = super::scope(None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

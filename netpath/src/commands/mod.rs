@@ -80,28 +80,24 @@ impl Ctx {
     }
 }
 
-/// The scope of a process: the `--netns` name, "host" in the initial network namespace, or
-/// the namespace's inode for an anonymous one (so two namespaces never share state or pins).
+/// The scope of a process: the `--netns` name; else the name of the namespace it runs in
+/// under /run/netns, if it has one (netpath-cni, which a runtime starts with `nsenter
+/// --net=/run/netns/NS`, shares the scope of `netpath --netns NS`); "host" in the initial
+/// network namespace; or the namespace's inode for an anonymous one (so two namespaces never
+/// share state or pins).
 pub fn scope(netns: Option<&str>) -> Result<String> {
     if let Some(name) = netns {
         return Ok(name.to_owned());
     }
     let current = Netns::current()?.inode()?;
     let init = std::fs::metadata("/proc/1/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    Ok(match init {
-        Ok(init) if init == current => "host".to_owned(),
-        _ => format!("netns-{current}"),
-    })
-}
-
-/// [`scope`] for a process that was started inside a namespace rather than told its name
-/// (netpath-cni, run by a runtime through `nsenter --net=/run/netns/NS`): a namespace with a
-/// name under /run/netns gets that name's scope, the one `netpath --netns NS` uses.
-pub fn scope_of_current() -> Result<String> {
-    match crate::system::netns::current_name()? {
-        Some(name) => Ok(name),
-        None => scope(None),
+    if matches!(init, Ok(init) if init == current) {
+        return Ok("host".to_owned());
     }
+    Ok(match crate::system::netns::current_name()? {
+        Some(name) => name,
+        None => format!("netns-{current}"),
+    })
 }
 
 /// Names of networks and containers: what Docker accepts, and safe as file names.
