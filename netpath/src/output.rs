@@ -74,6 +74,17 @@ pub fn write(w: &mut impl Write, response: &Response, format: Format) -> Result<
     Ok(())
 }
 
+/// A CNI plugin's answer (result, version, error) as the runtime reads it: one JSON document
+/// on stdout. `None` (DEL, CHECK, ...) writes nothing.
+pub fn cni(w: &mut impl Write, answer: Option<&impl Serialize>) -> Result<(), OutputError> {
+    if let Some(answer) = answer {
+        serde_json::to_writer(&mut *w, answer).map_err(io::Error::from)?;
+        writeln!(w)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
 /// One line of a streaming command (`up` in the foreground, `stats --watch`), flushed at once.
 pub fn line(w: &mut impl Write, line: &str) -> Result<(), OutputError> {
     writeln!(w, "{line}")?;

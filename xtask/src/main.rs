@@ -42,6 +42,12 @@ enum Task {
     /// Build a sandbox of namespaces, run netpath in it, send real traffic, show the state,
     /// and tear it all down.
     Demo,
+    /// Build netpath and copy its CNI plugin, netpath-cni, into DIR (where runtimes look
+    /// for plugins).
+    InstallCni {
+        #[arg(long, default_value = "/opt/cni/bin")]
+        dir: PathBuf,
+    },
     /// Create and remove containers through the CLI and print median times.
     BenchContainers {
         #[arg(long, default_value_t = 100)]
@@ -90,6 +96,7 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::BuildEbpf => build_ebpf(),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(&build_netpath(true)?),
+        Task::InstallCni { dir } => install_cni(&dir),
         Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
         Task::Bench {
             quick,
@@ -140,6 +147,19 @@ fn build_netpath(release: bool) -> Result<PathBuf> {
         .join("target")
         .join(profile)
         .join("netpath"))
+}
+
+/// `cargo xtask install-cni`: a release build, then netpath-cni copied into `dir` (through
+/// a temporary name and a rename, so that a runtime never runs a half-written plugin).
+fn install_cni(dir: &std::path::Path) -> Result<()> {
+    let bin = build_netpath(true)?.with_file_name("netpath-cni");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join("netpath-cni");
+    let tmp = dir.join(".netpath-cni.tmp");
+    std::fs::copy(&bin, &tmp).with_context(|| format!("copying {}", bin.display()))?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("installing {}", dest.display()))?;
+    println!("installed {}", dest.display());
+    Ok(())
 }
 
 fn build_ebpf() -> Result<()> {

@@ -13,6 +13,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "ping"),
     ("curl", "curl"),
     ("python3", "python3"),
+    // netpath-cni's tests: a real runtime (Podman with runc), a busybox root filesystem
+    // and the reference host-local IPAM plugin.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("busybox-static", "busybox"),
+    ("containernetworking-plugins", "/usr/lib/cni/host-local"),
 ];
 /// What `cargo xtask bench` adds: servers and load generators, and iptables for Docker's
 /// rules (the nf_tables backend is fine).

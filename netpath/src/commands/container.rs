@@ -53,6 +53,7 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
             vec![]
         }
         NetMode::None | NetMode::Host => vec![],
+        NetMode::Cni(_) => bail!("CNI pods are added by netpath-cni, not `netpath run`"),
     };
     let specs: Vec<Spec> = match (&ports[..], endpoints.first()) {
         ([], _) => vec![],
@@ -163,7 +164,7 @@ fn plan_endpoint(
 }
 
 /// `np` + a hash of container and interface: unique per endpoint, stable, within 15 bytes.
-fn host_veth_name(container: &str, ifname: &str) -> String {
+pub(super) fn host_veth_name(container: &str, ifname: &str) -> String {
     let hash = container
         .bytes()
         .chain([0])
@@ -177,7 +178,7 @@ fn host_veth_name(container: &str, ifname: &str) -> String {
 /// Creates the veth (host end on the bridge, peer already inside the namespace) and configures
 /// the container side. The first interface also gets the default route; `any_source` is the
 /// container's `--allow-spoofed-source`.
-async fn wire_endpoint(
+pub(super) async fn wire_endpoint(
     ctx: &Ctx,
     cnl: &Netlink,
     ns: &Netns,
@@ -436,6 +437,10 @@ pub fn exec(scope: &str, args: &ExecArgs) -> Result<std::convert::Infallible> {
             NetMode::Bridge | NetMode::None => Some(name.to_owned()),
             NetMode::Container(target) => Some(target.clone()),
             NetMode::Host => None,
+            NetMode::Cni(pod) => bail!(
+                "container {name} is a CNI pod: enter its namespace with nsenter --net={}",
+                pod.netns
+            ),
         }
     };
     if let Some(ns) = &netns_name {

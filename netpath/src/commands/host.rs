@@ -1,6 +1,7 @@
 //! `netpath up` and `netpath down`: the default network, IP forwarding and the datapath of
 //! the whole namespace.
 use std::{
+    collections::BTreeSet,
     fs,
     io::Write,
     sync::{Arc, Mutex},
@@ -21,7 +22,9 @@ use super::{
 use crate::{
     cli::{LogLevel, UpArgs},
     model::conntrack,
+    model::ipam::Subnet,
     model::masquerade::{NatPorts, plan_exclude},
+    model::publish::Publishes,
     model::state::{NetMode, Network},
     output::{self, Response},
     system::datapath::{self, Datapath, DatapathError},
@@ -108,20 +111,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
             .expect("listed above")
             .ifindex = ifindex;
     }
-    register_containers(ctx).await?;
-    let forward =
-        fs::read_to_string(IP_FORWARD).with_context(|| format!("reading {IP_FORWARD}"))?;
-    if forward.trim() != "1" {
-        fs::write(IP_FORWARD, "1").with_context(|| format!("enabling {IP_FORWARD}"))?;
-        ctx.state
-            .ip_forward_before
-            .get_or_insert(forward.trim().to_owned());
-    }
-    // Before the externals are attached: masquerade acts as soon as they are.
-    masquerade::apply(ctx, &*ctx.datapath()?, &exclude, nat_ports)?;
-    ctx.state.masquerade_exclude = exclude;
-    ctx.state.masquerade_ports = nat_ports;
-    publish::activate(ctx, externals, publishes).await?;
+    activate(ctx, externals, publishes, exclude, nat_ports).await?;
     let s = &ctx.state;
     let net = &s.networks[DEFAULT_NETWORK];
     let externals = match s.externals.len() {
@@ -144,6 +134,32 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
         s.masquerade_ports.unwrap_or(NatPorts::DEFAULT),
         s.masquerade_exclude.len(),
     )]))
+}
+
+/// What `up` does once the networks are realized (and the first `ADD` of netpath-cni, which
+/// brings the datapath up as `up -d` would): containers on the fast path, IP forwarding,
+/// masquerade settings, published ports and external interfaces.
+pub(super) async fn activate(
+    ctx: &mut Ctx,
+    externals: BTreeSet<String>,
+    publishes: Publishes,
+    exclude: BTreeSet<Subnet>,
+    nat_ports: Option<NatPorts>,
+) -> Result<()> {
+    register_containers(ctx).await?;
+    let forward =
+        fs::read_to_string(IP_FORWARD).with_context(|| format!("reading {IP_FORWARD}"))?;
+    if forward.trim() != "1" {
+        fs::write(IP_FORWARD, "1").with_context(|| format!("enabling {IP_FORWARD}"))?;
+        ctx.state
+            .ip_forward_before
+            .get_or_insert(forward.trim().to_owned());
+    }
+    // Before the externals are attached: masquerade acts as soon as they are.
+    masquerade::apply(ctx, &*ctx.datapath()?, &exclude, nat_ports)?;
+    ctx.state.masquerade_exclude = exclude;
+    ctx.state.masquerade_ports = nat_ports;
+    publish::activate(ctx, externals, publishes).await
 }
 
 /// Refuses a conntrack capacity other than the pinned table's, before anything changes.

@@ -1,6 +1,7 @@
 //! What each command does: the glue between the CLI, the state store, netlink and the
 //! datapath. Each command runs with the scope's lock held and saves the state once at the end,
 //! or undoes what it built when it fails.
+pub mod cni;
 pub mod conntrack;
 pub mod container;
 pub mod host;
@@ -79,17 +80,23 @@ impl Ctx {
     }
 }
 
-/// The scope of a process: the `--netns` name, "host" in the initial network namespace, or
-/// the namespace's inode for an anonymous one (so two namespaces never share state or pins).
+/// The scope of a process: the `--netns` name; else the name of the namespace it runs in
+/// under /run/netns, if it has one (netpath-cni, which a runtime starts with `nsenter
+/// --net=/run/netns/NS`, shares the scope of `netpath --netns NS`); "host" in the initial
+/// network namespace; or the namespace's inode for an anonymous one (so two namespaces never
+/// share state or pins).
 pub fn scope(netns: Option<&str>) -> Result<String> {
     if let Some(name) = netns {
         return Ok(name.to_owned());
     }
     let current = Netns::current()?.inode()?;
     let init = std::fs::metadata("/proc/1/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    Ok(match init {
-        Ok(init) if init == current => "host".to_owned(),
-        _ => format!("netns-{current}"),
+    if matches!(init, Ok(init) if init == current) {
+        return Ok("host".to_owned());
+    }
+    Ok(match crate::system::netns::current_name()? {
+        Some(name) => name,
+        None => format!("netns-{current}"),
     })
 }
 

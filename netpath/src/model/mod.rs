@@ -1,4 +1,5 @@
 //! Plain data: what netpath keeps, plans and shows. Nothing here touches the kernel.
+pub mod cni;
 pub mod conntrack;
 pub mod ipam;
 pub mod masquerade;

@@ -72,6 +72,18 @@ pub enum NetMode {
     Host,
     /// Shares the namespace of the named container.
     Container(String),
+    /// A pod a container runtime wired through netpath-cni: its namespace is the runtime's,
+    /// never created or deleted by netpath.
+    Cni(CniPod),
+}
+
+/// What identifies a CNI attachment: the runtime's container id and interface name, and the
+/// namespace path it was given (not owned by netpath).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniPod {
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
 }
 
 /// `--net`: Docker's network modes.
@@ -102,6 +114,7 @@ impl std::fmt::Display for NetMode {
             NetMode::None => f.write_str("none"),
             NetMode::Host => f.write_str("host"),
             NetMode::Container(target) => write!(f, "container:{target}"),
+            NetMode::Cni(_) => f.write_str("cni"),
         }
     }
 }

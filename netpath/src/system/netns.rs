@@ -87,6 +87,26 @@ impl Netns {
         Ok(Netns { fd })
     }
 
+    /// Opens the namespace at `path`: a bind mount like `/run/netns/X` or a process's
+    /// `/proc/PID/ns/net` (what a container runtime hands a CNI plugin).
+    pub fn open_path(path: &Path) -> Result<Netns> {
+        let opening = || format!("opening network namespace {}", path.display());
+        let fd = match open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Err(Errno::ENOENT) => {
+                return Err(NetnsError::NotFound {
+                    name: path.display().to_string(),
+                });
+            }
+            r => r.op(opening)?,
+        };
+        if fstatfs(&fd).op(opening)?.filesystem_type() != NSFS_MAGIC {
+            return Err(NetnsError::NotANamespace {
+                path: path.to_owned(),
+            });
+        }
+        Ok(Netns { fd })
+    }
+
     /// Opens the calling thread's current network namespace.
     pub fn current() -> Result<Netns> {
         let fd = open(
@@ -107,6 +127,21 @@ impl Netns {
     pub fn inode(&self) -> Result<u64> {
         Ok(fstat(&self.fd).op(|| "stat of network namespace")?.st_ino)
     }
+}
+
+/// The name under [`NETNS_RUN_DIR`] of the calling thread's namespace, if it has one (what
+/// `ip netns identify` prints).
+pub fn current_name() -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let current = fstat(Netns::current()?.fd()).op(|| "stat of network namespace")?;
+    let Ok(entries) = fs::read_dir(NETNS_RUN_DIR) else {
+        return Ok(None);
+    };
+    Ok(entries.flatten().find_map(|entry| {
+        let m = fs::metadata(entry.path()).ok()?;
+        (m.ino() == current.st_ino && m.dev() == current.st_dev)
+            .then(|| entry.file_name().to_string_lossy().into_owned())
+    }))
 }
 
 /// Moves the current thread into the named namespace for good (the global `--netns` option,

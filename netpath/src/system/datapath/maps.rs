@@ -179,6 +179,15 @@ impl Datapath {
             ))
     }
 
+    /// The registration of `addr` (host-side ifindex and MAC), if there is one.
+    pub fn endpoint(&self, addr: Ipv4Addr) -> Result<Option<(u32, [u8; 6])>> {
+        let endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
+        Ok(endpoints
+            .get(&addr.octets(), 0)
+            .ok()
+            .map(|e| (e.host_ifindex, e.mac)))
+    }
+
     /// Forgets a container interface: its delivery entry, and the source entry of its veth.
     pub fn remove_endpoint(&self, addr: Ipv4Addr) -> Result<()> {
         let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;

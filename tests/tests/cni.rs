@@ -1,0 +1,362 @@
+//! netpath-cni invoked directly, as a runtime would: CNI_* variables, the configuration on
+//! stdin, run with `nsenter --net` in the sandbox's host namespace (which keeps the real
+//! /sys/fs/bpf, unlike `ip netns exec`). Pods are namespaces the test creates, like a
+//! runtime's; every one is removed with the sandbox.
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+use netpath_tests::{
+    CLIENT_ADDR, Client, Sandbox, helpers::curl, netpath_bin, sandbox, scripts::server,
+};
+use serde_json::{Value, json};
+
+fn cni_bin() -> PathBuf {
+    netpath_bin().with_file_name("netpath-cni")
+}
+
+/// Runs netpath-cni in the sandbox's host namespace; `env` are CNI_* variables.
+fn cni(sb: &Sandbox, env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", sb.host))
+        .arg(cni_bin())
+        .env_remove("CNI_NETNS")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("running netpath-cni");
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("waiting for netpath-cni")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A pod: its namespace (the test's, like a runtime's) and its container id.
+struct Pod {
+    ns: Client,
+    id: String,
+}
+
+impl Pod {
+    fn new(sb: &Sandbox, base: &str) -> Pod {
+        let ns = sb.extra_netns(base).expect("pod namespace");
+        // The base first: netpath names a pod after the id's first 12 characters.
+        let id = format!("{base}{}", ns.netns.replace('-', ""));
+        Pod { ns, id }
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.ns.netns)
+    }
+
+    fn run(&self, sb: &Sandbox, command: &str, conf: &Value) -> Output {
+        let path = self.path();
+        cni(
+            sb,
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", &self.id),
+                ("CNI_NETNS", &path),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/usr/lib/cni"),
+            ],
+            &conf.to_string(),
+        )
+    }
+
+    /// ADD that must succeed; its result.
+    fn add(&self, sb: &Sandbox, conf: &Value) -> Value {
+        let out = self.run(sb, "ADD", conf);
+        assert!(
+            out.status.success(),
+            "ADD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stdout_json(&out)
+    }
+
+    fn ok(&self, sb: &Sandbox, command: &str, conf: &Value) {
+        let out = self.run(sb, command, conf);
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "{command}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A command that must fail; the spec's error object.
+    fn fails(&self, sb: &Sandbox, command: &str, conf: &Value) -> Value {
+        let out = self.run(sb, command, conf);
+        assert!(!out.status.success(), "{command} should have failed");
+        let err = stdout_json(&out);
+        let msg = err["msg"].as_str().expect("msg");
+        assert!(!msg.is_empty() && !msg.contains('\n'), "one line: {msg:?}");
+        err
+    }
+}
+
+fn conf(name: &str, subnet: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "netpath-cni",
+        "subnet": subnet,
+    })
+}
+
+fn containers(sb: &Sandbox) -> Vec<Value> {
+    sb.ok_json(&["ps", "--json"]).as_array().unwrap().clone()
+}
+
+fn host_links(sb: &Sandbox) -> Vec<String> {
+    sb.ip_json(&["link"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn version_lists_the_spec_versions() {
+    let out = Command::new(cni_bin())
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = stdout_json(&out);
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.0.0"))
+    );
+}
+
+#[test]
+fn add_check_del_twice_and_the_namespace_stays() {
+    let sb = sandbox();
+    let pod = Pod::new(&sb, "pod");
+    let conf = conf("pods", "10.89.0.0/24");
+    let result = pod.add(&sb, &conf);
+    assert_eq!(result["cniVersion"], "1.0.0");
+    assert_eq!(result["ips"][0]["address"], "10.89.0.2/24");
+    assert_eq!(result["ips"][0]["gateway"], "10.89.0.1");
+    let iface = result["ips"][0]["interface"].as_u64().unwrap() as usize;
+    assert_eq!(result["interfaces"][iface]["name"], "eth0");
+    assert_eq!(result["interfaces"][iface]["sandbox"], pod.path().as_str());
+    assert_eq!(result["interfaces"][iface]["mac"], "02:42:0a:59:00:02");
+    assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
+    // The pod is a container of the scope, with the gateway reachable.
+    let ps = containers(&sb);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert_eq!(ps[0]["mode"]["mode"], "cni");
+    assert_eq!(ps[0]["mode"]["target"]["netns"], pod.path().as_str());
+    assert!(ps[0]["missing"].as_array().unwrap().is_empty());
+    assert!(sb.ping(&pod.ns.netns, "10.89.0.1"));
+    // netpath run in the namespace (as netpath-cni is) takes the scope of its name.
+    let entered = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", sb.host))
+        .args([netpath_bin().as_os_str(), "ps".as_ref(), "--json".as_ref()])
+        .output()
+        .unwrap();
+    let entered: Value = serde_json::from_slice(&entered.stdout).unwrap();
+    assert_eq!(entered.as_array().unwrap().len(), 1, "{entered}");
+    pod.ok(&sb, "CHECK", &conf);
+
+    // CHECK notices a missing address.
+    sb.exec_ok(&pod.ns.netns, &["ip", "addr", "flush", "dev", "eth0"]);
+    let err = pod.fails(&sb, "CHECK", &conf);
+    assert!(err["msg"].as_str().unwrap().contains("address"), "{err}");
+
+    pod.ok(&sb, "DEL", &conf);
+    pod.ok(&sb, "DEL", &conf);
+    assert!(containers(&sb).is_empty());
+    assert!(
+        !host_links(&sb)
+            .iter()
+            .any(|l| l.starts_with("np") && l != "np-pods")
+    );
+    assert!(
+        PathBuf::from(pod.path()).exists(),
+        "DEL must never delete the runtime's namespace"
+    );
+    // The address is free again.
+    assert_eq!(pod.add(&sb, &conf)["ips"][0]["address"], "10.89.0.2/24");
+}
+
+#[test]
+fn del_after_the_namespace_is_gone() {
+    let sb = sandbox();
+    let pod = Pod::new(&sb, "gone");
+    let conf = conf("pods", "10.89.1.0/24");
+    pod.add(&sb, &conf);
+    netpath_tests::ip(&["netns", "del", &pod.ns.netns]).unwrap();
+    pod.ok(&sb, "DEL", &conf);
+    pod.ok(&sb, "DEL", &conf);
+    assert!(containers(&sb).is_empty());
+}
+
+#[test]
+fn bad_input_gets_the_specs_error_and_leaves_nothing() {
+    let sb = sandbox();
+    let pod = Pod::new(&sb, "bad");
+    let good = conf("pods", "10.89.2.0/24");
+
+    let out = cni(&sb, &[("CNI_COMMAND", "ADD")], "{not json");
+    let err = stdout_json(&out);
+    assert!(!out.status.success());
+    assert_eq!(err["code"], 6, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("not valid JSON"));
+
+    let mut old = good.clone();
+    old["cniVersion"] = json!("0.1.0");
+    assert_eq!(pod.fails(&sb, "ADD", &old)["code"], 1);
+
+    let out = cni(
+        &sb,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "x1"),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &good.to_string(),
+    );
+    let err = stdout_json(&out);
+    assert_eq!(err["code"], 4, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("CNI_NETNS"));
+    // Nothing of a failed first ADD is left: no state, no pins, no bridge.
+    assert!(!PathBuf::from(format!("/run/netpath/{}", sb.host)).exists());
+    assert!(!host_links(&sb).iter().any(|l| l == "np-pods"));
+
+    // A subnet overlapping another network.
+    pod.add(&sb, &good);
+    let other = Pod::new(&sb, "other");
+    let err = other.fails(&sb, "ADD", &conf("more", "10.89.0.0/16"));
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("overlaps network pods"),
+        "{err}"
+    );
+
+    // A hostPort already published: the second pod fails and leaves no trace.
+    let mut ports = good.clone();
+    ports["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp"}]});
+    let third = Pod::new(&sb, "third");
+    third.add(&sb, &ports);
+    let err = other.fails(&sb, "ADD", &ports);
+    assert!(
+        err["msg"].as_str().unwrap().contains("already published"),
+        "{err}"
+    );
+    assert_eq!(containers(&sb).len(), 2);
+    assert_eq!(sb.ok(&["publish"]).trim(), "8088:10.89.2.3:80/tcp");
+    let veths = host_links(&sb)
+        .iter()
+        .filter(|l| l.starts_with("np") && *l != "np-pods")
+        .count();
+    assert_eq!(veths, 2);
+    // DEL drops the pod's publishes.
+    third.ok(&sb, "DEL", &ports);
+    assert_eq!(sb.ok(&["publish"]).trim(), "");
+}
+
+#[test]
+fn port_mappings_reach_the_pod_with_the_clients_address() {
+    let sb = sandbox();
+    let cl = sb.client().expect("client namespace");
+    let pod = Pod::new(&sb, "web");
+    let mut conf = conf("pods", "10.89.3.0/24");
+    conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]});
+    pod.add(&sb, &conf);
+    let _http = server(&sb, &pod.ns.netns, &["http", "80"]);
+    let (body, _) = curl(&sb, &cl.netns, "http://203.0.113.1:8088/").unwrap();
+    assert!(body.starts_with(&format!("{CLIENT_ADDR}:")), "{body}");
+    // The host itself, through 127.0.0.1.
+    let (body, _) = curl(&sb, &sb.host, "http://127.0.0.1:8088/").unwrap();
+    assert!(!body.is_empty());
+    pod.ok(&sb, "DEL", &conf);
+    assert!(curl(&sb, &cl.netns, "http://203.0.113.1:8088/").is_err());
+}
+
+#[test]
+fn host_local_ipam_allocates_and_releases() {
+    let sb = sandbox();
+    if !PathBuf::from("/usr/lib/cni/host-local").exists() {
+        panic!("/usr/lib/cni/host-local is missing: cargo xtask setup installs it");
+    }
+    let data = std::env::temp_dir().join(format!("{}-ipam", sb.name("hl")));
+    let pod = Pod::new(&sb, "hl");
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "hl",
+        "type": "netpath-cni",
+        "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.89.4.0/24"}]]},
+    });
+    let result = pod.add(&sb, &conf);
+    let addr = result["ips"][0]["address"].as_str().unwrap().to_owned();
+    assert!(
+        addr.starts_with("10.89.4.") && addr.ends_with("/24"),
+        "{addr}"
+    );
+    let ip = addr.split('/').next().unwrap();
+    assert!(
+        data.join("hl").join(ip).exists(),
+        "host-local's record of {ip}"
+    );
+    pod.ok(&sb, "CHECK", &conf);
+    pod.ok(&sb, "DEL", &conf);
+    assert!(!data.join("hl").join(ip).exists(), "DEL releases {ip}");
+    pod.ok(&sb, "DEL", &conf);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn parallel_adds_and_dels_are_safe() {
+    let sb = sandbox();
+    let conf = conf("pods", "10.89.5.0/24");
+    let pods: Vec<Pod> = (0..8).map(|i| Pod::new(&sb, &format!("p{i}"))).collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| p.add(&sb, &conf))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<&str> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 8, "{addrs:?}");
+    assert_eq!(containers(&sb).len(), 8);
+    std::thread::scope(|s| {
+        for p in &pods {
+            s.spawn(|| p.ok(&sb, "DEL", &conf));
+        }
+    });
+    assert!(containers(&sb).is_empty());
+    assert!(
+        !host_links(&sb)
+            .iter()
+            .any(|l| l.starts_with("np") && l != "np-pods")
+    );
+}
