@@ -338,8 +338,20 @@ impl Datapath {
 
     /// Runs `prog` on `input` arriving on `ifindex`; returns the verdict and the packet.
     pub fn run(&mut self, prog: &str, ifindex: u32, input: &[u8]) -> (u32, Vec<u8>) {
+        self.run_ctx(prog, 0, ifindex, input)
+    }
+
+    /// Runs `prog` on `input` with the skb's `ingress_ifindex` and `ifindex` set (an egress
+    /// program such as np_isolate sees where the packet came from and where it leaves).
+    pub fn run_ctx(
+        &mut self,
+        prog: &str,
+        ingress_ifindex: u32,
+        ifindex: u32,
+        input: &[u8],
+    ) -> (u32, Vec<u8>) {
         let prog: &mut SchedClassifier = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
-        let ctx = skb_ctx(0, ifindex);
+        let ctx = skb_ctx(ingress_ifindex, ifindex);
         let mut out = vec![0u8; input.len() + 64];
         let result = prog
             .test_run(TestRunOptions {
@@ -371,6 +383,43 @@ impl Datapath {
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
         counters.get(&(c as u32), 0).unwrap().iter().sum()
+    }
+
+    /// Every counter summed over the CPUs, in slot order ([`Counter::ALL`]).
+    pub fn counters(&self) -> Vec<u64> {
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
+        Counter::ALL
+            .iter()
+            .map(|&c| counters.get(&(c as u32), 0).unwrap().iter().sum())
+            .collect()
+    }
+
+    /// Registers another bridge, of network `network_id`.
+    pub fn add_bridge(&mut self, ifindex: u32, network_id: u32) {
+        let mut bridges: HashMap<_, u32, BridgeInfo> =
+            HashMap::try_from(self.ebpf.map_mut(maps::BRIDGES).unwrap()).unwrap();
+        bridges
+            .insert(ifindex, BridgeInfo { network_id }, 0)
+            .unwrap();
+    }
+
+    /// Puts conntrack back to exactly `entries` (e.g. an earlier [`Datapath::conntrack`]):
+    /// every other entry goes, these are written back as they were.
+    pub fn reset_conntrack(&mut self, entries: &[(CtKey, CtEntry)]) {
+        let mut ct: HashMap<_, CtKey, CtEntry> =
+            HashMap::try_from(self.ebpf.map_mut(maps::CONNTRACK).unwrap()).unwrap();
+        let extra: Vec<CtKey> = ct
+            .keys()
+            .map(Result::unwrap)
+            .filter(|k| !entries.iter().any(|(e, _)| e == k))
+            .collect();
+        for key in extra {
+            ct.remove(&key).unwrap();
+        }
+        for (key, entry) in entries {
+            ct.insert(key, entry, 0).unwrap();
+        }
     }
 
     /// Every conntrack entry.
