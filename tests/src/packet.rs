@@ -385,14 +385,66 @@ impl Datapath {
         counters.get(&(c as u32), 0).unwrap().iter().sum()
     }
 
-    /// Every counter summed over the CPUs, in slot order ([`Counter::ALL`]).
+    /// Every counter summed over the CPUs, in slot order ([`Counter::ALL`]), read with one
+    /// BPF_MAP_LOOKUP_BATCH (aya 0.14 has no batch operations): the fuzzer reads them around
+    /// every packet.
     pub fn counters(&self) -> Vec<u64> {
-        let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
-        Counter::ALL
-            .iter()
-            .map(|&c| counters.get(&(c as u32), 0).unwrap().iter().sum())
-            .collect()
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        /// `union bpf_attr`'s `batch` member.
+        #[repr(C)]
+        struct Batch {
+            in_batch: u64,
+            out_batch: u64,
+            keys: u64,
+            values: u64,
+            count: u32,
+            map_fd: u32,
+            elem_flags: u64,
+            flags: u64,
+        }
+        const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+        let Some(aya::maps::Map::PerCpuArray(data)) = self.ebpf.map(maps::COUNTERS) else {
+            panic!("{} is not a per-CPU array", maps::COUNTERS);
+        };
+        let cpus = aya::util::nr_cpus().unwrap();
+        let n = Counter::ALL.len();
+        let mut keys = vec![0u32; n];
+        // Per-CPU values come 8-byte aligned, one per possible CPU.
+        let mut values = vec![0u64; n * cpus];
+        let mut out_batch = 0u32;
+        let mut attr = Batch {
+            in_batch: 0,
+            out_batch: &raw mut out_batch as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: n as u32,
+            map_fd: data.fd().as_fd().as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` is a valid `bpf_attr` batch member of the size passed; the kernel
+        // writes at most `count` keys and `count` per-CPU values into buffers of that size,
+        // and one key into `out_batch`; all outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                size_of::<Batch>(),
+            )
+        };
+        // ENOENT: the end of the map was reached, which a full read does.
+        let err = std::io::Error::last_os_error();
+        assert!(
+            ret == 0 || err.raw_os_error() == Some(libc::ENOENT),
+            "BPF_MAP_LOOKUP_BATCH: {err}"
+        );
+        assert_eq!(attr.count as usize, n, "every counter read");
+        let mut sums = vec![0u64; n];
+        for (i, &key) in keys.iter().enumerate() {
+            sums[key as usize] = values[i * cpus..(i + 1) * cpus].iter().sum();
+        }
+        sums
     }
 
     /// Registers another bridge, of network `network_id`.
