@@ -29,8 +29,9 @@ const DEFAULT_CASES: u64 = 100_000;
 const DEFAULT_SEED: u64 = 0x6e65_7470_6174_6814;
 /// Cases per proptest run; each chunk has its own seed derived from the run's.
 const CHUNK: u32 = 2_000;
-/// The NAT port range of the fuzzed state: small enough to run out now and then.
-const NAT_PORTS: (u16, u16) = (50000, 50063);
+/// The NAT port range of the fuzzed state: two ports, both taken by the saved connections to
+/// SERVER:80 from source port 40000, so that another one runs out.
+const NAT_PORTS: (u16, u16) = (50000, 50001);
 
 const ETH_P_IP: u16 = 0x0800;
 
@@ -419,6 +420,36 @@ fn l4_of(k: &CtKey, flags: u8, csum: bool) -> L4 {
     }
 }
 
+/// New connections: to the published ports from anywhere, and from containers to the
+/// outside, often from source ports that saved connections use (port allocation, exhaustion).
+fn opener() -> impl Strategy<Value = Ip> {
+    let published = prop_oneof![
+        Just((HOST, 8088, PROTO_TCP)),
+        Just((HOST, 5353, PROTO_UDP)),
+        Just((HOST, 9090, PROTO_TCP)),
+        Just((GATEWAY, 9090, PROTO_TCP)),
+    ];
+    let inbound = (addr(), port(), published)
+        .prop_map(|(src, sport, (dst, dport, proto))| CtKey::new(src, dst, sport, dport, proto));
+    let outbound = (
+        (2u8..8).prop_map(|x| [172, 17, 0, x]),
+        prop::sample::select(vec![40000u16, 40002, 50000]),
+        prop_oneof![Just(SERVER), addr()],
+        prop::sample::select(vec![80u16, 4433, 53]),
+        prop::sample::select(vec![PROTO_TCP, PROTO_UDP]),
+    )
+        .prop_map(|(src, sport, dst, dport, proto)| CtKey::new(src, dst, sport, dport, proto));
+    let flags = prop_oneof![4 => Just(SYN), 1 => any::<u8>()];
+    (
+        prop_oneof![inbound, outbound],
+        flags,
+        prop::bool::weighted(0.8),
+    )
+        .prop_flat_map(|(k, flags, csum)| {
+            ip_with(Just(l4_of(&k, flags, csum)), Just((k.src_addr, k.dst_addr)))
+        })
+}
+
 fn options() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         8 => Just(Vec::new()),
@@ -518,7 +549,8 @@ fn packet(flows: Vec<CtKey>) -> impl Strategy<Value = Ip> {
         });
     prop_oneof![
         4 => tracked,
-        4 => random,
+        2 => opener(),
+        3 => random,
         2 => about_flow,
         1 => about_random,
     ]
@@ -662,6 +694,11 @@ impl State {
             (
                 programs::BR_IN,
                 br,
+                Pkt::tcp([172, 17, 0, 4], 40000, SERVER, 80, SYN).build(),
+            ),
+            (
+                programs::BR_IN,
+                br,
                 Pkt::udp(OTHER_CONTAINER, 40002, SERVER, 4433).build(),
             ),
             (programs::BR_IN, br, echo(CONTAINER, SERVER, 8, 0x1234)),
@@ -690,7 +727,7 @@ impl State {
                 )
             })
             .collect();
-        assert!(saved.len() >= 18, "every setup packet tracked: {saved:?}");
+        assert_eq!(saved.len(), 20, "ten connections tracked: {saved:?}");
         State {
             ifaces: [0, br, other, ext],
             dp,
@@ -862,7 +899,7 @@ fn no_packet_is_ever_corrupted() {
     let secs = env_u64("NETPATH_FUZZ_SECS");
     // The nested strategies need more stack than a test thread has (in debug builds); a
     // thread started in the fresh namespace is in it too.
-    let (ran, elapsed) = in_fresh_netns(move || {
+    let (ran, elapsed, totals) = in_fresh_netns(move || {
         std::thread::Builder::new()
             .stack_size(256 << 20)
             .spawn(move || fuzz(cases, seed, secs))
@@ -870,20 +907,25 @@ fn no_packet_is_ever_corrupted() {
             .join()
             .unwrap()
     });
-    report(ran, seed, elapsed);
+    report(ran, seed, elapsed, &totals);
     if secs.is_none() {
         assert_eq!(ran, cases);
     }
+    // The translation paths, not only the pass-through, were exercised.
+    for c in TRANSLATIONS {
+        assert!(totals[c as usize] > 0, "no packet counted {}", c.name());
+    }
 }
 
-/// Runs `cases` cases (or until `secs` have passed) from `seed`; returns how many ran and
-/// how long they took.
-fn fuzz(cases: u64, seed: u64, secs: Option<u64>) -> (u64, Duration) {
+/// Runs `cases` cases (or until `secs` have passed) from `seed`; returns how many ran, how
+/// long they took and what the counters counted meanwhile.
+fn fuzz(cases: u64, seed: u64, secs: Option<u64>) -> (u64, Duration, Vec<u64>) {
     {
         let state = RefCell::new(State::new());
         let flows: Vec<CtKey> = state.borrow().saved.iter().map(|(k, _)| *k).collect();
         let strategy = prop::collection::vec((hook(), frame(flows)), 1..=3);
         let start = Instant::now();
+        let first = state.borrow().dp.counters();
         let deadline = secs.map(|s| start + Duration::from_secs(s));
         let mut ran = 0u64;
         let mut chunk = 0u64;
@@ -942,14 +984,22 @@ fn fuzz(cases: u64, seed: u64, secs: Option<u64>) -> (u64, Duration) {
             ran += u64::from(n);
             chunk += 1;
         }
-        (ran, start.elapsed())
+        let last = state.borrow().dp.counters();
+        let totals = last.iter().zip(&first).map(|(l, f)| l - f).collect();
+        (ran, start.elapsed(), totals)
     }
 }
 
 #[allow(clippy::print_stderr, reason = "the fuzzer reports what it ran")]
-fn report(cases: u64, seed: u64, elapsed: Duration) {
+fn report(cases: u64, seed: u64, elapsed: Duration, totals: &[u64]) {
+    let counted: Vec<String> = Counter::ALL
+        .iter()
+        .filter(|&&c| totals[c as usize] > 0)
+        .map(|&c| format!("{} {}", c.name(), totals[c as usize]))
+        .collect();
     eprintln!(
-        "fuzz: {cases} cases (NETPATH_FUZZ_SEED={seed:#x}) in {:.1} s",
-        elapsed.as_secs_f64()
+        "fuzz: {cases} cases (NETPATH_FUZZ_SEED={seed:#x}) in {:.1} s; counted: {}",
+        elapsed.as_secs_f64(),
+        counted.join(", ")
     );
 }
