@@ -482,6 +482,28 @@ impl Datapath {
     }
 }
 
+/// The MAC [`Datapath::resolve_next_hop`] gives the default route's next hop.
+pub const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+impl Datapath {
+    /// Makes the next hop of [`masquerading`]'s default route (203.0.113.2 on ext0) a known
+    /// neighbour, with [`NEXT_HOP_MAC`]: redirected frames are then addressed to it.
+    pub fn resolve_next_hop(&self) {
+        ip(&[
+            "neigh",
+            "replace",
+            "203.0.113.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "ext0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
+}
+
 /// A registered container's MAC: unlike any address `Pkt` frames carry, so that a rewrite
 /// of the destination shows.
 pub const ENDPOINT_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0xee, 0x02];

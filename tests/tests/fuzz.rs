@@ -635,75 +635,62 @@ impl State {
     /// endpoint on a veth, a second network, and connections of every kind tracked.
     fn new() -> State {
         let mut dp = masquerading(NAT_PORTS);
-        netpath_tests::ip(&[
-            "neigh",
-            "replace",
-            "203.0.113.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            "ext0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+        dp.resolve_next_hop();
         let veth = bridge("vethhost", None);
         dp.add_endpoint(CONTAINER, veth);
         let other = bridge("np1", Some("172.18.0.1/16"));
         dp.add_bridge(other, 2);
         let (ext, br) = (dp.ext, dp.bridge);
+        let (ext_in, br_in, veth_in) = (programs::EXT_IN, programs::BR_IN, programs::VETH_IN);
         let setup = [
             // Published TCP, answered; published UDP; the every-address publish; hairpin.
             (
-                programs::EXT_IN,
+                ext_in,
                 ext,
                 Pkt::tcp(CLIENT, 40000, HOST, 8088, SYN).build(),
             ),
             (
-                programs::BR_IN,
+                br_in,
                 br,
                 Pkt::tcp(CONTAINER, 80, CLIENT, 40000, SYN | ACK).build(),
             ),
+            (ext_in, ext, Pkt::udp(CLIENT, 33333, HOST, 5353).build()),
             (
-                programs::EXT_IN,
-                ext,
-                Pkt::udp(CLIENT, 33333, HOST, 5353).build(),
-            ),
-            (
-                programs::EXT_IN,
+                ext_in,
                 ext,
                 Pkt::tcp(CLIENT, 40001, GATEWAY, 9090, SYN).build(),
             ),
             (
-                programs::BR_IN,
+                br_in,
                 br,
                 Pkt::tcp(OTHER_CONTAINER, 50000, HOST, 8088, SYN).build(),
             ),
             // Masquerade from the veth and from the bridge (whose source port is taken, so
-            // it is translated), UDP, ICMP echo; and a connection from the other network.
+            // it gets the NAT range, which the third takes up), UDP, ICMP echo; and a
+            // connection from the other network.
             (
-                programs::VETH_IN,
+                veth_in,
                 veth,
                 Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build(),
             ),
             (
-                programs::BR_IN,
+                br_in,
                 br,
                 Pkt::tcp(OTHER_CONTAINER, 40000, SERVER, 80, SYN).build(),
             ),
             (
-                programs::BR_IN,
+                br_in,
                 br,
                 Pkt::tcp([172, 17, 0, 4], 40000, SERVER, 80, SYN).build(),
             ),
             (
-                programs::BR_IN,
+                br_in,
                 br,
                 Pkt::udp(OTHER_CONTAINER, 40002, SERVER, 4433).build(),
             ),
-            (programs::BR_IN, br, echo(CONTAINER, SERVER, 8, 0x1234)),
+            (br_in, br, echo(CONTAINER, SERVER, 8, 0x1234)),
             (
-                programs::BR_IN,
+                br_in,
                 other,
                 Pkt::udp([172, 18, 0, 2], 40003, HOST, 5353).build(),
             ),
