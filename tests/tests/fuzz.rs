@@ -742,18 +742,22 @@ const TRANSLATIONS: [Counter; 4] = [
     Counter::IcmpError,
 ];
 
-/// What counts every conntrack write: new entries, removed ones, entries a packet updated
-/// (translations of tracked connections) and renewed ones (new connections).
-const CT_WRITERS: [Counter; 5] = [
-    Counter::NatNew,
-    Counter::NatHit,
-    Counter::MasqNew,
-    Counter::CtInsert,
-    Counter::CtRemove,
-];
-
 fn is_drop(c: Counter) -> bool {
     c.name().starts_with("drop_")
+}
+
+/// Conntrack's own bookkeeping, which a packet may cause without being translated.
+const BOOKKEEPING: [Counter; 4] = [
+    Counter::CtInsert,
+    Counter::CtRemove,
+    Counter::CtExpired,
+    Counter::PortRetry,
+];
+
+/// Whether `c` counts translated packets: every counter but the drops and the bookkeeping
+/// (so that counters added later, e.g. of translated fragments, count as well).
+fn is_translation(c: Counter) -> bool {
+    !is_drop(c) && !BOOKKEEPING.contains(&c)
 }
 
 /// The invariants of one packet's run.
@@ -785,7 +789,9 @@ fn check(
         drops.is_empty(),
         "drops counted for a packet that passed: {drops:?}"
     );
-    let translated = TRANSLATIONS.iter().any(|&c| delta(c) != 0);
+    let translated = Counter::ALL
+        .iter()
+        .any(|&c| is_translation(c) && delta(c) != 0);
     let redirected = verdict == TC_ACT_REDIRECT;
     prop_assert!(
         !redirected || translated,
@@ -823,13 +829,20 @@ fn check_rewrite(input: &[u8], out: &[u8], redirected: bool) -> Result<(), TestC
         PROTO_UDP => mutable.extend([l4, l4 + 1, l4 + 2, l4 + 3, l4 + 6, l4 + 7]),
         PROTO_ICMP => {
             // Checksum and echo identifier; for an error, the quoted header's checksum,
-            // addresses and ports (or identifier).
+            // addresses and ports (or identifier), and the quoted transport checksum when
+            // the quote holds it.
             mutable.extend(l4 + 2..l4 + 6);
             let q = l4 + 8;
-            if let Some(&b) = input.get(q) {
-                let qihl = usize::from(b & 0x0f) * 4;
+            if let (Some(&b), Some(&proto)) = (input.get(q), input.get(q + 9)) {
+                let ql4 = q + usize::from(b & 0x0f) * 4;
                 mutable.extend(q + 10..q + 20);
-                mutable.extend(q + qihl..q + qihl + 6);
+                mutable.extend(ql4..ql4 + 6);
+                let csum = match proto {
+                    PROTO_TCP => 16,
+                    PROTO_UDP => 6,
+                    _ => 2,
+                };
+                mutable.extend([ql4 + csum, ql4 + csum + 1]);
             }
         }
         p => return Err(TestCaseError::fail(format!("translated protocol {p}"))),
@@ -946,9 +959,10 @@ fn fuzz(cases: u64, seed: u64, secs: Option<u64>) -> (u64, Duration, Vec<u64>) {
                     let input = frame.build();
                     let (verdict, out) = s.run(*hook, &input);
                     let after = s.dp.counters();
-                    s.dirty |= CT_WRITERS
+                    // Whatever translated or tracked may have written conntrack.
+                    s.dirty |= Counter::ALL
                         .iter()
-                        .any(|&c| before[c as usize] != after[c as usize]);
+                        .any(|&c| !is_drop(c) && before[c as usize] != after[c as usize]);
                     let checked = check(&input, verdict, &out, &before, &after);
                     before = after;
                     checked.map_err(|e| {
