@@ -13,8 +13,8 @@ use aya::{
 };
 use netpath::system::datapath::EBPF_OBJECT;
 use netpath_common::{
-    BridgeInfo, Config, Counter, CtEntry, CtKey, Endpoint, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    PublishKey, PublishTarget, SourceGuard, maps, programs,
+    BridgeInfo, Config, Counter, CtEntry, CtKey, Endpoint, FragKey, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, PublishKey, PublishTarget, SourceGuard, maps, programs,
 };
 
 use crate::{ip, ip_json};
@@ -338,8 +338,20 @@ impl Datapath {
 
     /// Runs `prog` on `input` arriving on `ifindex`; returns the verdict and the packet.
     pub fn run(&mut self, prog: &str, ifindex: u32, input: &[u8]) -> (u32, Vec<u8>) {
+        self.run_ctx(prog, 0, ifindex, input)
+    }
+
+    /// Runs `prog` on `input` with the skb's `ingress_ifindex` and `ifindex` set (an egress
+    /// program such as np_isolate sees where the packet came from and where it leaves).
+    pub fn run_ctx(
+        &mut self,
+        prog: &str,
+        ingress_ifindex: u32,
+        ifindex: u32,
+        input: &[u8],
+    ) -> (u32, Vec<u8>) {
         let prog: &mut SchedClassifier = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
-        let ctx = skb_ctx(0, ifindex);
+        let ctx = skb_ctx(ingress_ifindex, ifindex);
         let mut out = vec![0u8; input.len() + 64];
         let result = prog
             .test_run(TestRunOptions {
@@ -387,11 +399,132 @@ impl Datapath {
         counters.get(&(c as u32), 0).unwrap().iter().sum()
     }
 
+    /// Every counter summed over the CPUs, in slot order ([`Counter::ALL`]), read with one
+    /// BPF_MAP_LOOKUP_BATCH (aya 0.14 has no batch operations): the fuzzer reads them around
+    /// every packet.
+    pub fn counters(&self) -> Vec<u64> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        /// `union bpf_attr`'s `batch` member.
+        #[repr(C)]
+        struct Batch {
+            in_batch: u64,
+            out_batch: u64,
+            keys: u64,
+            values: u64,
+            count: u32,
+            map_fd: u32,
+            elem_flags: u64,
+            flags: u64,
+        }
+        const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+        let Some(aya::maps::Map::PerCpuArray(data)) = self.ebpf.map(maps::COUNTERS) else {
+            panic!("{} is not a per-CPU array", maps::COUNTERS);
+        };
+        let cpus = aya::util::nr_cpus().unwrap();
+        let n = Counter::ALL.len();
+        let mut keys = vec![0u32; n];
+        // Per-CPU values come 8-byte aligned, one per possible CPU.
+        let mut values = vec![0u64; n * cpus];
+        let mut out_batch = 0u32;
+        let mut attr = Batch {
+            in_batch: 0,
+            out_batch: &raw mut out_batch as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: n as u32,
+            map_fd: data.fd().as_fd().as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` is a valid `bpf_attr` batch member of the size passed; the kernel
+        // writes at most `count` keys and `count` per-CPU values into buffers of that size,
+        // and one key into `out_batch`; all outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                size_of::<Batch>(),
+            )
+        };
+        // ENOENT: the end of the map was reached, which a full read does.
+        let err = std::io::Error::last_os_error();
+        assert!(
+            ret == 0 || err.raw_os_error() == Some(libc::ENOENT),
+            "BPF_MAP_LOOKUP_BATCH: {err}"
+        );
+        assert_eq!(attr.count as usize, n, "every counter read");
+        let mut sums = vec![0u64; n];
+        for (i, &key) in keys.iter().enumerate() {
+            sums[key as usize] = values[i * cpus..(i + 1) * cpus].iter().sum();
+        }
+        sums
+    }
+
+    /// Registers another bridge, of network `network_id`.
+    pub fn add_bridge(&mut self, ifindex: u32, network_id: u32) {
+        let mut bridges: HashMap<_, u32, BridgeInfo> =
+            HashMap::try_from(self.ebpf.map_mut(maps::BRIDGES).unwrap()).unwrap();
+        bridges
+            .insert(ifindex, BridgeInfo { network_id }, 0)
+            .unwrap();
+    }
+
+    /// Puts conntrack back to exactly `entries` (e.g. an earlier [`Datapath::conntrack`]):
+    /// every other entry goes, these are written back as they were.
+    pub fn reset_conntrack(&mut self, entries: &[(CtKey, CtEntry)]) {
+        // A fragment recorded by one case must not steer the next one's.
+        let mut frags: HashMap<_, FragKey, CtKey> =
+            HashMap::try_from(self.ebpf.map_mut(maps::FRAGS).unwrap()).unwrap();
+        let recorded: Vec<FragKey> = frags.keys().map(Result::unwrap).collect();
+        for key in recorded {
+            frags.remove(&key).unwrap();
+        }
+        let mut ct: HashMap<_, CtKey, CtEntry> =
+            HashMap::try_from(self.ebpf.map_mut(maps::CONNTRACK).unwrap()).unwrap();
+        let extra: Vec<CtKey> = ct
+            .keys()
+            .map(Result::unwrap)
+            .filter(|k| !entries.iter().any(|(e, _)| e == k))
+            .collect();
+        for key in extra {
+            ct.remove(&key).unwrap();
+        }
+        for (key, entry) in entries {
+            ct.insert(key, entry, 0).unwrap();
+        }
+    }
+
     /// Every conntrack entry.
     pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
         let ct: HashMap<_, CtKey, CtEntry> =
             HashMap::try_from(self.ebpf.map(maps::CONNTRACK).unwrap()).unwrap();
         ct.iter().map(Result::unwrap).collect()
+    }
+}
+
+/// The source MAC of every frame [`Pkt`] and [`ipv4_frame`] build.
+pub const PKT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+/// The MAC [`Datapath::resolve_next_hop`] gives the default route's next hop.
+pub const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+impl Datapath {
+    /// Makes the next hop of [`masquerading`]'s default route (203.0.113.2 on ext0) a known
+    /// neighbour, with [`NEXT_HOP_MAC`]: redirected frames are then addressed to it.
+    pub fn resolve_next_hop(&self) {
+        ip(&[
+            "neigh",
+            "replace",
+            "203.0.113.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "ext0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
     }
 }
 

@@ -4,9 +4,9 @@
 //! frame addressed to a resolved next hop. The harness is [`netpath_tests::packet`].
 use netpath_common::{CT_FLAG_PEER, Counter, CtState, PROTO_TCP, programs};
 use netpath_tests::packet::{
-    ACK, CLIENT, CONTAINER, Datapath, ENDPOINT_MAC, GATEWAY, HOST, OTHER_CONTAINER, Pkt, SERVER,
-    SYN, TC_ACT_OK, TC_ACT_REDIRECT, assert_checksums, assert_only_tuple_changed, bridge,
-    in_fresh_netns, masquerading, tuple,
+    ACK, CLIENT, CONTAINER, Datapath, ENDPOINT_MAC, GATEWAY, HOST, NEXT_HOP_MAC, OTHER_CONTAINER,
+    Pkt, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT, assert_checksums, assert_only_tuple_changed,
+    bridge, in_fresh_netns, masquerading, tuple,
 };
 
 #[test]
@@ -332,19 +332,8 @@ fn a_resolved_next_hop_gets_the_frame_addressed_to_it() {
         let mut dp = masquerading((50000, 50009));
         // The router's MAC is known: the frame leaves addressed to it, from ext0's MAC,
         // without the kernel's neighbour output path.
-        let router_mac = [0x02, 0, 0, 0, 0, 0x02];
-        netpath_tests::ip(&[
-            "neigh",
-            "replace",
-            "203.0.113.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            "ext0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+        let router_mac = NEXT_HOP_MAC;
+        dp.resolve_next_hop();
         let link = netpath_tests::ip_json(None, &["link", "show", "ext0"]);
         let ext_mac: Vec<u8> = link[0]["address"]
             .as_str()

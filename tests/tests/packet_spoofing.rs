@@ -5,9 +5,6 @@
 use netpath_common::{Counter, SOURCE_ANY, programs};
 use netpath_tests::packet::*;
 
-/// The source MAC of every frame `Pkt` builds.
-const PKT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-
 /// A broadcast ARP request from `mac`, `sender` asking for `target`.
 fn arp_request(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut f = vec![0xff; 6];

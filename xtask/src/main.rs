@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask setup | build-ebpf | test | demo | bench-containers | bench`.
+//! Developer tasks: `cargo xtask setup | build-ebpf | test | fuzz | demo | bench-containers |
+//! bench`.
 //! Every task first makes sure the toolchain and packages it needs are installed (once,
 //! idempotently), so that each works on a fresh machine.
 #![allow(
@@ -38,6 +39,16 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the datapath for longer than CI does: the packet fuzzer (tests/tests/fuzz.rs)
+    /// pushes crafted and mutated packets through every TC program for `--secs` seconds, from
+    /// a random seed that it prints (rerun a failure with `--seed`).
+    Fuzz {
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        secs: u64,
+        /// Reuse a seed (as printed) instead of a random one.
+        #[arg(long)]
+        seed: Option<String>,
     },
     /// Build a sandbox of namespaces, run netpath in it, send real traffic, show the state,
     /// and tear it all down.
@@ -95,6 +106,7 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Setup => Ok(()),
         Task::BuildEbpf => build_ebpf(),
         Task::Test { args } => test(&args),
+        Task::Fuzz { secs, seed } => fuzz(secs, seed),
         Task::Demo => demo::run(&build_netpath(true)?),
         Task::InstallCni { dir } => install_cni(&dir),
         Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
@@ -221,4 +233,32 @@ fn test(args: &[String]) -> Result<()> {
     run(cargo()
         .args(["test", "--workspace", "--exclude", "netpath-ebpf"])
         .args(args))
+}
+
+/// Runs the packet fuzzer for `secs` seconds from `seed` (random when not given, printed
+/// either way). The packet tests need only the object embedded in netpath, not its binary.
+fn fuzz(secs: u64, seed: Option<String>) -> Result<()> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let seed = seed.unwrap_or_else(|| {
+        // std's per-process random keys: a random seed without a dependency.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        format!("{random:#x}")
+    });
+    println!("fuzzing for {secs} s with NETPATH_FUZZ_SEED={seed}");
+    run(cargo()
+        .args([
+            "test",
+            "--package",
+            "netpath-tests",
+            "--test",
+            "fuzz",
+            "--",
+            "--nocapture",
+        ])
+        .env("NETPATH_FUZZ_SEED", &seed)
+        .env("NETPATH_FUZZ_SECS", secs.to_string())
+        .env("NETPATH_FUZZ_CASES", u64::MAX.to_string()))
+    .with_context(|| format!("the fuzzer failed with NETPATH_FUZZ_SEED={seed}"))
 }
