@@ -138,6 +138,16 @@ fn ipv4(r: &impl Read, l3: usize) -> Option<(Headers, u8, Frag)> {
     } else {
         Frag::Whole
     };
+    // A total length that ends inside the headers describes no packet to translate: the
+    // bytes past it are padding, which a rewrite must not touch (found by the fuzzer).
+    let tot_len = usize::from(u16::from_be(r.read::<u16>(l3 + 2)?));
+    let headers = match frag {
+        Frag::Later => ihl,
+        Frag::First | Frag::Whole => ihl + l4_len(proto),
+    };
+    if tot_len < headers {
+        return None;
+    }
     let l4 = l3 + ihl;
     let mut tuple = CtKey::new(r.read(l3 + 12)?, r.read(l3 + 16)?, 0, 0, proto);
     if frag == Frag::Later {

@@ -823,6 +823,18 @@ fn check_rewrite(input: &[u8], out: &[u8], redirected: bool) -> Result<(), TestC
     };
     prop_assert_eq!(out[22], ttl, "TTL (decremented when forwarded)");
     let l4 = 14 + ihl;
+    // What was rewritten lies within the IP total length: past it is padding.
+    let later_fragment = u16::from_be_bytes([input[20], input[21]]) & 0x1fff != 0;
+    let headers = match (later_fragment, input[23]) {
+        (true, _) => ihl,
+        (false, PROTO_TCP) => ihl + 20,
+        (false, _) => ihl + 8,
+    };
+    let total = usize::from(u16::from_be_bytes([input[16], input[17]]));
+    prop_assert!(
+        total >= headers,
+        "translated a packet whose total length {total} ends inside its headers"
+    );
     let mut mutable: Vec<usize> = (22..34).filter(|&i| i != 23).collect();
     if redirected {
         mutable.extend(0..12);

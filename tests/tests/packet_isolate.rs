@@ -11,7 +11,8 @@ use netpath_common::{
     BridgeInfo, CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, PROTO_UDP, maps, programs,
 };
 use netpath_tests::packet::{
-    ACK, CLIENT, Datapath, HOST, Pkt, SYN, TC_ACT_OK, TC_ACT_SHOT, bridge, in_fresh_netns, skb_ctx,
+    ACK, CLIENT, Datapath, HOST, Pkt, SYN, TC_ACT_OK, TC_ACT_SHOT, bridge, fold, in_fresh_netns,
+    skb_ctx,
 };
 
 #[test]
@@ -70,6 +71,24 @@ fn packets_that_match_nothing_pass_untouched() {
         cut.truncate(14 + 20 + 12);
         let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &cut);
         assert_eq!((verdict, &out), (TC_ACT_OK, &cut), "truncated");
+        // An IP total length that ends inside the transport header: whatever follows is
+        // padding, not a header to rewrite (the stack drops such a packet).
+        for (what, pkt) in [
+            ("TCP", Pkt::tcp(CLIENT, 40000, HOST, 8088, SYN)),
+            ("UDP", Pkt::udp(CLIENT, 40000, HOST, 5353)),
+        ] {
+            let mut short = pkt.build();
+            short[16..18].copy_from_slice(&24u16.to_be_bytes());
+            short[24..26].fill(0);
+            let ip_csum = fold(0, &short[14..34]);
+            short[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+            let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &short);
+            assert_eq!(
+                (verdict, &out),
+                (TC_ACT_OK, &short),
+                "{what} total length 24"
+            );
+        }
         assert_eq!(dp.counter(Counter::NatNew), 0);
         assert!(dp.conntrack().is_empty());
     });
