@@ -75,6 +75,9 @@ pub enum Command {
     /// its state, how long it has been idle and when it expires. Expired connections are
     /// listed as such until their entries are evicted; they block nothing.
     Conntrack(ConntrackArgs),
+    /// Serve Docker's remote network driver on /run/docker/plugins/NAME.sock until Ctrl-C or
+    /// SIGTERM (`docker network create -d NAME`); the datapath stays attached when it exits.
+    DockerPlugin(DockerPluginArgs),
 }
 
 impl Command {
@@ -241,6 +244,13 @@ pub struct ConntrackArgs {
     /// Only connections with this port (or ICMP echo identifier) on either side.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
+}
+
+#[derive(Args, Debug)]
+pub struct DockerPluginArgs {
+    /// The plugin's name: the driver of `docker network create -d NAME`.
+    #[arg(long, default_value = "netpath")]
+    pub name: String,
 }
 
 #[derive(Args, Debug)]

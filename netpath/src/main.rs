@@ -8,7 +8,8 @@ use clap::Parser as _;
 use netpath::{
     cli::{Cli, Command, ConntrackCommand, NetworkCommand},
     commands::{
-        self, Ctx, TeardownError, conntrack, container, host, network, publish, stats, status,
+        self, Ctx, TeardownError, conntrack, container, docker, host, network, publish, stats,
+        status,
     },
     output::{self, Format, OutputError, Response},
     system::netns,
@@ -69,6 +70,10 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Long-running: each call of the protocol takes the lock like a command.
+    if let Command::DockerPlugin(args) = &cli.command {
+        return runtime.block_on(docker::serve(&scope, &args.name, out));
+    }
     // `up` without -d goes on in the foreground once its state is saved and unlocked.
     let foreground = match &cli.command {
         Command::Up(args) if !args.detach => Some((args.gc_interval, args.log_level)),
@@ -109,8 +114,8 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<Response> {
             Some(ConntrackCommand::Flush) => conntrack::flush(ctx),
             None => conntrack::list(ctx, &args),
         },
-        Command::Exec(_) | Command::Stats(_) => {
-            unreachable!("exec and stats run before the runtime starts")
+        Command::Exec(_) | Command::Stats(_) | Command::DockerPlugin(_) => {
+            unreachable!("exec, stats and docker-plugin run without a command's lock")
         }
     }
 }

@@ -7,6 +7,36 @@ use serde_json::Value;
 
 use crate::{Sandbox, ip};
 
+/// A busybox root filesystem for a real runtime's containers under `root`: `/bin/busybox`
+/// with links for `tools`, and `/www/cgi-bin/peer`, a CGI that echoes REMOTE_ADDR (busybox
+/// httpd cannot echo its peer itself; read it back with [`cgi_peer`]).
+pub fn busybox_rootfs(root: &std::path::Path, tools: &[&str]) {
+    use std::{fs, os::unix::fs::PermissionsExt as _};
+    for sub in ["bin", "www/cgi-bin", "proc", "sys", "dev", "etc", "tmp"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for tool in tools {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    let cgi = root.join("www/cgi-bin/peer");
+    fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What busybox httpd gives a CGI as REMOTE_ADDR ("[::ffff:203.0.113.2]"), as IPv4.
+pub fn cgi_peer(body: &str) -> String {
+    body.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_start_matches("::ffff:")
+        .to_owned()
+}
+
 /// Parses JSON a tool printed; fails with the text.
 pub fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))

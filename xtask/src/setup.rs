@@ -19,6 +19,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("busybox-static", "busybox"),
     ("containernetworking-plugins", "/usr/lib/cni/host-local"),
+    // `netpath docker-plugin`'s tests: a real dockerd (20.10).
+    ("docker.io", "dockerd"),
 ];
 /// What `cargo xtask bench` adds: servers and load generators, and iptables for Docker's
 /// rules (the nf_tables backend is fine).

@@ -54,6 +54,7 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
         }
         NetMode::None | NetMode::Host => vec![],
         NetMode::Cni(_) => bail!("CNI pods are added by netpath-cni, not `netpath run`"),
+        NetMode::Docker(_) => bail!("Docker endpoints are added by `netpath docker-plugin`"),
     };
     let specs: Vec<Spec> = match (&ports[..], endpoints.first()) {
         ([], _) => vec![],
@@ -441,6 +442,9 @@ pub fn exec(scope: &str, args: &ExecArgs) -> Result<std::convert::Infallible> {
                 "container {name} is a CNI pod: enter its namespace with nsenter --net={}",
                 pod.netns
             ),
+            NetMode::Docker(_) => {
+                bail!("container {name} is a Docker endpoint: enter it with `docker exec`")
+            }
         }
     };
     if let Some(ns) = &netns_name {

@@ -136,6 +136,16 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
     )]))
 }
 
+/// Brings the datapath up on what the state holds, as `netpath up -d` would with no options:
+/// for a plugin's first network, after which it stays pinned with no daemon.
+pub(super) async fn activate_as_up(ctx: &mut Ctx) -> Result<()> {
+    let externals = super::publish::plan_externals(ctx, vec![]).await?;
+    let publishes = ctx.state.publishes.clone();
+    let exclude = ctx.state.masquerade_exclude.clone();
+    let nat_ports = ctx.state.masquerade_ports;
+    activate(ctx, externals, publishes, exclude, nat_ports).await
+}
+
 /// What `up` does once the networks are realized (and the first `ADD` of netpath-cni, which
 /// brings the datapath up as `up -d` would): containers on the fast path, IP forwarding,
 /// masquerade settings, published ports and external interfaces.

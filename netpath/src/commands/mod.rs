@@ -4,6 +4,7 @@
 pub mod cni;
 pub mod conntrack;
 pub mod container;
+pub mod docker;
 pub mod host;
 pub mod masquerade;
 pub mod network;

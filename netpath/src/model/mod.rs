@@ -1,6 +1,7 @@
 //! Plain data: what netpath keeps, plans and shows. Nothing here touches the kernel.
 pub mod cni;
 pub mod conntrack;
+pub mod docker;
 pub mod ipam;
 pub mod masquerade;
 pub mod parse;

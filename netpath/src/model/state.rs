@@ -75,6 +75,17 @@ pub enum NetMode {
     /// A pod a container runtime wired through netpath-cni: its namespace is the runtime's,
     /// never created or deleted by netpath.
     Cni(CniPod),
+    /// A Docker endpoint wired by `netpath docker-plugin`: dockerd moves the interface into
+    /// its own sandbox, which netpath neither knows nor ever deletes.
+    Docker(DockerEndpoint),
+}
+
+/// What identifies a Docker endpoint, and the MAC address its interface has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    pub network_id: String,
+    pub endpoint_id: String,
+    pub mac: String,
 }
 
 /// What identifies a CNI attachment: the runtime's container id and interface name, and the
@@ -115,6 +126,7 @@ impl std::fmt::Display for NetMode {
             NetMode::Host => f.write_str("host"),
             NetMode::Container(target) => write!(f, "container:{target}"),
             NetMode::Cni(_) => f.write_str("cni"),
+            NetMode::Docker(_) => f.write_str("docker"),
         }
     }
 }

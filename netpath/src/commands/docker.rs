@@ -1,0 +1,536 @@
+//! `netpath docker-plugin`: Docker's remote network driver (libnetwork's `docs/remote.md`),
+//! JSON over HTTP/1.1 on `/run/docker/plugins/NAME.sock`. A Docker network becomes a netpath
+//! network with its bridge, an endpoint a netpath container ([`NetMode::Docker`]) whose
+//! interface dockerd moves into its own sandbox, and `-p` bindings become publishes exactly
+//! as `netpath publish` makes them. Each call opens a [`Ctx`] like a CLI command, one at a
+//! time; a failed call undoes what it built and answers `{"Err": "..."}`. Everything lives in
+//! the state and the pinned datapath, so traffic goes on while the plugin is stopped, and a
+//! restarted plugin carries on from the state.
+use std::{
+    convert::Infallible,
+    io::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use anyhow::{Context as _, Result, bail};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{
+    Request,
+    body::{Bytes, Incoming},
+    header::CONTENT_TYPE,
+};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::{
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+    sync::Mutex,
+};
+
+use super::{Ctx, check_name, container, host, network, publish};
+use crate::{
+    cli::NetworkCreateArgs,
+    model::docker::{
+        self, CreateEndpoint, CreateNetwork, EndpointCall, ErrResponse, GENERIC, InterfaceName,
+        JoinResponse, PORTMAP, PortBinding,
+    },
+    model::ipam::{self, Subnet},
+    model::publish::{PortRange, Proto, Spec},
+    model::state::{Container, DockerEndpoint, Endpoint, NetMode},
+    output,
+    system::datapath::Datapath,
+    system::netns::Netns,
+};
+
+/// Serves the plugin `name` for `scope` until Ctrl-C or SIGTERM; removes its socket then.
+pub async fn serve(scope: &str, name: &str, out: &mut impl Write) -> Result<()> {
+    check_name("plugin", name)?;
+    let dir = Path::new(docker::PLUGIN_DIR);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.sock"));
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        bail!("plugin {name} is already served at {}", path.display());
+    }
+    // A socket left by a plugin that was killed.
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    let _socket = Socket(path.clone());
+    output::line(
+        out,
+        &format!(
+            "netpath docker-plugin serves {} (docker network create -d {name}); Ctrl-C leaves the datapath attached",
+            path.display()
+        ),
+    )?;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    // One call at a time: a call holds the scope's (blocking) lock across awaits.
+    let calls = Rc::new(Mutex::new(()));
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let (scope, calls) = (scope.to_owned(), calls.clone());
+                        let service = hyper::service::service_fn(move |req| {
+                            let (scope, calls) = (scope.clone(), calls.clone());
+                            async move {
+                                let _one = calls.lock().await;
+                                Ok::<_, Infallible>(answer(&scope, req).await)
+                            }
+                        });
+                        tokio::task::spawn_local(async move {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                }
+            }
+        })
+        .await;
+    output::line(
+        out,
+        "netpath docker-plugin: exiting; the datapath stays attached",
+    )?;
+    Ok(())
+}
+
+/// Removes the plugin's socket when the server stops.
+struct Socket(PathBuf);
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn answer(scope: &str, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let call = req.uri().path().trim_start_matches('/').to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => Bytes::from(format!("unreadable request: {e}")),
+    };
+    let value = match handle(scope, &call, &body).await {
+        Ok(v) => v,
+        Err(e) => {
+            let err = format!("{call}: {e:#}").replace('\n', " ");
+            serde_json::to_value(ErrResponse { err }).unwrap_or_default()
+        }
+    };
+    hyper::Response::builder()
+        .header(CONTENT_TYPE, docker::CONTENT_TYPE)
+        .body(Full::new(Bytes::from(value.to_string())))
+        .unwrap_or_default()
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).context("invalid request")
+}
+
+/// One call of the protocol: its answer as JSON.
+pub async fn handle(scope: &str, call: &str, body: &[u8]) -> Result<Value> {
+    let call = call.trim_start_matches('/');
+    match call {
+        "Plugin.Activate" => return Ok(json!({"Implements": ["NetworkDriver"]})),
+        "NetworkDriver.GetCapabilities" => {
+            return Ok(json!({"Scope": "local", "ConnectivityScope": "local"}));
+        }
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => return Ok(json!({})),
+        _ => {}
+    }
+    let mut ctx = Ctx::open(scope)?;
+    let result = match call {
+        "NetworkDriver.CreateNetwork" => create_network(&mut ctx, parse(body)?).await,
+        "NetworkDriver.DeleteNetwork" => delete_network(&mut ctx, parse(body)?).await,
+        "NetworkDriver.CreateEndpoint" => create_endpoint(&mut ctx, parse(body)?),
+        "NetworkDriver.DeleteEndpoint" => delete_endpoint(&mut ctx, parse(body)?).await,
+        "NetworkDriver.EndpointOperInfo" => oper_info(&ctx, parse(body)?),
+        "NetworkDriver.Join" => join(&mut ctx, parse(body)?).await,
+        "NetworkDriver.Leave" => leave(&mut ctx, parse(body)?).await,
+        "NetworkDriver.ProgramExternalConnectivity" => program(&mut ctx, parse(body)?).await,
+        "NetworkDriver.RevokeExternalConnectivity" => revoke(&mut ctx, parse(body)?),
+        other => Err(anyhow::anyhow!("netpath does not implement {other}")),
+    };
+    // Saved even after a failure: the state holds exactly what exists.
+    let saved = ctx.finish();
+    let value = result?;
+    saved?;
+    Ok(value)
+}
+
+/// The `-o` options of `docker network create`.
+#[derive(Debug, Default, PartialEq)]
+struct NetworkOptions {
+    bridge: Option<String>,
+}
+
+fn network_options(req: &CreateNetwork) -> Result<NetworkOptions> {
+    let mut opts = NetworkOptions::default();
+    let Some(generic) = req.options.get(GENERIC).and_then(Value::as_object) else {
+        return Ok(opts);
+    };
+    for (key, value) in generic {
+        let value = value.as_str().unwrap_or_default();
+        match key.as_str() {
+            "bridge" | "com.docker.network.bridge.name" => opts.bridge = Some(value.to_owned()),
+            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" => match value {
+                "true" => {}
+                "false" => bail!(
+                    "option {key}=false is not supported yet: netpath masquerades every network's outbound traffic"
+                ),
+                _ => bail!("option {key} takes true or false, not {value:?}"),
+            },
+            _ => bail!("unknown option {key} (netpath takes bridge and masquerade)"),
+        }
+    }
+    Ok(opts)
+}
+
+/// The pool and gateway Docker's IPAM chose.
+fn pool(req: &CreateNetwork) -> Result<(Subnet, Option<Ipv4Addr>)> {
+    if req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
+        bail!("netpath networks are IPv4 only (drop --ipv6)");
+    }
+    let data = match req.ipv4_data.as_deref() {
+        Some([one]) => one,
+        Some([]) | None => bail!("Docker gave no IPv4 pool"),
+        Some(_) => bail!("netpath networks have one IPv4 subnet, Docker gave several"),
+    };
+    let subnet: Subnet = data
+        .pool
+        .parse()
+        .with_context(|| format!("invalid pool {:?}", data.pool))?;
+    let gateway = match data.gateway.split('/').next() {
+        None | Some("") => None,
+        Some(gw) => Some(
+            gw.parse()
+                .with_context(|| format!("invalid gateway {:?}", data.gateway))?,
+        ),
+    };
+    Ok((subnet, gateway))
+}
+
+async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
+    let opts = network_options(&req)?;
+    let (subnet, gateway) = pool(&req)?;
+    let name = docker::network_name(&req.network_id);
+    let first_use = Datapath::existing(&ctx.scope).is_none();
+    let args = NetworkCreateArgs {
+        name: name.clone(),
+        subnet: Some(subnet),
+        gateway,
+        bridge: opts.bridge,
+    };
+    let result = async {
+        network::create(ctx, args).await?;
+        if first_use {
+            host::activate_as_up(ctx).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        // Nothing half-built: the network goes, and everything with it on first use.
+        if first_use {
+            let _ = host::down(ctx).await;
+        } else if ctx.state.networks.contains_key(&name) {
+            let _ = network::rm(ctx, &name).await;
+        }
+        return Err(e);
+    }
+    Ok(json!({}))
+}
+
+async fn delete_network(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+    let name = docker::network_name(&req.network_id);
+    if ctx.state.networks.contains_key(&name) {
+        network::rm(ctx, &name).await?;
+    }
+    // The last network gone: nothing of netpath stays behind (as `netpath down`).
+    let s = &ctx.state;
+    if s.networks.is_empty() && s.containers.is_empty() && s.publishes.is_empty() {
+        host::down(ctx).await?;
+    }
+    Ok(json!({}))
+}
+
+/// The endpoint's container in the state: its name, record and interface.
+fn endpoint<'a>(ctx: &'a Ctx, req: &EndpointCall) -> Result<(String, &'a Container, Endpoint)> {
+    let name = docker::endpoint_name(&req.endpoint_id);
+    let c = ctx
+        .state
+        .containers
+        .get(&name)
+        .filter(|c| matches!(&c.mode, NetMode::Docker(d) if d.endpoint_id == req.endpoint_id))
+        .with_context(|| format!("no endpoint {}", req.endpoint_id))?;
+    let e = c
+        .endpoints
+        .first()
+        .context("the endpoint has no interface")?;
+    Ok((name, c, e.clone()))
+}
+
+fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
+    let network = docker::network_name(&req.network_id);
+    let net = ctx.state.network(&network)?.clone();
+    let name = docker::endpoint_name(&req.endpoint_id);
+    if ctx.state.containers.contains_key(&name) {
+        bail!("endpoint {} exists already", req.endpoint_id);
+    }
+    let iface = req.interface.unwrap_or_default();
+    if !iface.address_ipv6.is_empty() {
+        bail!("netpath networks are IPv4 only");
+    }
+    let (ip, len) = iface
+        .address
+        .split_once('/')
+        .context("Docker gave the endpoint no IPv4 address")?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .with_context(|| format!("invalid address {:?}", iface.address))?;
+    if len != net.subnet.prefix_len().to_string() {
+        bail!("address {} is not in subnet {}", iface.address, net.subnet);
+    }
+    net.subnet.check_host(ip)?;
+    if ctx.state.taken(&network).contains(&ip) {
+        bail!("address {ip} is already in use on network {network}");
+    }
+    let given_mac = !iface.mac_address.is_empty();
+    let mac = match given_mac {
+        true => docker::parse_mac(&iface.mac_address)
+            .with_context(|| format!("invalid MAC address {:?}", iface.mac_address))?,
+        false => ipam::mac_for(ip),
+    };
+    let ifname = "eth".to_owned();
+    ctx.state.containers.insert(
+        name.clone(),
+        Container {
+            mode: NetMode::Docker(DockerEndpoint {
+                network_id: req.network_id,
+                endpoint_id: req.endpoint_id,
+                mac: docker::format_mac(mac),
+            }),
+            endpoints: vec![Endpoint {
+                network,
+                host_veth: container::host_veth_name(&name, &ifname),
+                ifname,
+                ip,
+            }],
+            allow_spoofed_source: false,
+        },
+    );
+    // The MAC goes back only when Docker gave none (dockerd refuses an answer that sets what
+    // it set).
+    Ok(match given_mac {
+        true => json!({}),
+        false => json!({"Interface": {"MacAddress": docker::format_mac(mac)}}),
+    })
+}
+
+async fn delete_endpoint(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+    let name = docker::endpoint_name(&req.endpoint_id);
+    if ctx.state.containers.contains_key(&name) {
+        endpoint(ctx, &req)?;
+        container::rm(ctx, &name).await?;
+    }
+    Ok(json!({}))
+}
+
+fn oper_info(ctx: &Ctx, req: EndpointCall) -> Result<Value> {
+    let (_, c, e) = endpoint(ctx, &req)?;
+    let mac = match &c.mode {
+        NetMode::Docker(d) => d.mac.clone(),
+        _ => String::new(),
+    };
+    Ok(json!({"Value": {"ip": e.ip, "mac": mac, "veth": e.host_veth, "network": e.network}}))
+}
+
+/// The temporary name of the container end, until dockerd moves and renames it.
+fn container_end(host_veth: &str) -> String {
+    format!("npc{}", host_veth.trim_start_matches("np"))
+}
+
+async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+    let (name, c, e) = endpoint(ctx, &req)?;
+    let mac = match &c.mode {
+        NetMode::Docker(d) => docker::parse_mac(&d.mac).context("invalid MAC in the state")?,
+        _ => unreachable!("endpoint() checks the mode"),
+    };
+    let net = ctx.state.network(&e.network)?.clone();
+    let bridge = ctx.nl.link_by_name(&net.bridge).await?.with_context(|| {
+        format!(
+            "bridge {} of network {} is missing: run `netpath up` to repair",
+            net.bridge, e.network
+        )
+    })?;
+    // A veth left by a Join whose sandbox never took it.
+    let peer = container_end(&e.host_veth);
+    ctx.nl.delete_link_by_name(&e.host_veth).await?;
+    ctx.nl.delete_link_by_name(&peer).await?;
+    let here = Netns::current()?;
+    let index = ctx
+        .nl
+        .create_veth(&e.host_veth, bridge.index, &here, &peer, mac)
+        .await?;
+    let dp = ctx.datapath()?;
+    let registered = async {
+        dp.set_source(index, e.ip, mac, false)?;
+        dp.attach_veth(&e.host_veth)?;
+        dp.set_endpoint(e.ip, index, mac)?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(err) = registered {
+        let _ = dp.remove_endpoint(e.ip);
+        let _ = ctx.nl.delete_link(index).await;
+        return Err(err.context(format!("putting {name} on the datapath")));
+    }
+    let answer = JoinResponse {
+        interface_name: InterfaceName {
+            src_name: peer,
+            dst_prefix: "eth".to_owned(),
+        },
+        gateway: net.gateway,
+    };
+    Ok(serde_json::to_value(answer)?)
+}
+
+/// The veth goes (the sandbox's end with it), and the endpoint's flows and datapath entry;
+/// the endpoint stays until DeleteEndpoint.
+async fn leave(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+    let (name, c, _) = endpoint(ctx, &req)?;
+    let c = c.clone();
+    container::teardown(ctx, &name, &c).await.finish()?;
+    Ok(json!({}))
+}
+
+/// A `-p` binding as the SPEC `netpath publish` takes.
+fn port_spec(b: &PortBinding, container_ip: Ipv4Addr) -> Result<Spec> {
+    let proto = match b.proto {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        p => bail!("port binding with protocol {p}: netpath publishes TCP (6) and UDP (17)"),
+    };
+    if b.port == 0 || b.host_port == 0 {
+        bail!(
+            "port binding {}:{}: netpath needs a host port (-p HOST_PORT:{})",
+            b.host_port,
+            b.port,
+            b.port
+        );
+    }
+    if b.host_port_end != 0 && b.host_port_end != b.host_port {
+        bail!(
+            "port binding {}-{}:{}: netpath needs one host port per container port",
+            b.host_port,
+            b.host_port_end,
+            b.port
+        );
+    }
+    let host_ip = match b.host_ip.as_str() {
+        "" | "0.0.0.0" => None,
+        ip => Some(
+            ip.parse::<Ipv4Addr>()
+                .with_context(|| format!("host address {ip:?} is not an IPv4 address"))?,
+        ),
+    };
+    Ok(Spec {
+        host_ip,
+        host_ports: PortRange::single(b.host_port),
+        container_ip,
+        container_ports: PortRange::single(b.port),
+        proto,
+    })
+}
+
+async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+    let (_, _, e) = endpoint(ctx, &req)?;
+    let bindings: Vec<PortBinding> = match req.options.get(PORTMAP) {
+        None | Some(Value::Null) => vec![],
+        Some(v) => serde_json::from_value(v.clone()).context("invalid port bindings")?,
+    };
+    let specs = bindings
+        .iter()
+        .map(|b| port_spec(b, e.ip))
+        .collect::<Result<Vec<_>>>()?;
+    if !specs.is_empty() {
+        publish::plan(ctx, &specs).await?.commit(ctx)?;
+    }
+    Ok(json!({}))
+}
+
+/// Unpublishes what ProgramExternalConnectivity published (which forgets its UDP flows).
+fn revoke(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+    let (name, _, e) = endpoint(ctx, &req)?;
+    publish::unpublish_where(ctx, &format!(" of {name}"), |ip| ip == e.ip).finish()?;
+    Ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_become_specs() {
+        let b = PortBinding {
+            proto: 17,
+            ip: "172.18.0.2".into(),
+            port: 9000,
+            host_ip: "127.0.0.1".into(),
+            host_port: 9000,
+            host_port_end: 9000,
+        };
+        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        assert_eq!(
+            port_spec(&b, ip).unwrap().to_string(),
+            "127.0.0.1:9000:172.18.0.2:9000/udp"
+        );
+        let tcp = PortBinding {
+            proto: 6,
+            host_ip: String::new(),
+            host_port_end: 0,
+            ..b
+        };
+        assert_eq!(
+            port_spec(&tcp, ip).unwrap().to_string(),
+            "9000:172.18.0.2:9000/tcp"
+        );
+        let range = PortBinding {
+            proto: 6,
+            port: 80,
+            host_port: 8000,
+            host_port_end: 8010,
+            ..Default::default()
+        };
+        assert!(port_spec(&range, ip).is_err());
+    }
+
+    #[test]
+    fn network_options_from_dash_o() {
+        let req: CreateNetwork = serde_json::from_str(
+            r#"{"NetworkID":"n","Options":{"com.docker.network.generic":{"bridge":"br-web"}},
+                "IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"172.18.0.0/16","Gateway":"172.18.0.1/16"}],"IPv6Data":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            network_options(&req).unwrap().bridge.as_deref(),
+            Some("br-web")
+        );
+        let (subnet, gw) = pool(&req).unwrap();
+        assert_eq!(subnet.to_string(), "172.18.0.0/16");
+        assert_eq!(gw, Some(Ipv4Addr::new(172, 18, 0, 1)));
+        let bad: CreateNetwork = serde_json::from_str(
+            r#"{"Options":{"com.docker.network.generic":{"masquerade":"false"}}}"#,
+        )
+        .unwrap();
+        assert!(network_options(&bad).is_err());
+    }
+}
