@@ -222,3 +222,12 @@ impl Runtime<'_> {
         Ok(())
     }
 }
+
+/// A directory (host-local's `dataDir`) removed on drop, also when a test fails.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use netpath_tests::{
     Sandbox,
-    cni::{Attachment, Pod, Runtime, cni_bin},
+    cni::{Attachment, Pod, Runtime, TempDir, cni_bin},
     sandbox,
 };
 use serde_json::{Map, Value, json};
@@ -136,10 +136,9 @@ fn netpath_cni_and_the_reference_plugins_answer_alike() {
     );
     let np = sandbox();
     let reference = sandbox();
-    let data = std::env::temp_dir().join(format!("{}-ipam", reference.name("conf")));
+    let data = TempDir(std::env::temp_dir().join(format!("{}-ipam", reference.name("conf"))));
     let ours = sequence(&np, netpath_list());
-    let theirs = sequence(&reference, reference_list(&data));
-    let _ = std::fs::remove_dir_all(&data);
+    let theirs = sequence(&reference, reference_list(&data.0));
 
     assert_eq!(
         result_shape(&ours.result),
