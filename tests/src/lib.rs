@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod cni;
 pub mod helpers;
 #[cfg(feature = "datapath")]
 pub mod packet;

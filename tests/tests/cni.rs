@@ -3,113 +3,18 @@
 //! /sys/fs/bpf, unlike `ip netns exec`). Pods are namespaces the test creates, like a
 //! runtime's; every one is removed with the sandbox.
 use std::{
-    io::Write as _,
     path::PathBuf,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
 };
 
 use netpath_tests::{
-    CLIENT_ADDR, Client, Sandbox, helpers::curl, netpath_bin, sandbox, scripts::server,
+    CLIENT_ADDR, Sandbox,
+    cni::{Pod, cni, cni_bin, stdout_json},
+    helpers::curl,
+    netpath_bin, sandbox,
+    scripts::server,
 };
 use serde_json::{Value, json};
-
-fn cni_bin() -> PathBuf {
-    netpath_bin().with_file_name("netpath-cni")
-}
-
-/// Runs netpath-cni in the sandbox's host namespace; `env` are CNI_* variables.
-fn cni(sb: &Sandbox, env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", sb.host))
-        .arg(cni_bin())
-        .env_remove("CNI_NETNS")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("running netpath-cni");
-    let _ = child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin.as_bytes());
-    child.wait_with_output().expect("waiting for netpath-cni")
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: stdout {:?} stderr {:?}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-/// A pod: its namespace (the test's, like a runtime's) and its container id.
-struct Pod {
-    ns: Client,
-    id: String,
-}
-
-impl Pod {
-    fn new(sb: &Sandbox, base: &str) -> Pod {
-        let ns = sb.extra_netns(base).expect("pod namespace");
-        // The base first: netpath names a pod after the id's first 12 characters.
-        let id = format!("{base}{}", ns.netns.replace('-', ""));
-        Pod { ns, id }
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.ns.netns)
-    }
-
-    fn run(&self, sb: &Sandbox, command: &str, conf: &Value) -> Output {
-        let path = self.path();
-        cni(
-            sb,
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &self.id),
-                ("CNI_NETNS", &path),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", "/usr/lib/cni"),
-            ],
-            &conf.to_string(),
-        )
-    }
-
-    /// ADD that must succeed; its result.
-    fn add(&self, sb: &Sandbox, conf: &Value) -> Value {
-        let out = self.run(sb, "ADD", conf);
-        assert!(
-            out.status.success(),
-            "ADD: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stdout_json(&out)
-    }
-
-    fn ok(&self, sb: &Sandbox, command: &str, conf: &Value) {
-        let out = self.run(sb, command, conf);
-        assert!(
-            out.status.success() && out.stdout.is_empty(),
-            "{command}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A command that must fail; the spec's error object.
-    fn fails(&self, sb: &Sandbox, command: &str, conf: &Value) -> Value {
-        let out = self.run(sb, command, conf);
-        assert!(!out.status.success(), "{command} should have failed");
-        let err = stdout_json(&out);
-        let msg = err["msg"].as_str().expect("msg");
-        assert!(!msg.is_empty() && !msg.contains('\n'), "one line: {msg:?}");
-        err
-    }
-}
 
 fn conf(name: &str, subnet: &str) -> Value {
     json!({

@@ -1,5 +1,5 @@
 //! Developer tasks: `cargo xtask setup | build-ebpf | test | fuzz | demo | bench-containers |
-//! bench`.
+//! bench-cni | bench`.
 //! Every task first makes sure the toolchain and packages it needs are installed (once,
 //! idempotently), so that each works on a fresh machine.
 #![allow(
@@ -64,6 +64,12 @@ enum Task {
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
+    /// Time a runtime's ADD and DEL per pod (namespace included) for netpath-cni and for the
+    /// reference chain (bridge + host-local + portmap), interleaved; medians, p90, ratio.
+    BenchCni {
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..10000))]
+        count: u16,
+    },
     /// Measure the datapath through a published port: the veth limit, plain routing, a bare
     /// eBPF forwarder, Docker's iptables rules and netpath, with N extra published ports;
     /// writes target/bench/report.{json,md,svg}.
@@ -110,6 +116,7 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Demo => demo::run(&build_netpath(true)?),
         Task::InstallCni { dir } => install_cni(&dir),
         Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
+        Task::BenchCni { count } => bench::cni(&build_netpath(true)?, count.into()),
         Task::Bench {
             quick,
             only,

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Ctx, check_ifname, container, host, network, publish};
+use super::{Ctx, check_ifname, container, host, masquerade, network, publish};
 use crate::{
     cli::NetworkCreateArgs,
     model::cni::{
@@ -267,6 +267,11 @@ async fn add_steps(
             (None, subnet, conf.gateway)
         }
     };
+    if let Some(cluster) = &conf.cluster {
+        cluster
+            .check(&subnet)
+            .map_err(|m| refusal(code::INVALID_CONFIG, format!("cluster: {m}")))?;
+    }
     match ctx.state.networks.get(&conf.name) {
         Some(net) if net.subnet != subnet => {
             return Err(refusal(
@@ -289,6 +294,20 @@ async fn add_steps(
                 .await
                 .map_err(|e| refusal(code::INVALID_CONFIG, format!("{e:#}")))?;
             progress.network_created = true;
+        }
+    }
+    if let Some(cluster) = &conf.cluster {
+        // Every other node's pods through that node (flannel's host-gw), and no masquerade
+        // within the cluster, so that pods see each other's addresses.
+        let local = publish::local_addrs(&ctx.nl).await?;
+        for (dst, gw) in cluster.routes(&subnet, &local) {
+            ctx.nl
+                .replace_route(dst.network(), dst.prefix_len(), gw)
+                .await
+                .with_context(|| format!("cluster route to {dst}"))?;
+        }
+        if ctx.state.masquerade_exclude.insert(cluster.cidr) && !first_use {
+            masquerade::resync(ctx)?;
         }
     }
     if first_use {

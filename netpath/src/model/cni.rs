@@ -54,6 +54,9 @@ pub struct NetConf {
     pub runtime_config: RuntimeConfig,
     #[serde(default)]
     pub prev_result: Option<Value>,
+    /// Several nodes (flannel host-gw style): the cluster CIDR and every node's pod subnet.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
     /// GC (1.1): the attachments the runtime still knows of.
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
@@ -67,6 +70,78 @@ impl NetConf {
             .get("type")?
             .as_str()
             .filter(|t| !t.is_empty())
+    }
+}
+
+/// The nodes of a cluster: each node's pods are reached through that node's address, and
+/// traffic within `cidr` keeps its source (no masquerade).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub cidr: Subnet,
+    #[serde(default)]
+    pub nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNode {
+    pub name: String,
+    /// The node's address on the network that joins the nodes.
+    pub address: Ipv4Addr,
+    /// The node's pod subnet, inside the cluster CIDR.
+    pub pod_cidr: Subnet,
+}
+
+impl Cluster {
+    /// Checks the nodes against the cluster CIDR and each other; `own` is this node's pod
+    /// subnet (the network's). One line naming the problem.
+    pub fn check(&self, own: &Subnet) -> Result<(), String> {
+        let inside = |s: &Subnet| {
+            self.cidr.contains(s.network())
+                && self.cidr.contains(s.broadcast())
+                && s.prefix_len() >= self.cidr.prefix_len()
+        };
+        if !inside(own) {
+            return Err(format!(
+                "the network's subnet {own} is not inside the cluster CIDR {}",
+                self.cidr
+            ));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !inside(&n.pod_cidr) {
+                return Err(format!(
+                    "node {}: podCidr {} is not inside the cluster CIDR {}",
+                    n.name, n.pod_cidr, self.cidr
+                ));
+            }
+            if self.cidr.contains(n.address) {
+                return Err(format!(
+                    "node {}: address {} is inside the cluster CIDR {}",
+                    n.name, n.address, self.cidr
+                ));
+            }
+            if let Some(m) = self.nodes[..i]
+                .iter()
+                .find(|m| m.pod_cidr.overlaps(&n.pod_cidr))
+            {
+                return Err(format!(
+                    "nodes {} and {} have overlapping pod subnets {} and {}",
+                    m.name, n.name, m.pod_cidr, n.pod_cidr
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The routes this node needs: every other node's pod subnet via its address. A node is
+    /// this one when its pod subnet is `own` or its address is one of `local`.
+    pub fn routes(&self, own: &Subnet, local: &[Ipv4Addr]) -> Vec<(Subnet, Ipv4Addr)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.pod_cidr != *own && !local.contains(&n.address))
+            .map(|n| (n.pod_cidr, n.address))
+            .collect()
     }
 }
 
@@ -229,6 +304,37 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"np","subnet":"10.89.0.1/24"}"#,
         );
         assert!(bad.unwrap_err().to_string().contains("host bits are set"));
+    }
+
+    #[test]
+    fn cluster_nodes_give_routes_to_the_others() {
+        let conf: NetConf = serde_json::from_str(
+            r#"{"cniVersion":"1.0.0","name":"np","subnet":"10.244.1.0/24","cluster":{"cidr":"10.244.0.0/16","nodes":[
+                {"name":"a","address":"192.0.2.10","podCidr":"10.244.0.0/24"},
+                {"name":"b","address":"192.0.2.11","podCidr":"10.244.1.0/24"},
+                {"name":"c","address":"192.0.2.12","podCidr":"10.244.2.0/24"}]}}"#,
+        )
+        .unwrap();
+        let cluster = conf.cluster.unwrap();
+        let own = conf.subnet.unwrap();
+        cluster.check(&own).unwrap();
+        let routes: Vec<String> = cluster
+            .routes(&own, &[Ipv4Addr::new(192, 0, 2, 11)])
+            .iter()
+            .map(|(s, gw)| format!("{s} via {gw}"))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "10.244.0.0/24 via 192.0.2.10",
+                "10.244.2.0/24 via 192.0.2.12"
+            ]
+        );
+        let outside: Subnet = "10.245.0.0/24".parse().unwrap();
+        assert!(cluster.check(&outside).unwrap_err().contains("not inside"));
+        let mut twice = cluster.clone();
+        twice.nodes[2].pod_cidr = "10.244.1.0/25".parse().unwrap();
+        assert!(twice.check(&own).unwrap_err().contains("overlapping"));
     }
 
     #[test]

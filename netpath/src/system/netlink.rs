@@ -22,7 +22,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
 };
 use rtnetlink::{
     AddressMessageBuilder, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
@@ -212,6 +213,24 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Adds the route `dst/prefix_len` via `gateway`, or replaces the one there: running it
+    /// again changes nothing.
+    pub async fn replace_route(
+        &self,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix_len)
+            .gateway(gateway)
+            .build();
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        ack(self.send(RouteNetlinkMessage::NewRoute(msg), flags)?)
+            .await
+            .op(|| format!("adding route {dst}/{prefix_len} via {gateway}"))
     }
 
     /// Creates a veth pair in one request: `host_name` here, up and a port of the bridge

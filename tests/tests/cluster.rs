@@ -1,0 +1,196 @@
+//! Several nodes: three sandboxes are three nodes, each running netpath-cni in its own host
+//! namespace with its own pod subnet of the cluster CIDR 10.244.0.0/16, joined by a
+//! "fabric" bridge in a namespace of its own (192.0.2.0/24, documentation addresses used
+//! only inside these namespaces). The conflist names the nodes; netpath routes every other
+//! node's pods through that node (flannel's host-gw) and masquerades only what leaves the
+//! cluster. An "outside" namespace on the fabric is the client of the hostPorts, the
+//! nodes' default gateway and, on its `lo`, a server beyond the cluster.
+use netpath_tests::{
+    Client, SERVER_ADDR, Sandbox, cni::Pod, helpers::curl, ip, sandbox, scripts, scripts::server,
+};
+use serde_json::{Value, json};
+
+const NODES: usize = 3;
+const PODS: usize = 3;
+const OUTSIDE: &str = "192.0.2.254";
+
+fn node_addr(i: usize) -> String {
+    format!("192.0.2.{}", 10 + i)
+}
+
+fn conf(i: usize) -> Value {
+    let nodes: Vec<Value> = (0..NODES)
+        .map(|n| {
+            json!({"name": format!("node{n}"), "address": node_addr(n), "podCidr": format!("10.244.{n}.0/24")})
+        })
+        .collect();
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "cluster",
+        "type": "netpath-cni",
+        "subnet": format!("10.244.{i}.0/24"),
+        "cluster": {"cidr": "10.244.0.0/16", "nodes": nodes},
+    })
+}
+
+/// The fabric namespace with its bridge, the outside namespace on it, and every node's
+/// `fab0` on it, the nodes' default route via the outside (so that `fab0` is each node's
+/// external interface). Everything lives in namespaces of the sandboxes: removed on drop.
+fn fabric(nodes: &[Sandbox]) -> (Client, Client) {
+    let fabric = nodes[0].extra_netns("fabric").expect("fabric namespace");
+    let outside = nodes[0].extra_netns("outside").expect("outside namespace");
+    let f = fabric.netns.as_str();
+    let run = |args: &[&str]| ip(args).unwrap_or_else(|e| panic!("{e:#}"));
+    run(&["-n", f, "link", "add", "br0", "type", "bridge"]);
+    run(&["-n", f, "link", "set", "br0", "up"]);
+    let mut ends: Vec<(String, String, String)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, sb)| {
+            (
+                sb.host.clone(),
+                format!("n{i}"),
+                format!("{}/24", node_addr(i)),
+            )
+        })
+        .collect();
+    ends.push((outside.netns.clone(), "out".into(), format!("{OUTSIDE}/24")));
+    for (ns, port, addr) in &ends {
+        run(&[
+            "-n", f, "link", "add", port, "type", "veth", "peer", "name", "fab0", "netns", ns,
+        ]);
+        run(&["-n", f, "link", "set", port, "master", "br0", "up"]);
+        run(&["-n", ns, "addr", "add", addr, "dev", "fab0"]);
+        run(&["-n", ns, "link", "set", "fab0", "up"]);
+    }
+    for sb in nodes {
+        run(&["-n", &sb.host, "route", "add", "default", "via", OUTSIDE]);
+    }
+    let server = format!("{SERVER_ADDR}/32");
+    run(&["-n", &outside.netns, "addr", "add", &server, "dev", "lo"]);
+    (fabric, outside)
+}
+
+fn pod_ip(result: &Value) -> String {
+    let addr = result["ips"][0]["address"].as_str().expect("address");
+    addr.split('/').next().expect("ip").to_owned()
+}
+
+#[test]
+fn pods_on_three_nodes_reach_each_other_without_nat() {
+    let nodes: Vec<Sandbox> = (0..NODES).map(|_| sandbox()).collect();
+    let (_fabric, outside) = fabric(&nodes);
+    // Pod 0 of every node publishes hostPort 8080 to its port 7000.
+    let mut pods: Vec<(usize, Pod, String)> = vec![];
+    for (i, sb) in nodes.iter().enumerate() {
+        for j in 0..PODS {
+            let pod = Pod::new(sb, &format!("p{j}"));
+            let mut conf = conf(i);
+            if j == 0 {
+                conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 7000, "protocol": "tcp"}]});
+            }
+            let ip = pod_ip(&pod.add(sb, &conf));
+            assert!(ip.starts_with(&format!("10.244.{i}.")), "{ip}");
+            pods.push((i, pod, ip));
+        }
+    }
+    // The routes to the other nodes' pods, once per node however many ADDs ran.
+    for (i, sb) in nodes.iter().enumerate() {
+        let routes = sb.ip_json(&["route"]);
+        for n in (0..NODES).filter(|n| *n != i) {
+            let dst = format!("10.244.{n}.0/24");
+            let found: Vec<&Value> = routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["dst"] == dst.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "node {i}: {routes}");
+            assert_eq!(found[0]["gateway"], node_addr(n).as_str());
+        }
+    }
+    // Every pod serves TCP (echo) and UDP, answering with the peer's address.
+    let _servers: Vec<_> = pods
+        .iter()
+        .flat_map(|(i, p, _)| {
+            let sb = &nodes[*i];
+            [
+                server(sb, &p.ns.netns, &["echo", "7000"]),
+                server(sb, &p.ns.netns, &["udp", "0.0.0.0", "7001"]),
+            ]
+        })
+        .collect();
+    // Every pod asks every other one, in parallel per pod; each client is bounded (3 s
+    // timeouts, 20 s in all).
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|(i, from, from_ip)| {
+                let sb = &nodes[*i];
+                let pods = &pods;
+                s.spawn(move || {
+                    let mut bad = vec![];
+                    for (_, _, to_ip) in pods.iter().filter(|(_, _, ip)| ip != from_ip) {
+                        let tcp = scripts::one(sb, &from.ns.netns, &["ask", to_ip, "7000", "0"]);
+                        if !tcp.starts_with(&format!("{from_ip}:")) {
+                            bad.push(format!("tcp {from_ip} -> {to_ip}: {tcp}"));
+                        }
+                        let udp = scripts::one(sb, &from.ns.netns, &["udp", to_ip, "7001"]);
+                        if !udp.contains(&format!(" {from_ip}:")) {
+                            bad.push(format!("udp {from_ip} -> {to_ip}: {udp}"));
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // The hostPort of every node answers a client on the fabric, which the pod sees.
+    for i in 0..NODES {
+        let answer = scripts::one(
+            &nodes[0],
+            &outside.netns,
+            &["ask", &node_addr(i), "8080", "0"],
+        );
+        assert!(
+            answer.starts_with(&format!("{OUTSIDE}:")),
+            "node {i}: {answer}"
+        );
+    }
+    // Leaving the cluster: the server outside sees the node's address.
+    let _http = server(&nodes[0], &outside.netns, &["http", "80"]);
+    for (i, pod, _) in &pods {
+        let (body, _) = curl(
+            &nodes[*i],
+            &pod.ns.netns,
+            &format!("http://{SERVER_ADDR}:80/"),
+        )
+        .unwrap_or_else(|e| panic!("node {i} to the outside: {e}"));
+        assert!(
+            body.starts_with(&format!("{}:", node_addr(*i))),
+            "node {i}: {body}"
+        );
+    }
+    // CHECK holds and DEL leaves the routes (they are the node's, not a pod's).
+    for (i, pod, _) in &pods {
+        pod.ok(&nodes[*i], "CHECK", &conf(*i));
+    }
+}
+
+#[test]
+fn a_bad_cluster_is_refused_and_leaves_nothing() {
+    let sb = sandbox();
+    let pod = Pod::new(&sb, "bad");
+    let mut bad = conf(0);
+    bad["subnet"] = json!("10.245.0.0/24");
+    let err = pod.fails(&sb, "ADD", &bad);
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("cluster"), "{err}");
+    assert!(!std::path::Path::new(&format!("/run/netpath/{}", sb.host)).exists());
+}
