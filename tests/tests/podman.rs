@@ -5,13 +5,15 @@
 //! are reached only through the sandbox's namespaces.
 use std::{
     fs,
-    os::unix::fs::{PermissionsExt as _, symlink},
     path::PathBuf,
     process::{Command, Output},
 };
 
 use netpath_tests::{
-    CLIENT_ADDR, EXT_ADDR, Sandbox, helpers::curl, netpath_bin, sandbox, scripts::server,
+    CLIENT_ADDR, EXT_ADDR, Sandbox,
+    helpers::{busybox_rootfs, cgi_peer, curl},
+    netpath_bin, sandbox,
+    scripts::server,
 };
 
 /// A private Podman for one sandbox; its containers and directories go on drop.
@@ -32,36 +34,15 @@ impl Podman {
             dir: dir.clone(),
             host: sb.host.clone(),
         };
-        for sub in [
-            "net.d",
-            "plugins",
-            "tmp",
-            "rootfs/bin",
-            "rootfs/www/cgi-bin",
-        ] {
+        for sub in ["net.d", "plugins", "tmp"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        for sub in ["proc", "sys", "dev", "etc", "tmp"] {
-            fs::create_dir_all(dir.join("rootfs").join(sub)).unwrap();
         }
         fs::copy(
             netpath_bin().with_file_name("netpath-cni"),
             dir.join("plugins/netpath-cni"),
         )
         .unwrap();
-        let rootfs = dir.join("rootfs");
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for tool in ["sh", "httpd", "nc", "echo", "wget"] {
-            symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
-        }
-        // busybox httpd cannot echo its peer; a CGI script can.
-        let cgi = rootfs.join("www/cgi-bin/peer");
-        fs::write(
-            &cgi,
-            "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n",
-        )
-        .unwrap();
-        fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
+        busybox_rootfs(&dir.join("rootfs"), &["sh", "httpd", "nc", "echo", "wget"]);
         fs::write(
             dir.join("net.d").join(format!("{net}.conflist")),
             serde_json::json!({
@@ -136,15 +117,6 @@ impl Drop for Podman {
     }
 }
 
-/// What busybox httpd gives a CGI as REMOTE_ADDR ("[::ffff:203.0.113.2]"), as IPv4.
-fn peer(body: &str) -> String {
-    body.trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_start_matches("::ffff:")
-        .to_owned()
-}
-
 #[test]
 fn podman_run_publishes_through_netpath_and_rm_leaves_nothing() {
     let sb = sandbox();
@@ -183,11 +155,11 @@ fn podman_run_publishes_through_netpath_and_rm_leaves_nothing() {
 
     // From a client: the container sees the client's own address.
     let (body, _) = curl(&sb, &cl.netns, &url(EXT_ADDR)).unwrap();
-    assert_eq!(peer(&body), CLIENT_ADDR);
+    assert_eq!(cgi_peer(&body), CLIENT_ADDR);
     // From the host, through 127.0.0.1 and through its own address.
     for addr in ["127.0.0.1", EXT_ADDR] {
         let (body, _) = curl(&sb, &sb.host, &url(addr)).unwrap();
-        assert!(!peer(&body).is_empty(), "{addr}: {body}");
+        assert!(!cgi_peer(&body).is_empty(), "{addr}: {body}");
     }
     // Hairpin: the container reaches itself through the host's published port.
     let hairpin = pm.ok(&[

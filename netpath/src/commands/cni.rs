@@ -312,11 +312,7 @@ async fn add_steps(
     }
     if first_use {
         // As `netpath up -d` would: the datapath stays pinned with no daemon.
-        let externals = publish::plan_externals(ctx, vec![]).await?;
-        let publishes = ctx.state.publishes.clone();
-        let exclude = ctx.state.masquerade_exclude.clone();
-        let nat_ports = ctx.state.masquerade_ports;
-        host::activate(ctx, externals, publishes, exclude, nat_ports).await?;
+        host::activate_as_up(ctx).await?;
     }
     let net = ctx.state.network(&conf.name)?.clone();
     let taken = ctx.state.taken(&conf.name);
