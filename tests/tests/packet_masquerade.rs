@@ -3,9 +3,9 @@
 //! and ICMP errors about translated flows. The harness is [`netpath_tests::packet`].
 use netpath_common::{Counter, PROTO_TCP, programs};
 use netpath_tests::packet::{
-    ACK, CONTAINER, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, echo, fold, icmp, in_fresh_netns,
-    l4_checksum, masquerading, tuple,
+    ACK, CONTAINER, Datapath, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, echo, fold, icmp,
+    in_fresh_netns, l4_checksum, masquerading, tuple,
 };
 
 #[test]
@@ -220,20 +220,10 @@ fn icmp_errors_fix_the_quoted_transport_checksum() {
             |c| Pkt::tcp(c, 40000, SERVER, 443, SYN),
         ];
         for (i, mk) in mk.into_iter().enumerate() {
-            // Two flows from one source port, so that the second's port is translated too.
-            let mut sent = Vec::new();
-            for container in [CONTAINER, OTHER_CONTAINER] {
-                let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &mk(container).build());
-                assert_eq!(verdict, TC_ACT_REDIRECT);
-                sent = out;
-            }
+            let sent = colliding(&mut dp, |c| mk(c).build());
             assert_ne!(tuple(&sent).1, 40000);
             // Port unreachable, quoting the whole packet as it left (as Linux does).
-            let mut rest = vec![0; 4];
-            rest.extend_from_slice(&sent[14..]);
-            let error = icmp(SERVER, HOST, 3, 3, &rest);
-            let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
-            assert_eq!(verdict, TC_ACT_REDIRECT);
+            let out = port_unreachable(&mut dp, &sent);
             assert_eq!(
                 &out[42 + 12..42 + 20],
                 &[OTHER_CONTAINER, SERVER].concat()[..]
@@ -263,16 +253,9 @@ fn icmp_errors_fix_the_quoted_transport_checksum() {
             }
             .build()
         };
-        let mut sent = Vec::new();
-        for container in [CONTAINER, OTHER_CONTAINER] {
-            sent = dp.run(programs::BR_IN, dp.bridge, &bare(container)).1;
-        }
+        let sent = colliding(&mut dp, bare);
         assert_ne!(tuple(&sent).1, 41000);
-        let mut rest = vec![0; 4];
-        rest.extend_from_slice(&sent[14..]);
-        let error = icmp(SERVER, HOST, 3, 3, &rest);
-        let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &error);
-        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let out = port_unreachable(&mut dp, &sent);
         assert_eq!(
             &out[42 + 26..42 + 28],
             &[0, 0],
@@ -281,4 +264,26 @@ fn icmp_errors_fix_the_quoted_transport_checksum() {
         assert_checksums(&out);
         assert_quote_is(&out[42..], &bare(OTHER_CONTAINER)[14..]);
     });
+}
+
+/// Two flows from one source port, so that the second's port is translated too: the second
+/// (from [`OTHER_CONTAINER`]) as it left.
+fn colliding(dp: &mut Datapath, frame: impl Fn([u8; 4]) -> Vec<u8>) -> Vec<u8> {
+    let mut sent = Vec::new();
+    for container in [CONTAINER, OTHER_CONTAINER] {
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &frame(container));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        sent = out;
+    }
+    sent
+}
+
+/// A port unreachable from the server quoting the whole of `sent` (as Linux does), through
+/// the external interface; it must be redirected. The frame out.
+fn port_unreachable(dp: &mut Datapath, sent: &[u8]) -> Vec<u8> {
+    let mut rest = vec![0; 4];
+    rest.extend_from_slice(&sent[14..]);
+    let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &icmp(SERVER, HOST, 3, 3, &rest));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    out
 }

@@ -282,6 +282,7 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     // As Docker drops a container's port mappings with it.
     let ips: Vec<Ipv4Addr> = container.endpoints.iter().map(|e| e.ip).collect();
     let mut t = publish::unpublish_where(ctx, &format!(" of {name}"), |ip| ips.contains(&ip));
+    forget_flows(ctx, name, &container, &mut t);
     t.merge(teardown(ctx, name, &container).await);
     if t.errors.is_empty() {
         ctx.state.containers.remove(name);
@@ -289,26 +290,31 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     Ok(t.finish()?)
 }
 
-/// Removes the container's connections from conntrack (TCP included: nothing will answer
-/// them, and a container started later on the same address must not inherit them), its
-/// host-side veths (their peers go with them), its namespace and its /etc/netns directory.
-/// Pieces already gone are skipped, not errors.
-pub async fn teardown(ctx: &mut Ctx, name: &str, container: &Container) -> Teardown {
-    let mut t = Teardown::default();
-    let dp = Datapath::existing(&ctx.scope);
-    if let Some(dp) = &dp {
-        let ips: Vec<Ipv4Addr> = container.endpoints.iter().map(|e| e.ip).collect();
-        match conntrack::forget(ctx, dp, |c| ips.iter().any(|ip| c.involves(*ip))) {
-            Ok(0) => {}
-            forgotten => {
-                let what = match &forgotten {
-                    Ok(n) => format!("{n} conntrack entries of {name}"),
-                    Err(_) => format!("conntrack entries of {name}"),
-                };
-                t.step(what, forgotten);
-            }
+/// Removes the container's connections from conntrack, TCP included: nothing will answer
+/// them, and a container started later on the same address must not inherit them. (`down`
+/// flushes the whole table once instead of walking it for every container.)
+pub fn forget_flows(ctx: &mut Ctx, name: &str, container: &Container, t: &mut Teardown) {
+    let Some(dp) = Datapath::existing(&ctx.scope) else {
+        return;
+    };
+    let ips: Vec<Ipv4Addr> = container.endpoints.iter().map(|e| e.ip).collect();
+    match conntrack::forget(ctx, &dp, |c| ips.iter().any(|ip| c.involves(*ip))) {
+        Ok(0) => {}
+        forgotten => {
+            let what = match &forgotten {
+                Ok(n) => format!("{n} conntrack entries of {name}"),
+                Err(_) => format!("conntrack entries of {name}"),
+            };
+            t.step(what, forgotten);
         }
     }
+}
+
+/// Removes the container's host-side veths (their peers go with them), its namespace and its
+/// /etc/netns directory. Pieces already gone are skipped, not errors.
+pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
+    let mut t = Teardown::default();
+    let dp = Datapath::existing(&ctx.scope);
     for e in &container.endpoints {
         if let Some(dp) = &dp {
             t.step(

@@ -30,7 +30,7 @@ use tokio::{
     sync::Mutex,
 };
 
-use super::{Ctx, check_name, container, host, network, publish};
+use super::{Ctx, Teardown, check_name, container, host, network, publish};
 use crate::{
     cli::NetworkCreateArgs,
     model::docker::{
@@ -408,7 +408,10 @@ async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
 async fn leave(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (name, c, _) = endpoint(ctx, &req)?;
     let c = c.clone();
-    container::teardown(ctx, &name, &c).await.finish()?;
+    let mut t = Teardown::default();
+    container::forget_flows(ctx, &name, &c, &mut t);
+    t.merge(container::teardown(ctx, &name, &c).await);
+    t.finish()?;
     Ok(json!({}))
 }
 

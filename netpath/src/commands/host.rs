@@ -232,6 +232,20 @@ async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
 pub async fn down(ctx: &mut Ctx) -> Result<Response> {
     // Published ports first, so that nothing is translated towards what goes next.
     let mut t = publish::teardown(ctx);
+    // Every translated connection goes with the containers: one flush, not a walk of the
+    // table for each of them.
+    if let Some(dp) = Datapath::existing(&ctx.scope) {
+        match dp.flush_conntrack() {
+            Ok(0) => {}
+            Ok(n) => {
+                super::conntrack::record_removed(ctx, n);
+                t.step(format!("{n} conntrack entries"), Ok(()));
+            }
+            Err(e) => {
+                t.step("conntrack entries", Err::<(), _>(e.into()));
+            }
+        }
+    }
     // Containers that borrow another's namespace go first.
     let mut names: Vec<(String, bool)> = ctx
         .state
