@@ -7,6 +7,7 @@
 //! the state and the pinned datapath, so traffic goes on while the plugin is stopped, and a
 //! restarted plugin carries on from the state.
 use std::{
+    collections::BTreeSet,
     convert::Infallible,
     io::Write,
     net::Ipv4Addr,
@@ -150,7 +151,7 @@ pub async fn handle(scope: &str, call: &str, body: &[u8]) -> Result<Value> {
     let result = match call {
         "NetworkDriver.CreateNetwork" => create_network(&mut ctx, parse(body)?).await,
         "NetworkDriver.DeleteNetwork" => delete_network(&mut ctx, parse(body)?).await,
-        "NetworkDriver.CreateEndpoint" => create_endpoint(&mut ctx, parse(body)?),
+        "NetworkDriver.CreateEndpoint" => create_endpoint(&mut ctx, parse(body)?).await,
         "NetworkDriver.DeleteEndpoint" => delete_endpoint(&mut ctx, parse(body)?).await,
         "NetworkDriver.EndpointOperInfo" => oper_info(&ctx, parse(body)?),
         "NetworkDriver.Join" => join(&mut ctx, parse(body)?).await,
@@ -252,6 +253,10 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
 async fn delete_network(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let name = docker::network_name(&req.network_id);
     if ctx.state.networks.contains_key(&name) {
+        // Docker deletes a network only once none of its endpoints is left: any still here
+        // are stale.
+        let stale = docker_endpoints(ctx, |d, _| d.network_id == req.network_id);
+        reclaim(ctx, stale).await?;
         network::rm(ctx, &name).await?;
     }
     // The last network gone: nothing of netpath stays behind (as `netpath down`).
@@ -260,6 +265,32 @@ async fn delete_network(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         host::down(ctx).await?;
     }
     Ok(json!({}))
+}
+
+/// The netpath containers of the Docker endpoints (with their interface) that `which` selects.
+fn docker_endpoints(ctx: &Ctx, which: impl Fn(&DockerEndpoint, &Endpoint) -> bool) -> Vec<String> {
+    ctx.state
+        .containers
+        .iter()
+        .filter(|(_, c)| match &c.mode {
+            NetMode::Docker(d) => c.endpoints.iter().any(|e| which(d, e)),
+            _ => false,
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Removes stale endpoints, their publishes and flows with them. A dockerd that was killed
+/// (SIGKILL, a crash) kills its containers when it starts again and releases their addresses,
+/// but it never sends Leave or DeleteEndpoint for them: their endpoints stay in the state
+/// until they stand in the way of a new one.
+async fn reclaim(ctx: &mut Ctx, stale: Vec<String>) -> Result<()> {
+    for name in stale {
+        container::rm(ctx, &name)
+            .await
+            .with_context(|| format!("removing stale endpoint {name}"))?;
+    }
+    Ok(())
 }
 
 /// The endpoint's container in the state: its name, record and interface.
@@ -278,7 +309,7 @@ fn endpoint<'a>(ctx: &'a Ctx, req: &EndpointCall) -> Result<(String, &'a Contain
     Ok((name, c, e.clone()))
 }
 
-fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
+async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
     let network = docker::network_name(&req.network_id);
     let net = ctx.state.network(&network)?.clone();
     let name = docker::endpoint_name(&req.endpoint_id);
@@ -300,6 +331,10 @@ fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
         bail!("address {} is not in subnet {}", iface.address, net.subnet);
     }
     net.subnet.check_host(ip)?;
+    // Docker's IPAM owns the network's addresses: another of its endpoints that still holds
+    // this one is stale.
+    let stale = docker_endpoints(ctx, |d, e| d.network_id == req.network_id && e.ip == ip);
+    reclaim(ctx, stale).await?;
     if ctx.state.taken(&network).contains(&ip) {
         bail!("address {ip} is already in use on network {network}");
     }
@@ -317,6 +352,7 @@ fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
                 network_id: req.network_id,
                 endpoint_id: req.endpoint_id,
                 mac: docker::format_mac(mac),
+                sandbox: String::new(),
             }),
             endpoints: vec![Endpoint {
                 network,
@@ -393,6 +429,13 @@ async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         let _ = ctx.nl.delete_link(index).await;
         return Err(err.context(format!("putting {name} on the datapath")));
     }
+    if let Some(Container {
+        mode: NetMode::Docker(d),
+        ..
+    }) = ctx.state.containers.get_mut(&name)
+    {
+        d.sandbox = req.sandbox_key;
+    }
     let answer = JoinResponse {
         interface_name: InterfaceName {
             src_name: peer,
@@ -422,17 +465,18 @@ fn port_spec(b: &PortBinding, container_ip: Ipv4Addr) -> Result<Spec> {
         17 => Proto::Udp,
         p => bail!("port binding with protocol {p}: netpath publishes TCP (6) and UDP (17)"),
     };
+    // Docker's own driver picks these ports itself; a remote driver cannot tell Docker the
+    // port it would pick (dockerd drops what EndpointOperInfo reports), so the user chooses.
     if b.port == 0 || b.host_port == 0 {
         bail!(
-            "port binding {}:{}: netpath needs a host port (-p HOST_PORT:{})",
-            b.host_port,
+            "-p {}: netpath cannot pick the host port, since Docker cannot learn it from a remote driver; give one (-p HOST_PORT:{})",
             b.port,
             b.port
         );
     }
     if b.host_port_end != 0 && b.host_port_end != b.host_port {
         bail!(
-            "port binding {}-{}:{}: netpath needs one host port per container port",
+            "-p {}-{}:{}: netpath cannot pick a port of the range, since Docker cannot learn it from a remote driver; give one host port per container port",
             b.host_port,
             b.host_port_end,
             b.port
@@ -456,6 +500,22 @@ fn port_spec(b: &PortBinding, container_ip: Ipv4Addr) -> Result<Spec> {
 
 async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (_, _, e) = endpoint(ctx, &req)?;
+    // Publishes follow Join. An endpoint that still publishes while its sandbox is no longer
+    // a network namespace (dockerd removed it) or its veth is gone has lost its container,
+    // and its ports may be the ones asked for now.
+    let links: BTreeSet<String> = ctx.nl.links().await?.into_iter().map(|l| l.name).collect();
+    let published: BTreeSet<Ipv4Addr> = ctx
+        .state
+        .publishes
+        .mappings()
+        .map(|m| m.container_ip)
+        .collect();
+    let stale = docker_endpoints(ctx, |d, o| {
+        let gone = (!d.sandbox.is_empty() && Netns::open_path(Path::new(&d.sandbox)).is_err())
+            || !links.contains(&o.host_veth);
+        d.endpoint_id != req.endpoint_id && published.contains(&o.ip) && gone
+    });
+    reclaim(ctx, stale).await?;
     let bindings: Vec<PortBinding> = match req.options.get(PORTMAP) {
         None | Some(Value::Null) => vec![],
         Some(v) => serde_json::from_value(v.clone()).context("invalid port bindings")?,
@@ -513,7 +573,18 @@ mod tests {
             host_port_end: 8010,
             ..Default::default()
         };
-        assert!(port_spec(&range, ip).is_err());
+        let err = port_spec(&range, ip).unwrap_err().to_string();
+        assert!(
+            err.starts_with("-p 8000-8010:80: netpath cannot pick"),
+            "{err}"
+        );
+        let any = PortBinding {
+            host_port: 0,
+            host_port_end: 0,
+            ..range
+        };
+        let err = port_spec(&any, ip).unwrap_err().to_string();
+        assert!(err.starts_with("-p 80: netpath cannot pick"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct EndpointCall {
     pub network_id: String,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
+    /// Join's network namespace path.
+    pub sandbox_key: String,
     pub options: BTreeMap<String, Value>,
 }
 
@@ -148,6 +150,15 @@ mod tests {
         assert_eq!(parse_mac(&format_mac(mac)), Some(mac));
         assert_eq!(parse_mac("02:42"), None);
         assert_eq!(parse_mac("02:42:ac:12:00:02:03"), None);
+    }
+
+    #[test]
+    fn join_as_dockerd_sends_it() {
+        let join: EndpointCall = serde_json::from_str(
+            r#"{"NetworkID":"n","EndpointID":"e","SandboxKey":"/var/run/docker/netns/47fd74dd6ebf","Options":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(join.sandbox_key, "/var/run/docker/netns/47fd74dd6ebf");
     }
 
     #[test]

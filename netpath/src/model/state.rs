@@ -86,6 +86,10 @@ pub struct DockerEndpoint {
     pub network_id: String,
     pub endpoint_id: String,
     pub mac: String,
+    /// The sandbox (network namespace path) Join gave; dockerd unmounts it when it removes
+    /// the sandbox, even when it does not tell the driver.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox: String,
 }
 
 /// What identifies a CNI attachment: the runtime's container id and interface name, and the
