@@ -429,10 +429,14 @@ async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         let _ = ctx.nl.delete_link(index).await;
         return Err(err.context(format!("putting {name} on the datapath")));
     }
-    if let Some(Container {
-        mode: NetMode::Docker(d),
-        ..
-    }) = ctx.state.containers.get_mut(&name)
+    // Recorded only if the plugin sees it as dockerd does (a plugin in another mount
+    // namespace does not), so that its absence later means something.
+    let seen = Netns::open_path(Path::new(&req.sandbox_key)).is_ok();
+    if seen
+        && let Some(Container {
+            mode: NetMode::Docker(d),
+            ..
+        }) = ctx.state.containers.get_mut(&name)
     {
         d.sandbox = req.sandbox_key;
     }
