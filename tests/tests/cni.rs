@@ -8,11 +8,11 @@ use std::{
 };
 
 use netpath_tests::{
-    CLIENT_ADDR, Sandbox,
+    CLIENT_ADDR, EXT_ADDR, SERVER_ADDR, Sandbox,
     cni::{Pod, cni, cni_bin, stdout_json},
     helpers::curl,
-    netpath_bin, sandbox,
-    scripts::server,
+    ip, netpath_bin, sandbox,
+    scripts::{one, server},
 };
 use serde_json::{Value, json};
 
@@ -264,4 +264,61 @@ fn parallel_adds_and_dels_are_safe() {
             .iter()
             .any(|l| l.starts_with("np") && l != "np-pods")
     );
+}
+
+#[test]
+fn ip_masq_false_leaves_with_the_pods_own_address() {
+    let sb = sandbox();
+    let cl = sb.outside().expect("outside namespace");
+    let pod = Pod::new(&sb, "plain");
+    let mut conf = conf("plain", "10.89.7.0/24");
+    conf["ipMasq"] = json!(false);
+    assert_eq!(pod.add(&sb, &conf)["ips"][0]["address"], "10.89.7.2/24");
+    ip(&[
+        "-n",
+        &cl.netns,
+        "route",
+        "add",
+        "10.89.7.0/24",
+        "via",
+        EXT_ADDR,
+    ])
+    .unwrap();
+    let _echo = server(&sb, &cl.netns, &["echo", "80"]);
+    let seen = one(&sb, &pod.ns.netns, &["ask", SERVER_ADDR, "80", "0"]);
+    assert!(seen.starts_with("10.89.7.2:"), "the server saw {seen}");
+    let nets = sb.ok_json(&["network", "ls", "--json"]);
+    assert_eq!(nets[0]["masquerade"], false, "{nets}");
+
+    // Another pod whose configuration says otherwise: refused, the network is as it was.
+    let other = Pod::new(&sb, "other");
+    let mut on = conf.clone();
+    on["ipMasq"] = json!(true);
+    let err = other.fails(&sb, "ADD", &on);
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("masquerade off"),
+        "{err}"
+    );
+    assert_eq!(containers(&sb).len(), 1);
+    pod.ok(&sb, "DEL", &conf);
+}
+
+#[test]
+fn the_first_add_after_network_create_brings_the_datapath_up() {
+    let sb = sandbox();
+    let cl = sb.client().expect("client namespace");
+    // Pins and a bridge, but nothing attached to the external interface yet.
+    sb.ok(&["network", "create", "pods", "--subnet", "10.89.8.0/24"]);
+    let pod = Pod::new(&sb, "web");
+    let mut conf = conf("pods", "10.89.8.0/24");
+    conf["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp"}]});
+    pod.add(&sb, &conf);
+    let status = sb.ok_json(&["status", "--json"]);
+    assert_eq!(status["externals"][0]["name"], "ext0", "{status}");
+    let _http = server(&sb, &pod.ns.netns, &["http", "80"]);
+    let (body, _) = curl(&sb, &cl.netns, "http://203.0.113.1:8088/").unwrap();
+    assert!(body.starts_with(&format!("{CLIENT_ADDR}:")), "{body}");
+    pod.ok(&sb, "DEL", &conf);
 }
