@@ -257,6 +257,10 @@ fn cluster_routes_go_with_the_last_pod_and_down_and_others_stay() {
     // `down` removes what the pods' network installed, and only that.
     a.add(&sb, &conf);
     assert_eq!(routes_to(&sb, "10.244.3.0/24"), ["via 203.0.113.13"]);
+    // A node with a new address: netpath's route to its pods follows.
+    conf["cluster"]["nodes"][3]["address"] = json!("203.0.113.14");
+    b.add(&sb, &conf);
+    assert_eq!(routes_to(&sb, "10.244.3.0/24"), ["via 203.0.113.14"]);
     sb.ok(&["down"]);
     assert!(routes_to(&sb, "10.244.1.0/24").is_empty());
     assert!(routes_to(&sb, "10.244.3.0/24").is_empty());

@@ -414,8 +414,9 @@ async fn add_steps(
     })
 }
 
-/// The cluster routes `network` needs that netpath is to make (or repair): those it
-/// installed before, and those to where no route leads yet. A route someone else made to the
+/// The cluster routes `network` needs that netpath is to make (or repair): those to where it
+/// installed a route before (a node's new address replaces it), and those to where no route
+/// leads yet. A route someone else made to the
 /// same place is left alone (and never removed); one elsewhere is refused rather than taken
 /// over. Checked before anything is created.
 async fn plan_routes(
@@ -436,7 +437,7 @@ async fn plan_routes(
             .iter()
             .find(|r| r.dst == dst.network() && r.prefix_len == dst.prefix_len());
         match theirs.map(|r| r.gateway) {
-            _ if ours.contains(&route) => plan.push(route),
+            _ if ours.iter().any(|r| r.dst == dst) => plan.push(route),
             None => plan.push(route),
             Some(Some(gw)) if gw == via => {}
             Some(gw) => {
@@ -467,9 +468,8 @@ async fn install_routes(ctx: &mut Ctx, network: &str, plan: &[InstalledRoute]) -
             .networks
             .get_mut(network)
             .context("network gone")?;
-        if !net.routes.contains(&route) {
-            net.routes.push(route);
-        }
+        net.routes.retain(|r| r.dst != dst);
+        net.routes.push(route);
     }
     Ok(())
 }
