@@ -330,8 +330,13 @@ fn a_pod_is_a_container_like_any_other() {
     let cl = sb.outside().expect("outside namespace");
     let web = sb.up_with_web(&[]);
     let pod = Pod::new(&sb, "pod");
-    let conf = conf("pods", "10.89.9.0/24");
-    pod.add(&sb, &conf);
+    let mut conf = conf("pods", "10.89.9.0/24");
+    conf["dns"] = json!({"nameservers": ["192.0.2.53"], "search": ["pods.local"]});
+    assert_eq!(
+        pod.add(&sb, &conf)["dns"],
+        conf["dns"],
+        "dns passed through"
+    );
     let ns = pod.ns.netns.as_str();
     assert_eq!(
         sb.exec_ok(ns, &["cat", "/sys/class/net/lo/operstate"])
