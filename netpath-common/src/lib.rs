@@ -103,8 +103,15 @@ pub const fn proto_name(proto: u8) -> &'static str {
 pub struct BridgeInfo {
     /// netpath's identifier of the network the bridge belongs to (never 0).
     pub network_id: u32,
+    /// [`BRIDGE_NO_MASQUERADE`].
+    pub flags: u32,
 }
-const _: () = assert!(size_of::<BridgeInfo>() == 4);
+const _: () = assert!(size_of::<BridgeInfo>() == 8);
+
+/// The network's containers reach the outside with their own address: their new
+/// connections are routed as they are, never masqueraded (Docker's
+/// `enable_ip_masquerade=false`, CNI's `ipMasq: false`).
+pub const BRIDGE_NO_MASQUERADE: u32 = 1;
 
 /// A published port: `host_addr` all zero publishes on every local address.
 #[repr(C)]
@@ -251,11 +258,14 @@ pub const CT_FLAG_PEER: u8 = 2;
 pub struct Endpoint {
     /// The veth end in the host namespace (on the bridge).
     pub host_ifindex: u32,
+    /// The bridge that veth is on: its [`BridgeInfo`] says whether the container's new
+    /// connections to the outside are masqueraded.
+    pub bridge_ifindex: u32,
     /// The container interface's MAC.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
 }
-const _: () = assert!(size_of::<Endpoint>() == 12);
+const _: () = assert!(size_of::<Endpoint>() == 16);
 
 /// A fragmented IPv4 datagram as it arrives: what its fragments have in common (RFC 791's
 /// reassembly key).

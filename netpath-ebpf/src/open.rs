@@ -5,13 +5,13 @@ use aya_ebpf::{
     btf_maps::lpm_trie::Key,
     programs::TcContext,
 };
-use netpath_common::{Counter, CtEntry, CtKey, PublishTarget};
+use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, CtEntry, CtKey, PublishTarget};
 
 use crate::{
     conntrack::reply_to,
     deliver::deliver_to,
     fib,
-    maps::{NP_ENDPOINTS, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, find_publish},
+    maps::{NP_BRIDGES, NP_ENDPOINTS, NP_EXTERNALS, NP_LOCAL_ADDRS, NP_MASQ_EXCL, find_publish},
     parse::Packet,
     pipeline::Side,
 };
@@ -48,21 +48,24 @@ pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry
     let t = &p.h.tuple;
     // SAFETY: as in `isolate::check`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if side == Side::Container {
+    // The bridge of the sender's network: the packet's own, or the container's veth's.
+    let bridge = match side {
         // SAFETY: plain data.
-        let own =
-            unsafe { NP_ENDPOINTS.get(t.src_addr) }.is_some_and(|ep| ep.host_ifindex == ifindex);
-        if !own {
-            return None;
-        }
-    }
+        Side::Container => match unsafe { NP_ENDPOINTS.get(t.src_addr) } {
+            Some(ep) if ep.host_ifindex == ifindex => ep.bridge_ifindex,
+            _ => return None,
+        },
+        Side::Bridge | Side::External => ifindex,
+    };
     // The FIB cannot tell a local address from an unroutable one (both are "not forwarded"),
     // so userspace keeps the namespace's addresses in a map.
     // SAFETY: plain data.
     let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
     let (xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
         (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
-        (None, Side::Bridge | Side::Container) => (masquerade(ctx, t, ifindex)?, Counter::MasqNew),
+        (None, Side::Bridge | Side::Container) => {
+            (masquerade(ctx, t, ifindex, bridge)?, Counter::MasqNew)
+        }
         (None, Side::External) => return None,
     };
     let mut reply = reply_to(t);
@@ -77,10 +80,17 @@ pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry
 /// What a container's new connection to the outside becomes: its source replaced by the
 /// address the kernel would pick on the way out (so an address change is picked up by the
 /// next connection), sent straight out of that interface. Only towards an external
-/// interface, whose ingress program translates the replies, and never to an excluded
-/// destination (netpath's own networks, `--masquerade-exclude`).
+/// interface, whose ingress program translates the replies, never to an excluded
+/// destination (netpath's own networks, `--masquerade-exclude`), and never from a network
+/// with masquerade off (`bridge`'s): the stack routes those as they are, untracked.
 #[inline(always)]
-fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32) -> Option<CtEntry> {
+fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32, bridge: u32) -> Option<CtEntry> {
+    // SAFETY: plain data.
+    let off =
+        unsafe { NP_BRIDGES.get(bridge) }.is_some_and(|b| b.flags & BRIDGE_NO_MASQUERADE != 0);
+    if off {
+        return None;
+    }
     let excluded = Key::new(32, t.dst_addr);
     if NP_MASQ_EXCL.get(&excluded).is_some() {
         return None;

@@ -265,6 +265,10 @@ pub struct NetworkCreateArgs {
     /// Bridge interface name; default: np-NAME.
     #[arg(long, value_name = "IFNAME")]
     pub bridge: Option<String>,
+    /// Masquerade the containers' new connections to the outside; with false they leave
+    /// with their own address, routed (the outside needs a route back to the subnet).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub masquerade: bool,
 }
 
 /// aya-log's levels, in its numbering (0 turns logging off).

@@ -131,11 +131,12 @@ fn networks(w: &mut impl Write, views: &[NetworkView], with_ifindex: bool) -> io
     };
     writeln!(
         w,
-        "{:<20} {:<16} {:<18} {:<16} {}STATUS",
+        "{:<20} {:<16} {:<18} {:<16} {:<10} {}STATUS",
         "NAME",
         "BRIDGE",
         "SUBNET",
         "GATEWAY",
+        "MASQUERADE",
         ifindex("IFINDEX".to_owned())
     )?;
     for v in views {
@@ -146,11 +147,12 @@ fn networks(w: &mut impl Write, views: &[NetworkView], with_ifindex: bool) -> io
         };
         writeln!(
             w,
-            "{:<20} {:<16} {:<18} {:<16} {}{status}",
+            "{:<20} {:<16} {:<18} {:<16} {:<10} {}{status}",
             v.name,
             v.network.bridge,
             v.network.subnet.to_string(),
             v.network.gateway.to_string(),
+            if v.network.masquerade { "on" } else { "off" },
             ifindex(v.network.ifindex.to_string())
         )?;
     }

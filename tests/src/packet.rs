@@ -294,7 +294,16 @@ impl Datapath {
         }
         let mut bridges: HashMap<_, u32, BridgeInfo> =
             HashMap::try_from(ebpf.map_mut(maps::BRIDGES).unwrap()).unwrap();
-        bridges.insert(br, BridgeInfo { network_id: 1 }, 0).unwrap();
+        bridges
+            .insert(
+                br,
+                BridgeInfo {
+                    network_id: 1,
+                    flags: 0,
+                },
+                0,
+            )
+            .unwrap();
         for name in [
             programs::EXT_IN,
             programs::BR_IN,
@@ -368,10 +377,16 @@ impl Datapath {
     /// What `netpath run` registers for a container: its host-side veth and its MAC (here
     /// [`ENDPOINT_MAC`]).
     pub fn add_endpoint(&mut self, addr: [u8; 4], host_ifindex: u32) {
+        self.add_endpoint_on(addr, host_ifindex, self.bridge);
+    }
+
+    /// [`Datapath::add_endpoint`] with its veth on the bridge `bridge_ifindex`.
+    pub fn add_endpoint_on(&mut self, addr: [u8; 4], host_ifindex: u32, bridge_ifindex: u32) {
         let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
             HashMap::try_from(self.ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
         let endpoint = Endpoint {
             host_ifindex,
+            bridge_ifindex,
             mac: ENDPOINT_MAC,
             _pad: [0; 2],
         };
@@ -461,12 +476,13 @@ impl Datapath {
         sums
     }
 
-    /// Registers another bridge, of network `network_id`.
-    pub fn add_bridge(&mut self, ifindex: u32, network_id: u32) {
+    /// Registers another bridge, of network `network_id`, with `flags`
+    /// (`BRIDGE_NO_MASQUERADE`).
+    pub fn add_bridge(&mut self, ifindex: u32, network_id: u32, flags: u32) {
         let mut bridges: HashMap<_, u32, BridgeInfo> =
             HashMap::try_from(self.ebpf.map_mut(maps::BRIDGES).unwrap()).unwrap();
         bridges
-            .insert(ifindex, BridgeInfo { network_id }, 0)
+            .insert(ifindex, BridgeInfo { network_id, flags }, 0)
             .unwrap();
     }
 

@@ -194,3 +194,75 @@ fn a_bad_cluster_is_refused_and_leaves_nothing() {
     assert!(err["msg"].as_str().unwrap().contains("cluster"), "{err}");
     assert!(!std::path::Path::new(&format!("/run/netpath/{}", sb.host)).exists());
 }
+
+/// The routes to `dst` in the node's main table, as "via GATEWAY".
+fn routes_to(sb: &Sandbox, dst: &str) -> Vec<String> {
+    sb.ip_json(&["route"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dst"] == dst)
+        .map(|r| format!("via {}", r["gateway"].as_str().unwrap_or("-")))
+        .collect()
+}
+
+#[test]
+fn cluster_routes_go_with_the_last_pod_and_down_and_others_stay() {
+    // One node on the client link (203.0.113.0/24): the other nodes need not exist for
+    // their routes to be installed.
+    let sb = sandbox();
+    let _cl = sb.client().expect("client namespace");
+    let node = |name: &str, last: u8, n: u8| json!({"name": name, "address": format!("203.0.113.{last}"), "podCidr": format!("10.244.{n}.0/24")});
+    let mut conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "cluster",
+        "type": "netpath-cni",
+        "subnet": "10.244.0.0/24",
+        "cluster": {"cidr": "10.244.0.0/16", "nodes": [
+            node("self", 1, 0), node("n1", 11, 1), node("n2", 12, 2),
+        ]},
+    });
+    // The operator's own route to n2's pods, the same as netpath's would be.
+    let route = |args: &[&str]| ip(&[&["-n", sb.host.as_str(), "route"], args].concat()).unwrap();
+    route(&["add", "10.244.2.0/24", "via", "203.0.113.12"]);
+    let (a, b) = (Pod::new(&sb, "a"), Pod::new(&sb, "b"));
+    a.add(&sb, &conf);
+    b.add(&sb, &conf);
+    assert_eq!(routes_to(&sb, "10.244.1.0/24"), ["via 203.0.113.11"]);
+    assert_eq!(routes_to(&sb, "10.244.2.0/24"), ["via 203.0.113.12"]);
+    a.ok(&sb, "DEL", &conf);
+    assert_eq!(routes_to(&sb, "10.244.1.0/24"), ["via 203.0.113.11"]);
+    // The last pod takes netpath's route with it, and leaves the operator's.
+    b.ok(&sb, "DEL", &conf);
+    assert!(routes_to(&sb, "10.244.1.0/24").is_empty());
+    assert_eq!(routes_to(&sb, "10.244.2.0/24"), ["via 203.0.113.12"]);
+
+    // A route elsewhere that netpath did not install is refused, not taken over.
+    conf["cluster"]["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .push(node("n3", 13, 3));
+    route(&["add", "10.244.3.0/24", "via", "203.0.113.99"]);
+    let err = a.fails(&sb, "ADD", &conf);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("that netpath did not install"),
+        "{err}"
+    );
+    assert_eq!(routes_to(&sb, "10.244.3.0/24"), ["via 203.0.113.99"]);
+    route(&["del", "10.244.3.0/24"]);
+
+    // `down` removes what the pods' network installed, and only that.
+    a.add(&sb, &conf);
+    assert_eq!(routes_to(&sb, "10.244.3.0/24"), ["via 203.0.113.13"]);
+    // A node with a new address: netpath's route to its pods follows.
+    conf["cluster"]["nodes"][3]["address"] = json!("203.0.113.14");
+    b.add(&sb, &conf);
+    assert_eq!(routes_to(&sb, "10.244.3.0/24"), ["via 203.0.113.14"]);
+    sb.ok(&["down"]);
+    assert!(routes_to(&sb, "10.244.1.0/24").is_empty());
+    assert!(routes_to(&sb, "10.244.3.0/24").is_empty());
+    assert_eq!(routes_to(&sb, "10.244.2.0/24"), ["via 203.0.113.12"]);
+}

@@ -7,12 +7,13 @@ use std::{
     process::{Command, Stdio},
 };
 
+use netpath_common::Counter;
 use netpath_tests::{
-    CLIENT_ADDR, Sandbox,
+    CLIENT_ADDR, EXT_ADDR, SERVER_ADDR, Sandbox,
     cni::{Pod, cni, cni_bin, stdout_json},
-    helpers::curl,
-    netpath_bin, sandbox,
-    scripts::server,
+    helpers::{counter, curl},
+    ip, netpath_bin, sandbox,
+    scripts::{one, server},
 };
 use serde_json::{Value, json};
 
@@ -264,4 +265,181 @@ fn parallel_adds_and_dels_are_safe() {
             .iter()
             .any(|l| l.starts_with("np") && l != "np-pods")
     );
+}
+
+#[test]
+fn ip_masq_false_leaves_with_the_pods_own_address() {
+    let sb = sandbox();
+    let cl = sb.outside().expect("outside namespace");
+    let pod = Pod::new(&sb, "plain");
+    let mut conf = conf("plain", "10.89.7.0/24");
+    conf["ipMasq"] = json!(false);
+    assert_eq!(pod.add(&sb, &conf)["ips"][0]["address"], "10.89.7.2/24");
+    ip(&[
+        "-n",
+        &cl.netns,
+        "route",
+        "add",
+        "10.89.7.0/24",
+        "via",
+        EXT_ADDR,
+    ])
+    .unwrap();
+    let _echo = server(&sb, &cl.netns, &["echo", "80"]);
+    let seen = one(&sb, &pod.ns.netns, &["ask", SERVER_ADDR, "80", "0"]);
+    assert!(seen.starts_with("10.89.7.2:"), "the server saw {seen}");
+    let nets = sb.ok_json(&["network", "ls", "--json"]);
+    assert_eq!(nets[0]["masquerade"], false, "{nets}");
+
+    // Another pod whose configuration says otherwise: refused, the network is as it was.
+    let other = Pod::new(&sb, "other");
+    let mut on = conf.clone();
+    on["ipMasq"] = json!(true);
+    let err = other.fails(&sb, "ADD", &on);
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("masquerade off"),
+        "{err}"
+    );
+    assert_eq!(containers(&sb).len(), 1);
+    pod.ok(&sb, "DEL", &conf);
+}
+
+#[test]
+fn the_first_add_after_network_create_brings_the_datapath_up() {
+    let sb = sandbox();
+    let cl = sb.client().expect("client namespace");
+    // Pins and a bridge, but nothing attached to the external interface yet.
+    sb.ok(&["network", "create", "pods", "--subnet", "10.89.8.0/24"]);
+    let pod = Pod::new(&sb, "web");
+    let mut conf = conf("pods", "10.89.8.0/24");
+    conf["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp"}]});
+    pod.add(&sb, &conf);
+    let status = sb.ok_json(&["status", "--json"]);
+    assert_eq!(status["externals"][0]["name"], "ext0", "{status}");
+    let _http = server(&sb, &pod.ns.netns, &["http", "80"]);
+    let (body, _) = curl(&sb, &cl.netns, "http://203.0.113.1:8088/").unwrap();
+    assert!(body.starts_with(&format!("{CLIENT_ADDR}:")), "{body}");
+    pod.ok(&sb, "DEL", &conf);
+}
+
+#[test]
+fn a_pod_is_a_container_like_any_other() {
+    let sb = sandbox();
+    let cl = sb.outside().expect("outside namespace");
+    let web = sb.up_with_web(&[]);
+    let pod = Pod::new(&sb, "pod");
+    let mut conf = conf("pods", "10.89.9.0/24");
+    conf["dns"] = json!({"nameservers": ["192.0.2.53"], "search": ["pods.local"]});
+    assert_eq!(
+        pod.add(&sb, &conf)["dns"],
+        conf["dns"],
+        "dns passed through"
+    );
+    let ns = pod.ns.netns.as_str();
+    assert_eq!(
+        sb.exec_ok(ns, &["cat", "/sys/class/net/lo/operstate"])
+            .trim(),
+        "unknown",
+        "lo is up"
+    );
+    let status = sb.ok_json(&["status", "--json"]);
+    assert!(status.to_string().contains("10.89.9.2"), "{status}");
+
+    // Masqueraded out: conntrack and stats show its flow.
+    let _echo = server(&sb, &cl.netns, &["echo", "80"]);
+    let masq_new = counter(&sb, Counter::MasqNew);
+    let seen = one(&sb, ns, &["ask", SERVER_ADDR, "80", "0"]);
+    assert!(seen.starts_with(&format!("{EXT_ADDR}:")), "{seen}");
+    assert_eq!(counter(&sb, Counter::MasqNew), masq_new + 1);
+    let flows = sb.ok(&["conntrack"]);
+    assert!(flows.contains("10.89.9.2"), "{flows}");
+
+    // Isolation from the default network's container, and source validation.
+    let isolated = counter(&sb, Counter::DropIsolation);
+    assert!(
+        !sb.ping(ns, "172.17.0.2"),
+        "reached {web} on another network"
+    );
+    assert!(counter(&sb, Counter::DropIsolation) > isolated);
+    let spoofed = counter(&sb, Counter::DropSpoofed);
+    sb.exec_ok(ns, &["ip", "addr", "add", "10.89.9.77/24", "dev", "eth0"]);
+    let forged = sb.exec(
+        ns,
+        &[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            "10.89.9.77",
+            SERVER_ADDR,
+        ],
+    );
+    assert!(!forged.status.success(), "a forged source got through");
+    assert!(counter(&sb, Counter::DropSpoofed) > spoofed);
+
+    // DEL takes its flows with it.
+    pod.ok(&sb, "DEL", &conf);
+    let flows = sb.ok(&["conntrack"]);
+    assert!(!flows.contains("10.89.9.2"), "{flows}");
+}
+
+#[test]
+fn check_del_after_a_partial_add_gc_and_status() {
+    let sb = sandbox();
+    let conf = conf("pods", "10.89.10.0/24");
+    let (a, b) = (Pod::new(&sb, "a"), Pod::new(&sb, "b"));
+    let result = a.add(&sb, &conf);
+    b.add(&sb, &conf);
+    pod_checks_notice_what_is_missing(&sb, &a, &conf);
+
+    // GC keeps the attachments the runtime lists and removes the others.
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": b.id, "ifname": "eth0"}]);
+    a.ok(&sb, "GC", &gc);
+    let ps = containers(&sb);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    a.ok(&sb, "STATUS", &gc);
+
+    // A veth left by an ADD killed before it saved anything: DEL removes it, twice.
+    let veth = result["interfaces"][1]["name"].as_str().unwrap().to_owned();
+    sb.exec_ok(
+        &sb.host,
+        &[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "left",
+        ],
+    );
+    a.ok(&sb, "DEL", &conf);
+    assert!(!host_links(&sb).contains(&veth));
+    a.ok(&sb, "DEL", &conf);
+    b.ok(&sb, "DEL", &conf);
+}
+
+/// CHECK fails, with one line naming it, on a missing default route and on a missing
+/// datapath entry.
+fn pod_checks_notice_what_is_missing(sb: &Sandbox, pod: &Pod, conf: &Value) {
+    pod.ok(sb, "CHECK", conf);
+    let ns = pod.ns.netns.as_str();
+    sb.exec_ok(ns, &["ip", "route", "del", "default"]);
+    let err = pod.fails(sb, "CHECK", conf);
+    assert!(
+        err["msg"].as_str().unwrap().contains("default route"),
+        "{err}"
+    );
+    sb.exec_ok(ns, &["ip", "route", "add", "default", "via", "10.89.10.1"]);
+    pod.ok(sb, "CHECK", conf);
+    let endpoints = format!("/sys/fs/bpf/netpath/{}/NP_ENDPOINTS", sb.host);
+    let removed = std::process::Command::new("bpftool")
+        .args([
+            "map", "delete", "pinned", &endpoints, "key", "10", "89", "10", "2",
+        ])
+        .status()
+        .unwrap();
+    assert!(removed.success());
+    let err = pod.fails(sb, "CHECK", conf);
+    assert!(err["msg"].as_str().unwrap().contains("datapath"), "{err}");
 }

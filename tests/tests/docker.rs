@@ -624,23 +624,43 @@ fn docker_run_refused_by_netpath_leaves_nothing_half_built() {
     assert_eq!(sb.ok_json(&["ps", "--json"]), serde_json::json!([]));
     assert_eq!(sb.ok(&["publish"]).trim(), "8088:10.89.41.200:80/tcp");
     assert!(veths(&sb).is_empty(), "{:?}", veths(&sb));
-    // Options netpath does not have are refused at create time, and nothing is created.
+    // Option values netpath does not have are refused at create time, and nothing is
+    // created.
     let err = dk.fails(&[
         "network",
         "create",
         "-d",
         &dk.driver,
         "-o",
-        "masquerade=false",
+        "masquerade=maybe",
         "nomasq",
     ]);
     assert!(err.contains("masquerade"), "{err}");
+    let networks = || sb.ok_json(&["network", "ls", "--json"]);
+    assert_eq!(networks().as_array().unwrap().len(), 1);
+    // Docker's own option turns masquerade off for the network.
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &dk.driver,
+        "--subnet",
+        "10.89.42.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "nomasq",
+    ]);
+    let masquerade: Vec<bool> = networks()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["masquerade"].as_bool().unwrap())
+        .collect();
+    assert_eq!(masquerade.len(), 2);
     assert_eq!(
-        sb.ok_json(&["network", "ls", "--json"])
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        masquerade.iter().filter(|m| !**m).count(),
+        1,
+        "{masquerade:?}"
     );
 }
 

@@ -642,7 +642,7 @@ impl State {
         // Its source is checked: forged frames through the veth are dropped as spoofed.
         dp.set_source(veth, CONTAINER, PKT_SRC_MAC, 0);
         let other = bridge("np1", Some("172.18.0.1/16"));
-        dp.add_bridge(other, 2);
+        dp.add_bridge(other, 2, 0);
         let (ext, br) = (dp.ext, dp.bridge);
         let (ext_in, br_in, veth_in) = (programs::EXT_IN, programs::BR_IN, programs::VETH_IN);
         let setup = [

@@ -6,7 +6,7 @@ use std::{
 };
 
 use netpath::system::datapath::{Datapath, DatapathError};
-use netpath_common::MAX_CONNTRACK;
+use netpath_common::{MAX_CONNTRACK, MAX_NETWORKS};
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, Proc,
     helpers::datapath,
@@ -173,20 +173,23 @@ fn pins_netpath_cannot_trust_are_refused() {
     // A map pinned under one of netpath's names with another layout, as an older version
     // would have left it: refused, not misread. The real one waits beside the pin directory,
     // removed even if the test fails.
-    let ct = format!("{dir}/NP_CT");
-    let saved = RemoveOnDrop(format!("{dir}-ct-saved"));
-    std::fs::rename(&ct, &saved.0).unwrap();
-    pin_map(&ct, "hash", 8, 16, "NP_CT");
-    let err = sb.fails(&["up", "-d"]);
-    assert!(err.contains("pinned by another netpath version"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    match Datapath::open(&sb.host, MAX_CONNTRACK) {
-        Err(DatapathError::OtherLayout { path, .. }) if path.ends_with("NP_CT") => {}
-        Err(e) => panic!("unexpected error: {e}"),
-        Ok(_) => panic!("a map of another layout was accepted"),
+    // NP_BRIDGES as netpath left it before networks had a masquerade flag (4-byte values).
+    for (map, size, entries) in [("NP_CT", 8, 16), ("NP_BRIDGES", 4, MAX_NETWORKS)] {
+        let pin = format!("{dir}/{map}");
+        let saved = RemoveOnDrop(format!("{dir}-{map}-saved"));
+        std::fs::rename(&pin, &saved.0).unwrap();
+        pin_map(&pin, "hash", size, entries, map);
+        let err = sb.fails(&["up", "-d"]);
+        assert!(err.contains("pinned by another netpath version"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        match Datapath::open(&sb.host, MAX_CONNTRACK) {
+            Err(DatapathError::OtherLayout { path, .. }) if path.ends_with(map) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("a map of another layout was accepted"),
+        }
+        std::fs::remove_file(&pin).unwrap();
+        std::fs::rename(&saved.0, &pin).unwrap();
     }
-    std::fs::remove_file(&ct).unwrap();
-    std::fs::rename(&saved.0, &ct).unwrap();
 
     // Something foreign in the pin directory.
     let foreign = format!("{dir}/not-ours");

@@ -330,6 +330,75 @@ fn networks_and_exclusions_keep_their_source() {
     );
 }
 
+// 4b
+#[test]
+fn a_network_with_masquerade_off_leaves_with_the_containers_address() {
+    let sb = sandbox();
+    let cl = sb.outside().expect("outside namespace");
+    let web = sb.up_with_web(&[]);
+    let plain = sb.name("plain");
+    sb.ok(&[
+        "network",
+        "create",
+        "plain",
+        "--subnet",
+        "10.30.0.0/24",
+        "--masquerade",
+        "false",
+    ]);
+    sb.ok(&["run", &plain, "--network", "plain"]);
+    // Routed: the outside knows its way back to the subnet, through the host.
+    ip(&[
+        "-n",
+        &cl.netns,
+        "route",
+        "add",
+        "10.30.0.0/24",
+        "via",
+        EXT_ADDR,
+    ])
+    .unwrap();
+    let _tcp = server(&sb, &cl.netns, &["echo", "80"]);
+    let _udp = server(&sb, &cl.netns, &["udp", SERVER, "53"]);
+    let masq_new = counter(&sb, Counter::MasqNew);
+
+    assert_eq!(ip_port(&tcp_source(&sb, &plain, SERVER, 0)).0, "10.30.0.2");
+    let reply = one(&sb, &plain, &["query", SERVER, "53", "0"]);
+    assert!(reply.starts_with("10.30.0.2:"), "UDP: {reply}");
+    assert_eq!(counter(&sb, Counter::MasqNew), masq_new, "masqueraded");
+    let tracked = conntrack(&sb, &[]);
+    assert!(
+        !tracked.iter().any(|e| e.to_string().contains("10.30.0.2")),
+        "untranslated flows are not tracked: {tracked:?}"
+    );
+    // The default network beside it masquerades as before.
+    assert_eq!(ip_port(&tcp_source(&sb, &web, SERVER, 0)).0, EXT_ADDR);
+    assert_eq!(counter(&sb, Counter::MasqNew), masq_new + 1);
+
+    // Shown, kept in the state, and honoured after `up` re-attaches everything.
+    let nets = sb.ok_json(&["network", "ls", "--json"]);
+    let masq_of = |name: &str| {
+        nets.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["masquerade"].clone())
+    };
+    assert_eq!(masq_of("plain"), Some(Value::Bool(false)), "{nets}");
+    assert_eq!(masq_of("default"), Some(Value::Bool(true)), "{nets}");
+    let table = sb.ok(&["network", "ls"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("plain ") && l.contains(" off ")),
+        "{table}"
+    );
+    sb.ok(&["up", "-d"]);
+    assert_eq!(ip_port(&tcp_source(&sb, &plain, SERVER, 0)).0, "10.30.0.2");
+    let err = sb.fails(&["network", "create", "x", "--masquerade", "maybe"]);
+    assert!(err.contains("maybe"), "{err}");
+}
+
 // 5
 #[test]
 fn several_externals_and_an_address_change() {

@@ -106,10 +106,24 @@ fn isolate_drops_only_traffic_routed_between_netpath_networks() {
         let mut bridges: HashMap<_, u32, BridgeInfo> =
             HashMap::try_from(ebpf.take_map(maps::BRIDGES).unwrap()).unwrap();
         bridges
-            .insert(br_a, BridgeInfo { network_id: 1 }, 0)
+            .insert(
+                br_a,
+                BridgeInfo {
+                    network_id: 1,
+                    flags: 0,
+                },
+                0,
+            )
             .unwrap();
         bridges
-            .insert(br_b, BridgeInfo { network_id: 2 }, 0)
+            .insert(
+                br_b,
+                BridgeInfo {
+                    network_id: 2,
+                    flags: 0,
+                },
+                0,
+            )
             .unwrap();
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(ebpf.take_map(maps::COUNTERS).unwrap()).unwrap();
@@ -180,7 +194,14 @@ fn isolate_drops_only_traffic_routed_between_netpath_networks() {
             "a published connection across networks"
         );
         bridges
-            .insert(br_b, BridgeInfo { network_id: 1 }, 0)
+            .insert(
+                br_b,
+                BridgeInfo {
+                    network_id: 1,
+                    flags: 0,
+                },
+                0,
+            )
             .unwrap();
         assert_eq!(run(br_b, br_a), TC_ACT_OK, "two bridges of one network");
         assert_eq!(drops(), 2, "passes are not counted as drops");

@@ -1,11 +1,11 @@
 //! Packet tests of masquerade: outgoing TCP and ICMP echo flows translated to the host's
 //! address and back, colliding source ports, excluded destinations, an exhausted port range
 //! and ICMP errors about translated flows. The harness is [`netpath_tests::packet`].
-use netpath_common::{Counter, PROTO_TCP, programs};
+use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, PROTO_TCP, programs};
 use netpath_tests::packet::{
     ACK, CONTAINER, Datapath, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK,
-    TC_ACT_REDIRECT, TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, echo, fold, icmp,
-    in_fresh_netns, l4_checksum, masquerading, tuple,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, bridge, echo, fold,
+    icmp, in_fresh_netns, l4_checksum, masquerading, tuple,
 };
 
 #[test]
@@ -53,6 +53,58 @@ fn masquerade_of_an_outgoing_tcp_flow_and_a_colliding_one() {
         let (_, out) = dp.run(programs::EXT_IN, dp.ext, &reply2);
         assert_eq!(tuple(&out), (SERVER, 80, OTHER_CONTAINER, 40000));
         assert_checksums(&out);
+    });
+}
+
+#[test]
+fn a_network_with_masquerade_off_leaves_untranslated_and_untracked() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        // A second network, masquerade off: its bridge and a container's veth on it.
+        let plain = bridge("np1", Some("10.20.0.1/24"));
+        dp.add_bridge(plain, 2, BRIDGE_NO_MASQUERADE);
+        let veth = bridge("vethplain", None);
+        let own = [10, 20, 0, 2];
+        dp.add_endpoint_on(own, veth, plain);
+        // New TCP, UDP and ICMP echo flows to the outside, through the bridge and through
+        // the container's veth: handed to the stack as they are, nothing tracked.
+        for (prog, ifindex, sport) in [
+            (programs::BR_IN, plain, 40000),
+            (programs::VETH_IN, veth, 40001),
+        ] {
+            for input in [
+                Pkt::tcp(own, sport, SERVER, 80, SYN).build(),
+                Pkt::udp(own, sport, SERVER, 53).build(),
+                echo(own, SERVER, 8, sport),
+            ] {
+                assert_eq!(dp.run(prog, ifindex, &input), (TC_ACT_OK, input.clone()));
+            }
+        }
+        assert!(dp.conntrack().is_empty(), "{:?}", dp.conntrack());
+        assert_eq!(dp.counter(Counter::MasqNew), 0);
+        // The reply, to the container's own address, is the stack's to route.
+        let reply = Pkt::tcp(SERVER, 80, own, 40000, SYN | ACK).build();
+        assert_eq!(dp.run(programs::EXT_IN, dp.ext, &reply), (TC_ACT_OK, reply));
+
+        // The masquerading network beside it is translated still, from its bridge and from
+        // a container's veth on it.
+        let masq_veth = bridge("vethmasq", None);
+        dp.add_endpoint(OTHER_CONTAINER, masq_veth);
+        for (prog, ifindex, src) in [
+            (programs::BR_IN, dp.bridge, CONTAINER),
+            (programs::VETH_IN, masq_veth, OTHER_CONTAINER),
+        ] {
+            let syn = Pkt::tcp(src, 40000, SERVER, 80, SYN).build();
+            let (verdict, out) = dp.run(prog, ifindex, &syn);
+            let (from, _, to, dport) = tuple(&out);
+            assert_eq!(
+                (verdict, from, to, dport),
+                (TC_ACT_REDIRECT, HOST, SERVER, 80)
+            );
+            assert_checksums(&out);
+        }
+        assert_eq!(dp.counter(Counter::MasqNew), 2);
+        assert_eq!(dp.conntrack().len(), 4, "two entries per masqueraded flow");
     });
 }
 

@@ -23,7 +23,7 @@ use crate::{
     },
     model::ipam::{self, Subnet},
     model::publish::{PortRange, Proto, Spec},
-    model::state::{CniPod, Container, Endpoint, NetMode},
+    model::state::{CniPod, Container, Endpoint, InstalledRoute, NetMode},
     system::datapath::Datapath,
     system::netlink::Netlink,
     system::netns::Netns,
@@ -188,12 +188,6 @@ async fn add(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<Cni
     let ifname = Env::require(&env.ifname, "CNI_IFNAME")?;
     let netns_path = Env::require(&env.netns, "CNI_NETNS")?;
     check_ifname(ifname).map_err(|e| refusal(code::INVALID_ENV, format!("CNI_IFNAME: {e}")))?;
-    if conf.ip_masq == Some(false) {
-        return Err(refusal(
-            code::INVALID_CONFIG,
-            "ipMasq false is not supported yet: netpath masquerades every network's outbound traffic",
-        ));
-    }
     let name = pod_name(id, ifname);
     if ctx.state.containers.contains_key(&name) {
         bail!("container {id} already has interface {ifname} (netpath container {name})");
@@ -222,6 +216,9 @@ async fn add(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<Cni
             let _ = host::down(ctx).await;
         } else if progress.network_created {
             let _ = network::rm(ctx, &conf.name).await;
+        } else {
+            // Cluster routes this ADD made for a network no pod uses.
+            let _ = release_routes(ctx, &conf.name).await;
         }
     }
     result
@@ -246,7 +243,8 @@ async fn add_steps(
 ) -> Result<CniResult> {
     let ifname = env.ifname.as_deref().expect("checked");
     let netns_path = env.netns.as_deref().expect("checked");
-    let first_use = Datapath::existing(&ctx.scope).is_none();
+    // Not up after a bare `netpath network create` either: pins, but nothing attached.
+    let up = Datapath::existing(&ctx.scope).is_some_and(|dp| dp.is_up());
     // The address: from the IPAM plugin, or netpath's own once the network exists.
     let (given, subnet, gateway) = match conf.ipam_plugin() {
         Some(plugin) => {
@@ -267,11 +265,17 @@ async fn add_steps(
             (None, subnet, conf.gateway)
         }
     };
-    if let Some(cluster) = &conf.cluster {
-        cluster
-            .check(&subnet)
-            .map_err(|m| refusal(code::INVALID_CONFIG, format!("cluster: {m}")))?;
-    }
+    let routes = match &conf.cluster {
+        Some(cluster) => {
+            cluster
+                .check(&subnet)
+                .map_err(|m| refusal(code::INVALID_CONFIG, format!("cluster: {m}")))?;
+            let local = publish::local_addrs(&ctx.nl).await?;
+            plan_routes(ctx, &conf.name, cluster.routes(&subnet, &local)).await?
+        }
+        None => vec![],
+    };
+    let masquerade = conf.ip_masq.unwrap_or(true);
     match ctx.state.networks.get(&conf.name) {
         Some(net) if net.subnet != subnet => {
             return Err(refusal(
@@ -282,6 +286,16 @@ async fn add_steps(
                 ),
             ));
         }
+        Some(net) if net.masquerade != masquerade => {
+            return Err(refusal(
+                code::INVALID_CONFIG,
+                format!(
+                    "network {} exists with masquerade {}, the configuration gives ipMasq {masquerade}",
+                    conf.name,
+                    if net.masquerade { "on" } else { "off" }
+                ),
+            ));
+        }
         Some(_) => {}
         None => {
             let args = NetworkCreateArgs {
@@ -289,6 +303,7 @@ async fn add_steps(
                 subnet: Some(subnet),
                 gateway,
                 bridge: conf.bridge.clone(),
+                masquerade,
             };
             network::create(ctx, args)
                 .await
@@ -299,18 +314,12 @@ async fn add_steps(
     if let Some(cluster) = &conf.cluster {
         // Every other node's pods through that node (flannel's host-gw), and no masquerade
         // within the cluster, so that pods see each other's addresses.
-        let local = publish::local_addrs(&ctx.nl).await?;
-        for (dst, gw) in cluster.routes(&subnet, &local) {
-            ctx.nl
-                .replace_route(dst.network(), dst.prefix_len(), gw)
-                .await
-                .with_context(|| format!("cluster route to {dst}"))?;
-        }
-        if ctx.state.masquerade_exclude.insert(cluster.cidr) && !first_use {
+        install_routes(ctx, &conf.name, &routes).await?;
+        if ctx.state.masquerade_exclude.insert(cluster.cidr) && up {
             masquerade::resync(ctx)?;
         }
     }
-    if first_use {
+    if !up {
         // As `netpath up -d` would: the datapath stays pinned with no daemon.
         host::activate_as_up(ctx).await?;
     }
@@ -405,6 +414,87 @@ async fn add_steps(
     })
 }
 
+/// The cluster routes `network` needs that netpath is to make (or repair): those to where it
+/// installed a route before (a node's new address replaces it), and those to where no route
+/// leads yet. A route someone else made to the
+/// same place is left alone (and never removed); one elsewhere is refused rather than taken
+/// over. Checked before anything is created.
+async fn plan_routes(
+    ctx: &Ctx,
+    network: &str,
+    wanted: Vec<(Subnet, Ipv4Addr)>,
+) -> Result<Vec<InstalledRoute>> {
+    let ours = ctx
+        .state
+        .networks
+        .get(network)
+        .map_or(&[][..], |n| &n.routes[..]);
+    let present = ctx.nl.routes_v4().await?;
+    let mut plan = vec![];
+    for (dst, via) in wanted {
+        let route = InstalledRoute { dst, via };
+        let theirs = present
+            .iter()
+            .find(|r| r.dst == dst.network() && r.prefix_len == dst.prefix_len());
+        match theirs.map(|r| r.gateway) {
+            _ if ours.iter().any(|r| r.dst == dst) => plan.push(route),
+            None => plan.push(route),
+            Some(Some(gw)) if gw == via => {}
+            Some(gw) => {
+                let gw = gw.map_or("another device".to_owned(), |gw| gw.to_string());
+                return Err(refusal(
+                    code::INVALID_CONFIG,
+                    format!(
+                        "cluster: a route to {dst} via {gw} exists that netpath did not install; the configuration routes it via {via}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Makes the planned routes of `network`, recording each in its state so that its last DEL,
+/// `network rm` and `down` remove it again.
+async fn install_routes(ctx: &mut Ctx, network: &str, plan: &[InstalledRoute]) -> Result<()> {
+    for &route in plan {
+        let InstalledRoute { dst, via } = route;
+        ctx.nl
+            .replace_route(dst.network(), dst.prefix_len(), via)
+            .await
+            .with_context(|| format!("cluster route to {dst}"))?;
+        let net = ctx
+            .state
+            .networks
+            .get_mut(network)
+            .context("network gone")?;
+        net.routes.retain(|r| r.dst != dst);
+        net.routes.push(route);
+    }
+    Ok(())
+}
+
+/// Removes the routes netpath installed for `network` once no pod uses it any more (the next
+/// ADD installs them again).
+async fn release_routes(ctx: &mut Ctx, network: &str) -> Result<()> {
+    let in_use = ctx
+        .state
+        .containers
+        .values()
+        .any(|c| c.endpoints.iter().any(|e| e.network == network));
+    let Some(net) = ctx.state.networks.get(network).filter(|_| !in_use) else {
+        return Ok(());
+    };
+    let t = network::remove_routes(ctx, net).await;
+    if t.errors.is_empty()
+        && let Some(net) = ctx.state.networks.get_mut(network)
+    {
+        net.routes.clear();
+    }
+    t.finish()?;
+    Ok(())
+}
+
 /// A `portMappings` entry as the SPEC `netpath publish` would take.
 fn port_spec(p: &PortMapping, container_ip: Ipv4Addr) -> Result<Spec> {
     if p.host_port == 0 || p.container_port == 0 {
@@ -459,6 +549,7 @@ async fn del(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()>
             ctx.nl.delete_link_by_name(&veth).await?;
         }
     }
+    release_routes(ctx, &conf.name).await?;
     if let Some(plugin) = conf.ipam_plugin() {
         delegate(env, plugin, "DEL", raw)?;
     }
@@ -553,7 +644,7 @@ async fn gc(ctx: &mut Ctx, conf: &NetConf) -> Result<()> {
     for name in stale {
         container::rm(ctx, &name).await?;
     }
-    Ok(())
+    release_routes(ctx, &conf.name).await
 }
 
 /// Runs the IPAM plugin `plugin` from CNI_PATH with the same environment (but `command`)

@@ -168,13 +168,18 @@ pub async fn handle(scope: &str, call: &str, body: &[u8]) -> Result<Value> {
 }
 
 /// The `-o` options of `docker network create`.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct NetworkOptions {
     bridge: Option<String>,
+    /// False: the network's containers leave with their own address.
+    masquerade: bool,
 }
 
 fn network_options(req: &CreateNetwork) -> Result<NetworkOptions> {
-    let mut opts = NetworkOptions::default();
+    let mut opts = NetworkOptions {
+        bridge: None,
+        masquerade: true,
+    };
     let Some(generic) = req.options.get(GENERIC).and_then(Value::as_object) else {
         return Ok(opts);
     };
@@ -182,13 +187,13 @@ fn network_options(req: &CreateNetwork) -> Result<NetworkOptions> {
         let value = value.as_str().unwrap_or_default();
         match key.as_str() {
             "bridge" | "com.docker.network.bridge.name" => opts.bridge = Some(value.to_owned()),
-            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" => match value {
-                "true" => {}
-                "false" => bail!(
-                    "option {key}=false is not supported yet: netpath masquerades every network's outbound traffic"
-                ),
-                _ => bail!("option {key} takes true or false, not {value:?}"),
-            },
+            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" => {
+                opts.masquerade = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => bail!("option {key} takes true or false, not {value:?}"),
+                }
+            }
             _ => bail!("unknown option {key} (netpath takes bridge and masquerade)"),
         }
     }
@@ -223,16 +228,20 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
     let opts = network_options(&req)?;
     let (subnet, gateway) = pool(&req)?;
     let name = docker::network_name(&req.network_id);
-    let first_use = Datapath::existing(&ctx.scope).is_none();
+    let existing = Datapath::existing(&ctx.scope);
+    let first_use = existing.is_none();
+    // Pins alone (a CLI `network create`) are not a datapath that is up.
+    let up = existing.is_some_and(|dp| dp.is_up());
     let args = NetworkCreateArgs {
         name: name.clone(),
         subnet: Some(subnet),
         gateway,
         bridge: opts.bridge,
+        masquerade: opts.masquerade,
     };
     let result = async {
         network::create(ctx, args).await?;
-        if first_use {
+        if !up {
             host::activate_as_up(ctx).await?;
         }
         anyhow::Ok(())
@@ -420,7 +429,7 @@ async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let registered = async {
         dp.set_source(index, e.ip, mac, false)?;
         dp.attach_veth(&e.host_veth)?;
-        dp.set_endpoint(e.ip, index, mac)?;
+        dp.set_endpoint(e.ip, index, bridge.index, mac)?;
         anyhow::Ok(())
     }
     .await;
@@ -605,8 +614,19 @@ mod tests {
         let (subnet, gw) = pool(&req).unwrap();
         assert_eq!(subnet.to_string(), "172.18.0.0/16");
         assert_eq!(gw, Some(Ipv4Addr::new(172, 18, 0, 1)));
+        assert!(network_options(&req).unwrap().masquerade);
+        for key in [
+            "masquerade",
+            "com.docker.network.bridge.enable_ip_masquerade",
+        ] {
+            let off: CreateNetwork = serde_json::from_str(&format!(
+                r#"{{"Options":{{"com.docker.network.generic":{{"{key}":"false"}}}}}}"#
+            ))
+            .unwrap();
+            assert!(!network_options(&off).unwrap().masquerade, "{key}");
+        }
         let bad: CreateNetwork = serde_json::from_str(
-            r#"{"Options":{"com.docker.network.generic":{"masquerade":"false"}}}"#,
+            r#"{"Options":{"com.docker.network.generic":{"masquerade":"no"}}}"#,
         )
         .unwrap();
         assert!(network_options(&bad).is_err());

@@ -198,8 +198,11 @@ async fn register_containers(ctx: &Ctx) -> Result<()> {
     for (name, c) in &ctx.state.containers {
         for e in &c.endpoints {
             // A veth deleted behind netpath's back is reported by `ps`; `rm` cleans up.
-            if let Some(link) = links.iter().find(|l| l.name == e.host_veth) {
-                container::register(&dp, e, link.index, c.allow_spoofed_source)
+            let bridge = ctx.state.networks.get(&e.network).map(|n| n.ifindex);
+            if let (Some(link), Some(bridge)) =
+                (links.iter().find(|l| l.name == e.host_veth), bridge)
+            {
+                container::register(&dp, e, link.index, bridge, c.allow_spoofed_source)
                     .with_context(|| format!("container {name}"))?;
             }
         }
@@ -219,6 +222,8 @@ async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
             bridge: bridge.to_owned(),
             ifindex: 0,
             bridge_created: true,
+            masquerade: true,
+            routes: vec![],
         }
     };
     if net.bridge_created {

@@ -20,6 +20,7 @@ pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> 
         subnet,
         gateway,
         bridge,
+        masquerade,
     } = args;
     let name = name.as_str();
     check_name("network", name)?;
@@ -50,11 +51,14 @@ pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> 
         bridge,
         ifindex: 0,
         bridge_created: true,
+        masquerade,
+        routes: vec![],
     };
     network.ifindex = realize(ctx, &network).await?;
     let done = format!(
-        "network {name}: bridge {}, subnet {subnet}, gateway {gateway}",
-        network.bridge
+        "network {name}: bridge {}, subnet {subnet}, gateway {gateway}, masquerade {}",
+        network.bridge,
+        if masquerade { "on" } else { "off" }
     );
     ctx.state.networks.insert(name.to_owned(), network);
     masquerade::resync(ctx)
@@ -145,6 +149,8 @@ pub async fn adopt(ctx: &Ctx, bridge: &str) -> Result<Network> {
         bridge: bridge.to_owned(),
         ifindex: link.index,
         bridge_created: false,
+        masquerade: true,
+        routes: vec![],
     })
 }
 
@@ -167,7 +173,9 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
                 .add_address(index, net.gateway, net.subnet.prefix_len())
                 .await?;
         }
-        Ok(ctx.datapath()?.attach_bridge(&net.bridge, index, net.id)?)
+        Ok(ctx
+            .datapath()?
+            .attach_bridge(&net.bridge, index, net.id, net.masquerade)?)
     }
     .await;
     if result.is_err() && created {
@@ -206,9 +214,41 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     Ok(t.finish()?)
 }
 
-/// Detaches the datapath from the bridge and deletes the bridge if netpath created it.
-pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
+/// Removes the routes netpath installed for the network that are still there as it made
+/// them; a route someone has changed since is not netpath's any more and stays.
+pub async fn remove_routes(ctx: &Ctx, net: &Network) -> Teardown {
     let mut t = Teardown::default();
+    if net.routes.is_empty() {
+        return t;
+    }
+    let present = match ctx.nl.routes_v4().await {
+        Ok(present) => present,
+        Err(e) => {
+            t.errors
+                .push(anyhow::Error::from(e).context("listing the routes to remove"));
+            return t;
+        }
+    };
+    for r in &net.routes {
+        let (dst, len) = (r.dst.network(), r.dst.prefix_len());
+        let ours = present
+            .iter()
+            .any(|p| p.dst == dst && p.prefix_len == len && p.gateway == Some(r.via));
+        if ours {
+            let deleted = ctx.nl.delete_route(dst, len, r.via).await;
+            t.step(
+                format!("route {} via {}", r.dst, r.via),
+                deleted.map_err(Into::into),
+            );
+        }
+    }
+    t
+}
+
+/// Detaches the datapath from the bridge and deletes the bridge if netpath created it, and
+/// the routes netpath installed for the network.
+pub async fn teardown(ctx: &Ctx, net: &Network) -> Teardown {
+    let mut t = remove_routes(ctx, net).await;
     if let Some(dp) = Datapath::existing(&ctx.scope) {
         t.step(
             format!("datapath on {}", net.bridge),

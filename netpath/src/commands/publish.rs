@@ -401,6 +401,8 @@ mod tests {
             bridge: bridge.to_owned(),
             ifindex: 10 + id,
             bridge_created: true,
+            masquerade: true,
+            routes: vec![],
         };
         BTreeMap::from([
             ("default".to_owned(), net(1, "172.17.0.0/16", "netpath0")),

@@ -59,6 +59,26 @@ pub struct Network {
     pub ifindex: u32,
     /// False when `up --bridge` adopted a bridge that existed before: netpath never deletes it.
     pub bridge_created: bool,
+    /// Whether the containers' new connections to the outside are masqueraded; false routes
+    /// them with their own address (`network create --masquerade false`). True in the state
+    /// of an older netpath.
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    /// Routes netpath installed for the network (netpath-cni's `cluster`: other nodes' pod
+    /// subnets through those nodes), removed with its last pod, the network and `down`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<InstalledRoute>,
+}
+
+/// A route netpath added: `dst` via `via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRoute {
+    pub dst: Subnet,
+    pub via: Ipv4Addr,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

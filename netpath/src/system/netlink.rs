@@ -115,6 +115,14 @@ pub struct Route {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// The route `dst/prefix_len` via `gateway`, as a request to add or delete it.
+fn gateway_route(dst: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, prefix_len)
+        .gateway(gateway)
+        .build()
+}
+
 /// An rtnetlink connection, bound to the network namespace it was opened in.
 pub struct Netlink {
     handle: rtnetlink::Handle,
@@ -223,14 +231,25 @@ impl Netlink {
         prefix_len: u8,
         gateway: Ipv4Addr,
     ) -> Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, prefix_len)
-            .gateway(gateway)
-            .build();
+        let msg = gateway_route(dst, prefix_len, gateway);
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         ack(self.send(RouteNetlinkMessage::NewRoute(msg), flags)?)
             .await
             .op(|| format!("adding route {dst}/{prefix_len} via {gateway}"))
+    }
+
+    /// Deletes the route `dst/prefix_len` via `gateway` (only that one: a route to `dst`
+    /// through another gateway is not it).
+    pub async fn delete_route(
+        &self,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        let msg = gateway_route(dst, prefix_len, gateway);
+        ack(self.send(RouteNetlinkMessage::DelRoute(msg), CHANGE)?)
+            .await
+            .op(|| format!("deleting route {dst}/{prefix_len} via {gateway}"))
     }
 
     /// Creates a veth pair in one request: `host_name` here, up and a port of the bridge

@@ -7,7 +7,7 @@ use aya::programs::{
     links::{FdLink, LinkError, PinnedLink},
     tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle, qdisc_add_clsact},
 };
-use netpath_common::{BridgeInfo, maps, programs};
+use netpath_common::{BRIDGE_NO_MASQUERADE, BridgeInfo, maps, programs};
 
 use super::{
     Datapath,
@@ -125,12 +125,23 @@ impl Datapath {
         Ok(())
     }
 
-    /// Registers a bridge, attaches isolation to its egress and translation to its ingress.
-    /// On failure the bridge is left as it was found.
-    pub fn attach_bridge(&self, bridge: &str, ifindex: u32, network_id: u32) -> Result<()> {
+    /// Registers a bridge (with whether its containers' connections to the outside are
+    /// masqueraded), attaches isolation to its egress and translation to its ingress. On
+    /// failure the bridge is left as it was found.
+    pub fn attach_bridge(
+        &self,
+        bridge: &str,
+        ifindex: u32,
+        network_id: u32,
+        masquerade: bool,
+    ) -> Result<()> {
         let mut bridges: Bridges = self.map(maps::BRIDGES)?;
+        let info = BridgeInfo {
+            network_id,
+            flags: if masquerade { 0 } else { BRIDGE_NO_MASQUERADE },
+        };
         bridges
-            .insert(ifindex, BridgeInfo { network_id }, 0)
+            .insert(ifindex, info, 0)
             .map_err(DatapathError::map(
                 maps::BRIDGES,
                 format!("registering bridge {bridge}"),

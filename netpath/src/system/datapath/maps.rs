@@ -137,11 +137,19 @@ impl Datapath {
         Ok(())
     }
 
-    /// Registers a container interface for direct delivery (see `CT_FLAG_PEER`).
-    pub fn set_endpoint(&self, addr: Ipv4Addr, host_ifindex: u32, mac: [u8; 6]) -> Result<()> {
+    /// Registers a container interface for direct delivery (see `CT_FLAG_PEER`), on the
+    /// veth `host_ifindex` of bridge `bridge_ifindex`.
+    pub fn set_endpoint(
+        &self,
+        addr: Ipv4Addr,
+        host_ifindex: u32,
+        bridge_ifindex: u32,
+        mac: [u8; 6],
+    ) -> Result<()> {
         let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
         let endpoint = Endpoint {
             host_ifindex,
+            bridge_ifindex,
             mac,
             _pad: [0; 2],
         };

@@ -55,6 +55,14 @@ impl Datapath {
         Ok(())
     }
 
+    /// Whether the datapath was brought up (`up`, or a plugin's first use): only that
+    /// attaches the socket programs, while `network create` alone just makes pins.
+    pub fn is_up(&self) -> bool {
+        SOCK_PROGRAMS
+            .iter()
+            .all(|prog| self.link_pin(prog).exists())
+    }
+
     pub fn detach_sockets(&self) -> Result<()> {
         SOCK_PROGRAMS.iter().try_for_each(|prog| self.detach(prog))
     }
