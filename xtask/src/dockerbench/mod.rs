@@ -22,7 +22,7 @@ use crate::{
     workspace_root,
 };
 
-/// The figures measured each pass, in table order.
+/// The figures measured each pass, in table order: (JSON key, label, higher is better).
 const FIGURES: [(&str, &str, bool); 3] = [
     ("new_conn_per_sec", "new conn/s", true),
     ("keepalive_req_per_sec", "keep-alive req/s", true),
@@ -156,7 +156,7 @@ struct Report {
     secs: u32,
 }
 
-/// Median and range of `values`, as "median (min-max)".
+/// (median, min, max) of `values`.
 fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
     let m = median(values)?;
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -164,6 +164,7 @@ fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
     Some((m, min, max))
 }
 
+/// A [`spread`] as "median (min-max)", each with `unit`.
 fn shown((m, min, max): (f64, f64, f64), unit: &str) -> String {
     format!("{}{unit} ({}-{})", num(m), num(min), num(max))
 }
