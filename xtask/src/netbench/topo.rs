@@ -111,7 +111,7 @@ impl Topology {
 }
 
 /// One plain GET of `url` from the namespace `client`, retried while the servers settle,
-/// until nginx answers "ok".
+/// until the server answers "ok".
 pub fn check_http(client: &str, url: &str) -> Result<()> {
     let mut last = String::new();
     for _ in 0..20 {
