@@ -9,6 +9,7 @@
 )]
 mod bench;
 mod demo;
+mod dockerbench;
 mod netbench;
 mod setup;
 
@@ -88,6 +89,23 @@ enum Task {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         secs: Option<u32>,
     },
+    /// Docker's own bridge driver (a dockerd with its defaults: iptables and docker-proxy)
+    /// against netpath's plugin (a dockerd with iptables off), each dockerd in throwaway
+    /// namespaces: new connections/s and keep-alive requests/s through a published port,
+    /// the time from `docker run -p` to the first answer, with 0 and 1,000 other published
+    /// ports, and what those ports cost in processes and memory; writes
+    /// target/bench/docker.{json,md}.
+    BenchDocker {
+        /// One pass with 2 s runs (publishing 1,000 ports under Docker still takes minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Passes over both sides per phase (default: 5, or 1 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        passes: Option<u32>,
+        /// Seconds per wrk run (default: 4, or 2 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        secs: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,7 +122,7 @@ fn main() -> ExitCode {
 fn run_task(cli: Cli) -> Result<()> {
     // Only the bench needs its load generators and servers.
     let extra = match cli.task {
-        Task::Bench { .. } => setup::BENCH_PACKAGES,
+        Task::Bench { .. } | Task::BenchDocker { .. } => setup::BENCH_PACKAGES,
         _ => &[],
     };
     setup::ensure(extra)?;
@@ -127,6 +145,11 @@ fn run_task(cli: Cli) -> Result<()> {
             let forwarder = built_object("bench-forward")?;
             netbench::run(&bin, &forwarder, quick, &only, passes, secs)
         }
+        Task::BenchDocker {
+            quick,
+            passes,
+            secs,
+        } => dockerbench::run(&build_netpath(true)?, quick, passes, secs),
     }
 }
 

@@ -22,8 +22,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // `netpath docker-plugin`'s tests: a real dockerd (20.10).
     ("docker.io", "dockerd"),
 ];
-/// What `cargo xtask bench` adds: servers and load generators, and iptables for Docker's
-/// rules (the nf_tables backend is fine).
+/// What `cargo xtask bench` and `bench-docker` add: servers and load generators, and
+/// iptables for Docker's rules (the nf_tables backend is fine).
 pub const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("nginx-light", "nginx"),

@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use super::topo::{Topology, ok};
+use super::topo::{Topology, in_ns, ok};
 
 /// Figures in a fixed order (the index of each in every sample array).
 pub struct Figure {
@@ -116,12 +116,12 @@ struct Printed {
 }
 
 /// Runs a tool in the client namespace, bounded by `secs` plus a margin.
-fn tool(topo: &Topology, secs: u32, cmd: &[&str]) -> Result<Printed> {
+fn tool(client: &str, secs: u32, cmd: &[&str]) -> Result<Printed> {
     let limit = (secs + 15).to_string();
     // --foreground keeps the tool in this process group, so Ctrl-C stops it at once.
     let mut full = vec!["timeout", "--foreground", "-k", "2", &limit];
     full.extend_from_slice(cmd);
-    let out = topo.client_cmd(&full)?;
+    let out = in_ns(client, &full)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     ok(&out).with_context(|| format!("{}: {}", cmd[0], gist(&all)))?;
@@ -161,7 +161,7 @@ fn throughput(topo: &Topology, streams: u32, secs: u32, fig: usize, pass: &mut P
     let (port, time, p) = (t.iperf.to_string(), secs.to_string(), streams.to_string());
     let before = cpu_busy()?;
     let out = tool(
-        topo,
+        &topo.client,
         secs,
         &[
             "iperf3", "-c", t.addr, "-p", &port, "-t", &time, "-P", &p, "-J",
@@ -187,18 +187,34 @@ fn throughput(topo: &Topology, streams: u32, secs: u32, fig: usize, pass: &mut P
     Ok(())
 }
 
-/// wrk with 2 threads and 64 connections; with `close`, every response ends its
-/// connection and wrk opens a new one, so requests per second are connections per second.
+/// wrk through the topology's published HTTP port, recorded as figure `fig`.
 fn http(topo: &Topology, close: bool, secs: u32, fig: usize, pass: &mut Pass) -> Result<()> {
     let t = &topo.target;
     let url = format!("http://{}:{}/", t.addr, t.http);
+    let rate = wrk(&topo.client, &url, close, secs)?;
+    pass.values.push((fig, rate.per_sec));
+    pass.errors.extend(rate.errors);
+    Ok(())
+}
+
+/// What wrk measured: requests per second and, apart, its socket errors (timeouts, resets),
+/// which do not void the rate but belong in the report.
+pub struct Rate {
+    pub per_sec: f64,
+    pub errors: Option<String>,
+}
+
+/// wrk from the namespace `client` against `url` with 2 threads and 64 connections; with
+/// `close`, every response ends its connection and wrk opens a new one, so requests per
+/// second are connections per second.
+pub fn wrk(client: &str, url: &str, close: bool, secs: u32) -> Result<Rate> {
     let dur = format!("{secs}s");
     let mut cmd = vec!["wrk", "-t", "2", "-c", "64", "-d", &dur];
     if close {
         cmd.extend(["-H", "Connection: close"]);
     }
-    cmd.push(&url);
-    let out = tool(topo, secs, &cmd)?.stdout;
+    cmd.push(url);
+    let out = tool(client, secs, &cmd)?.stdout;
     let field = |name: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(name))
@@ -207,24 +223,19 @@ fn http(topo: &Topology, close: bool, secs: u32, fig: usize, pass: &mut Pass) ->
     if let Some(bad) = field("Non-2xx or 3xx responses:") {
         bail!("wrk: {bad} non-2xx responses");
     }
-    let rate: f64 = field("Requests/sec:")
+    let per_sec: f64 = field("Requests/sec:")
         .and_then(|v| v.parse().ok())
         .context("wrk printed no Requests/sec")?;
-    if rate <= 0.0 {
+    if per_sec <= 0.0 {
         bail!("wrk: no requests completed");
     }
-    pass.values.push((fig, rate));
-    // Socket errors (timeouts, resets) do not void the rate, but the report shows them.
-    if let Some(errs) = field("Socket errors:") {
-        let what = if close {
-            "Connection: close"
-        } else {
-            "keep-alive"
-        };
-        pass.errors
-            .push(format!("wrk {what}: socket errors: {errs}"));
-    }
-    Ok(())
+    let what = if close {
+        "Connection: close"
+    } else {
+        "keep-alive"
+    };
+    let errors = field("Socket errors:").map(|e| format!("wrk {what}: socket errors: {e}"));
+    Ok(Rate { per_sec, errors })
 }
 
 /// sockperf ping-pong: one message in flight, round-trip times (`--full-rtt`) in µs; `fig`
@@ -246,7 +257,7 @@ fn latency(topo: &Topology, tcp: bool, secs: u32, fig: usize, pass: &mut Pass) -
     if tcp {
         cmd.push("--tcp");
     }
-    let out = tool(topo, secs, &cmd)?.all;
+    let out = tool(&topo.client, secs, &cmd)?.all;
     let percentile = |p: &str| -> Option<f64> {
         out.lines()
             .find_map(|l| l.split_once(&format!("percentile {p} =")))

@@ -5,9 +5,9 @@
 //! its own throwaway namespaces; then each test runs through every configuration in turn,
 //! so that a slow phase of the machine spreads over all configurations instead of hitting
 //! one. Medians over the passes are reported.
-mod measure;
-mod report;
-mod topo;
+pub(crate) mod measure;
+pub(crate) mod report;
+pub(crate) mod topo;
 
 use std::{
     io::Write as _,
@@ -105,7 +105,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Ctrl-C reaches the measuring tool too (same process group), which stops at once; the
 /// bench then sees the flag and returns, and the topologies' drops remove everything.
-fn catch_signals() {
+pub(crate) fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
@@ -121,7 +121,7 @@ fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if interrupted() {
         bail!("interrupted; the namespaces and servers are being removed");
     }
@@ -231,19 +231,41 @@ pub fn run(
     write_report(&plan, quick, &cells, elapsed)
 }
 
+/// What a report says about its run and machine: mode, time, CPUs, kernel.
+pub(crate) struct Machine {
+    pub cpus: usize,
+    pub kernel: String,
+    pub meta: serde_json::Value,
+}
+
+impl Machine {
+    pub(crate) fn now(quick: bool, elapsed: f64) -> Machine {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let meta = json!({
+            "mode": if quick { "quick" } else { "full" },
+            "unix_time": unix,
+            "elapsed_seconds": elapsed,
+            "cpus": cpus,
+            "kernel": kernel,
+        });
+        Machine { cpus, kernel, meta }
+    }
+}
+
 fn write_report(plan: &Plan, quick: bool, cells: &[Cell], elapsed: f64) -> Result<()> {
     let summary = report::Summary::new(cells);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let Machine { cpus, kernel, meta } = Machine::now(quick, elapsed);
     let subtitle = format!(
         "median over {} pass(es) of each pass's ratio, {} s per test, {cpus} CPUs, Linux {}; \
          latency and CPU per Gbit inverted (limit / value)",
-        plan.passes,
-        plan.secs,
-        kernel.trim()
+        plan.passes, plan.secs, kernel
     );
     println!("\n{}", summary.tables(false));
     let errors: Vec<String> = cells
@@ -259,13 +281,6 @@ fn write_report(plan: &Plan, quick: bool, cells: &[Cell], elapsed: f64) -> Resul
 
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    let meta = json!({
-        "mode": if quick { "quick" } else { "full" },
-        "unix_time": unix,
-        "elapsed_seconds": elapsed,
-        "cpus": cpus,
-        "kernel": kernel.trim(),
-    });
     let json = summary.json(plan, meta);
     std::fs::write(
         dir.join("report.json"),

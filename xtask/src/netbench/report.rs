@@ -277,7 +277,7 @@ fn color(cell: &Cell) -> &'static str {
     }
 }
 
-fn median(samples: &[f64]) -> Option<f64> {
+pub fn median(samples: &[f64]) -> Option<f64> {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {
@@ -288,7 +288,7 @@ fn median(samples: &[f64]) -> Option<f64> {
 }
 
 /// Three significant digits or so, without exponents.
-fn num(v: f64) -> String {
+pub fn num(v: f64) -> String {
     match v.abs() {
         a if a >= 100.0 => format!("{v:.0}"),
         a if a >= 10.0 => format!("{v:.1}"),
@@ -297,7 +297,7 @@ fn num(v: f64) -> String {
     }
 }
 
-fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
+pub fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -326,7 +326,7 @@ fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
     let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
     let mut out = line(header);
     out += &format!("|{}\n", "---|".repeat(header.len()));

@@ -103,31 +103,31 @@ impl Topology {
         Ok(topo)
     }
 
-    /// Runs `cmd` in the client namespace.
-    pub fn client_cmd(&self, cmd: &[&str]) -> Result<Output> {
-        in_ns(&self.client, cmd)
-    }
-
-    /// One plain GET through the measured path, retried while the servers settle: proves
-    /// that the path works before anything is measured.
+    /// Proves that the measured path works before anything is measured.
     fn check_http(&self) -> Result<()> {
         let url = format!("http://{}:{}/", self.target.addr, self.target.http);
-        let mut last = String::new();
-        for _ in 0..20 {
-            // No proxy: the target lives in the sandbox, never behind one.
-            let out = self.client_cmd(&["curl", "-sS", "--noproxy", "*", "-m", "1", &url])?;
-            if out.status.success() && out.stdout == b"ok\n" {
-                return Ok(());
-            }
-            last = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            sleep(Duration::from_millis(250));
-        }
-        bail!("GET {url} from the client never answered \"ok\": {last}")
+        check_http(&self.client, &url)
     }
+}
+
+/// One plain GET of `url` from the namespace `client`, retried while the servers settle,
+/// until the server answers "ok".
+pub fn check_http(client: &str, url: &str) -> Result<()> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        // No proxy: the target lives in the sandbox, never behind one.
+        let out = in_ns(client, &["curl", "-sS", "--noproxy", "*", "-m", "1", url])?;
+        if out.status.success() && out.stdout == b"ok\n" {
+            return Ok(());
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        sleep(Duration::from_millis(250));
+    }
+    bail!("GET {url} from the client never answered \"ok\": {last}")
 }
 
 fn limit() -> Result<Topology> {
@@ -247,7 +247,7 @@ fn attach_forwarder(host: &str, object: &Path) -> Result<Ebpf> {
 
 /// Runs `f` on a thread of its own that enters the named namespace first, so that no other
 /// thread of xtask changes namespace. What `f` creates (program links) stays in `name`.
-fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let path = Path::new("/run/netns").join(name);
     let ns = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     std::thread::scope(|s| {
@@ -412,9 +412,7 @@ fn finish(client: String, container: &str, target: Target, kept: Kept) -> Result
         target,
         _kept: kept,
     };
-    // The connection-rate test opens far more connections than the default port range has
-    // ports; the server closes first, so the client's ports are free again at once.
-    ok(&topo.client_cmd(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"])?)?;
+    tune_client(&topo.client)?;
     topo.servers.push(Server::spawn(
         container,
         &["iperf3", "-s", "-p", "5201"],
@@ -425,40 +423,29 @@ fn finish(client: String, container: &str, target: Target, kept: Kept) -> Result
         cmd.extend_from_slice(proto);
         topo.servers.push(Server::spawn(container, &cmd, None)?);
     }
-    let dir = std::env::temp_dir().join(format!("{container}-nginx"));
-    let conf = dir.join("nginx.conf");
-    let (dir_s, conf_s) = (dir.to_string_lossy(), conf.to_string_lossy());
-    let log = format!("{dir_s}/error.log");
-    let nginx = fs::create_dir_all(&dir)
-        .and_then(|()| fs::write(&conf, nginx_conf(&dir)))
-        .map_err(anyhow::Error::from)
-        .and_then(|()| {
-            Server::spawn(
-                container,
-                &["nginx", "-p", &dir_s, "-c", &conf_s, "-e", &log],
-                Some(dir.clone()),
-            )
-        });
-    match nginx {
-        Ok(server) => topo.servers.push(server),
-        Err(e) => {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    }
+    topo.servers.push(Server::nginx(container, 80)?);
     wait_listening(container)?;
     Ok(topo)
 }
 
+/// The connection-rate test opens far more connections than the default port range has
+/// ports; the server closes first, so the client's ports are free again at once.
+pub fn tune_client(client: &str) -> Result<()> {
+    ok(&in_ns(
+        client,
+        &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"],
+    )?)
+}
+
 /// nginx answering every request with a 3-byte body from memory: the network path is what
 /// is measured. Keep-alive connections are never cut short (default: 1,000 requests).
-fn nginx_conf(dir: &Path) -> String {
+fn nginx_conf(dir: &Path, port: u16) -> String {
     let dir = dir.display();
     format!(
         "daemon off;\nmaster_process on;\nworker_processes auto;\npid {dir}/nginx.pid;\n\
          error_log {dir}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 100000000;\n\
-         server {{\n    listen 80 backlog=4096 reuseport;\n\
+         server {{\n    listen {port} backlog=4096 reuseport;\n\
          location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
     )
 }
@@ -488,13 +475,13 @@ fn wait_listening(netns: &str) -> Result<()> {
 
 /// A server in a namespace, in its own process group (Ctrl-C reaches the measuring tools,
 /// not the servers, which the topology kills in order); killed with its group on drop.
-struct Server {
+pub struct Server {
     child: Child,
     dir: Option<PathBuf>,
 }
 
 impl Server {
-    fn spawn(netns: &str, cmd: &[&str], dir: Option<PathBuf>) -> Result<Server> {
+    pub fn spawn(netns: &str, cmd: &[&str], dir: Option<PathBuf>) -> Result<Server> {
         let child = Command::new("ip")
             .args(["netns", "exec", netns])
             .args(cmd)
@@ -505,6 +492,31 @@ impl Server {
             .spawn()
             .with_context(|| format!("starting {cmd:?} in {netns}"))?;
         Ok(Server { child, dir })
+    }
+}
+
+impl Server {
+    /// nginx ([`nginx_conf`]) in `netns` on `port`, its files in a directory of its own
+    /// that goes with it.
+    pub fn nginx(netns: &str, port: u16) -> Result<Server> {
+        let dir = std::env::temp_dir().join(format!("{netns}-nginx"));
+        let conf = dir.join("nginx.conf");
+        let (dir_s, conf_s) = (dir.to_string_lossy(), conf.to_string_lossy());
+        let log = format!("{dir_s}/error.log");
+        let nginx = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&conf, nginx_conf(&dir, port)))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                Server::spawn(
+                    netns,
+                    &["nginx", "-p", &dir_s, "-c", &conf_s, "-e", &log],
+                    Some(dir.clone()),
+                )
+            });
+        if nginx.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        nginx
     }
 }
 
@@ -568,7 +580,7 @@ pub fn ok(out: &Output) -> Result<()> {
     Ok(())
 }
 
-fn run_stdin(cmd: &mut Command, input: &str) -> Result<Output> {
+pub fn run_stdin(cmd: &mut Command, input: &str) -> Result<Output> {
     use std::io::Write as _;
     let mut child = cmd
         .stdin(Stdio::piped())
