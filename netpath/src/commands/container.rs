@@ -23,7 +23,7 @@ use crate::{
     model::state::{Container, Endpoint, NetMode, State, Store},
     output::Response,
     system::datapath::Datapath,
-    system::netlink::{Link, Netlink},
+    system::netlink::{Link, Netlink, NetlinkError},
     system::netns::{self, Netns},
 };
 
@@ -194,7 +194,7 @@ pub(super) async fn wire_endpoint(
             net.bridge, e.network
         )
     })?;
-    let index = ctx
+    let created = ctx
         .nl
         .create_veth(
             &e.host_veth,
@@ -203,7 +203,17 @@ pub(super) async fn wire_endpoint(
             &e.ifname,
             ipam::mac_for(e.ip),
         )
-        .await?;
+        .await;
+    let index = match created {
+        Err(NetlinkError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::EXFULL) => {
+            bail!(
+                "network {} is full: its bridge {} has no free port (a Linux bridge takes at most 1023)",
+                e.network,
+                net.bridge
+            )
+        }
+        created => created?,
+    };
     let gateway = default_route.then_some(net.gateway);
     let dp = Datapath::existing(&ctx.scope);
     let configured = async {
@@ -313,41 +323,68 @@ pub fn forget_flows(ctx: &mut Ctx, name: &str, container: &Container, t: &mut Te
 /// Removes the container's host-side veths (their peers go with them), its namespace and its
 /// /etc/netns directory. Pieces already gone are skipped, not errors.
 pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
-    let mut t = Teardown::default();
+    let mut all = teardown_all(ctx, &[(name, container)]).await;
+    all.pop().expect("one per container")
+}
+
+/// [`teardown`] of many containers at once, one [`Teardown`] each: their veths go in one
+/// netlink batch and their namespaces from several threads, so that the kernel waits for RCU
+/// a few times for all of them rather than once or twice for each.
+pub async fn teardown_all(ctx: &Ctx, containers: &[(&str, &Container)]) -> Vec<Teardown> {
+    let mut ts: Vec<Teardown> = containers.iter().map(|_| Teardown::default()).collect();
     let dp = Datapath::existing(&ctx.scope);
-    for e in &container.endpoints {
-        if let Some(dp) = &dp {
-            t.step(
-                format!("datapath endpoint {}", e.ip),
-                dp.remove_endpoint(e.ip).map_err(Into::into),
-            );
+    let mut veths: Vec<(usize, &str)> = Vec::new();
+    for (i, (_, c)) in containers.iter().enumerate() {
+        for e in &c.endpoints {
+            if let Some(dp) = &dp {
+                ts[i].step(
+                    format!("datapath endpoint {}", e.ip),
+                    dp.remove_endpoint(e.ip).map_err(Into::into),
+                );
+            }
+            veths.push((i, &e.host_veth));
         }
-        match ctx
-            .nl
-            .delete_link_by_name(&e.host_veth)
-            .await
-            .map_err(Into::into)
-        {
-            Ok(false) => {}
-            deleted => {
-                t.step(format!("veth {} of {name}", e.host_veth), deleted);
+    }
+    let names: Vec<&str> = veths.iter().map(|(_, v)| *v).collect();
+    match ctx.nl.delete_links(&names).await {
+        Ok(each) => {
+            for ((i, veth), deleted) in veths.iter().zip(each) {
+                if !matches!(deleted, Ok(false)) {
+                    let what = format!("veth {veth} of {}", containers[*i].0);
+                    ts[*i].step(what, deleted.map_err(Into::into));
+                }
+            }
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            for (i, veth) in &veths {
+                let what = format!("veth {veth} of {}", containers[*i].0);
+                ts[*i].step(what, Err::<(), _>(anyhow::anyhow!("{e}")));
             }
         }
     }
-    if container.owns_netns() {
-        if Path::new(netns::NETNS_RUN_DIR).join(name).exists() {
-            t.step(
-                format!("network namespace {name}"),
-                netns::delete_named(name).map_err(Into::into),
-            );
+    let owners: Vec<usize> = (0..containers.len())
+        .filter(|&i| containers[i].1.owns_netns())
+        .collect();
+    let netns_names: Vec<&str> = owners.iter().map(|&i| containers[i].0).collect();
+    for (&i, deleted) in owners.iter().zip(netns::delete_named_all(&netns_names)) {
+        let name = containers[i].0;
+        match deleted {
+            Ok(false) => {}
+            deleted => {
+                ts[i].step(
+                    format!("network namespace {name}"),
+                    deleted.map_err(Into::into),
+                );
+            }
         }
         let etc = etc_dir(name);
         if etc.exists() {
             let removed = fs::remove_dir_all(&etc).with_context(|| etc.display().to_string());
-            t.step(etc.display(), removed);
+            ts[i].step(etc.display(), removed);
         }
     }
-    t
+    ts
 }
 
 /// A container as `ps` shows it.

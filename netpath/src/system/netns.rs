@@ -197,6 +197,31 @@ pub fn delete_named(name: &str) -> Result<()> {
     }
 }
 
+/// [`delete_named`] of every name that exists, from a few threads at once: each unmount waits
+/// for an RCU grace period after it releases the mount lock, and waits that overlap share one.
+/// Returns, per name, whether it existed, or its error.
+pub fn delete_named_all(names: &[&str]) -> Vec<Result<bool>> {
+    const THREADS: usize = 8;
+    let delete = |name: &&str| match Path::new(NETNS_RUN_DIR).join(name).exists() {
+        true => delete_named(name).map(|()| true),
+        false => Ok(false),
+    };
+    if names.len() < 2 {
+        return names.iter().map(delete).collect();
+    }
+    let per_thread = names.len().div_ceil(THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(delete).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a namespace deletion thread panicked"))
+            .collect()
+    })
+}
+
 /// Runs `f` with the current thread in `ns`, then returns the thread to the namespace it was in
 /// (whatever `f` returned). Namespace-bound resources created by `f`, such as sockets, keep
 /// belonging to `ns`.
@@ -223,18 +248,26 @@ fn named_path(name: &str) -> Result<PathBuf> {
 
 /// Makes sure the run directory exists and is a shared mount point, as iproute2 does, so that
 /// namespace mounts made here propagate into other mount namespaces (and unmounts too).
+///
+/// Only the directory's own mount is made shared when it is one already: a namespace mounted
+/// under a shared mount is shared by construction, and the recursive change would walk every
+/// namespace mounted there, making each container start slower than the one before.
 fn prepare_run_dir() -> Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR).op(|| format!("creating {NETNS_RUN_DIR}"))?;
-    let make_shared = || {
+    let make_shared = |recursive: bool| {
+        let flags = match recursive {
+            true => MsFlags::MS_SHARED | MsFlags::MS_REC,
+            false => MsFlags::MS_SHARED,
+        };
         mount(
             None::<&str>,
             NETNS_RUN_DIR,
             None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            flags,
             None::<&str>,
         )
     };
-    match make_shared() {
+    match make_shared(false) {
         // EINVAL: not a mount point yet; make it one by bind-mounting it onto itself.
         Err(Errno::EINVAL) => {
             mount(
@@ -245,7 +278,7 @@ fn prepare_run_dir() -> Result<()> {
                 None::<&str>,
             )
             .op(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
-            make_shared()
+            make_shared(true)
         }
         r => r,
     }
