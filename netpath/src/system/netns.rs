@@ -197,31 +197,6 @@ pub fn delete_named(name: &str) -> Result<()> {
     }
 }
 
-/// [`delete_named`] of every name that exists, from a few threads at once: each unmount waits
-/// for an RCU grace period after it releases the mount lock, and waits that overlap share one.
-/// Returns, per name, whether it existed, or its error.
-pub fn delete_named_all(names: &[&str]) -> Vec<Result<bool>> {
-    const THREADS: usize = 8;
-    let delete = |name: &&str| match Path::new(NETNS_RUN_DIR).join(name).exists() {
-        true => delete_named(name).map(|()| true),
-        false => Ok(false),
-    };
-    if names.len() < 2 {
-        return names.iter().map(delete).collect();
-    }
-    let per_thread = names.len().div_ceil(THREADS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = names
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(delete).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a namespace deletion thread panicked"))
-            .collect()
-    })
-}
-
 /// Runs `f` with the current thread in `ns`, then returns the thread to the namespace it was in
 /// (whatever `f` returned). Namespace-bound resources created by `f`, such as sockets, keep
 /// belonging to `ns`.
