@@ -226,7 +226,7 @@ fn named_path(name: &str) -> Result<PathBuf> {
 ///
 /// Only the directory's own mount is made shared when it is one already: a namespace mounted
 /// under a shared mount is shared by construction, and the recursive change would walk every
-/// namespace mounted there, making each container start slower than the one before.
+/// namespace mounted there, a cost that grows with each container.
 fn prepare_run_dir() -> Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR).op(|| format!("creating {NETNS_RUN_DIR}"))?;
     let make_shared = |recursive: bool| {
