@@ -12,15 +12,21 @@ use netpath_tests::{
 };
 use serde_json::{Value, json};
 
-fn median_ms(samples: &mut [f64]) -> f64 {
+use crate::curve::Curve;
+
+pub(crate) fn median_ms(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
 
-fn p90_ms(samples: &[f64]) -> f64 {
+pub(crate) fn p90_ms(samples: &[f64]) -> f64 {
     samples[(samples.len() * 9 / 10).min(samples.len() - 1)]
 }
 
+/// `cargo xtask bench-containers`: `netpath run` of `count` containers one after another,
+/// then `netpath rm` of each, newest first, so that the k-th setup and the k-th teardown both
+/// happen with k containers present; then all of them again and one `netpath down`. Writes the
+/// curve to target/bench/containers.{json,md,svg}.
 pub fn containers(bin: &Path, count: usize) -> Result<()> {
     let sb = Sandbox::new(bin)?;
     sb.ok(&["up", "-d"]);
@@ -30,19 +36,114 @@ pub fn containers(bin: &Path, count: usize) -> Result<()> {
         sb.ok(args);
         start.elapsed().as_secs_f64() * 1e3
     };
-    let mut setup: Vec<f64> = names.iter().map(|n| time(&["run", n])).collect();
-    let mut teardown: Vec<f64> = names.iter().map(|n| time(&["rm", n])).collect();
-    let (s, t) = (median_ms(&mut setup), median_ms(&mut teardown));
-    println!("containers: {count} created and removed with `netpath run` / `netpath rm`");
-    println!(
-        "setup    median {s:6.2} ms   p90 {:6.2} ms   (namespace, veth, address, route, state)",
-        p90_ms(&setup)
+    let setup: Vec<f64> = names.iter().map(|n| time(&["run", n])).collect();
+    let probe = probe(&sb, bin)?;
+    let mut teardown: Vec<f64> = names.iter().rev().map(|n| time(&["rm", n])).collect();
+    teardown.reverse();
+    for n in &names {
+        sb.ok(&["run", n]);
+    }
+    let down = time(&["down"]) / 1e3;
+    let left = leftovers(&sb);
+    anyhow::ensure!(
+        left.is_empty(),
+        "`netpath down` left behind: {}",
+        left.join(", ")
     );
+    drop(sb);
+    let publish = publish_all(bin)?;
+    let curve = Curve::new(setup, teardown, down, publish, probe);
     println!(
-        "teardown median {t:6.2} ms   p90 {:6.2} ms",
-        p90_ms(&teardown)
+        "containers: {count} created with `netpath run`, removed newest first with `netpath rm`, then {count} again and `netpath down`"
     );
+    print!("{}", curve.table(false));
+    println!("{}", curve.summary());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("containers.json"),
+        serde_json::to_string_pretty(&curve.json())?,
+    )?;
+    std::fs::write(
+        dir.join("containers.md"),
+        format!("{}\n{}\n", curve.table(true), curve.summary()),
+    )?;
+    std::fs::write(dir.join("containers.svg"), curve.svg())?;
+    println!("written: {}/containers.{{json,md,svg}}", dir.display());
     Ok(())
+}
+
+/// `run` and `rm` of one more container with all of them present (in `full`) and with none
+/// (in a fresh sandbox), alternating, `ENDS` times each: the growth measured with both sides
+/// on the same machine at the same moment, which the curve, taken over minutes, is not.
+/// Returns the medians (full run, empty run, full rm, empty rm) in milliseconds.
+fn probe(full: &Sandbox, bin: &Path) -> Result<[f64; 4]> {
+    let empty = Sandbox::new(bin)?;
+    empty.ok(&["up", "-d"]);
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    for i in 0..crate::curve::ENDS {
+        for (k, sb) in [full, &empty].into_iter().enumerate() {
+            let name = sb.name(&format!("probe{i}"));
+            for (op, j) in [("run", k), ("rm", k + 2)] {
+                let start = Instant::now();
+                sb.ok(&[op, &name]);
+                samples[j].push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(samples.map(|mut s| median_ms(&mut s)))
+}
+
+/// The most ports one batch can publish: every TCP port to one container, one SPEC a line
+/// (the worst case for parsing and validation), applied with `publish --from-file`. Returns
+/// the seconds it took, and those of listing them back.
+fn publish_all(bin: &Path) -> Result<(f64, f64)> {
+    let sb = Sandbox::new(bin)?;
+    sb.ok(&["up", "-d"]);
+    sb.ok(&["run", &sb.name("target"), "--ip", "172.17.0.2"]);
+    let dir = TempDir(std::env::temp_dir().join(sb.name("publish")));
+    std::fs::create_dir_all(&dir.0)?;
+    let specs: String = (1..=u16::MAX)
+        .map(|p| format!("{p}:172.17.0.2:{p}\n"))
+        .collect();
+    let file = dir.0.join("specs");
+    std::fs::write(&file, specs)?;
+    let path = file.to_string_lossy().into_owned();
+    let start = Instant::now();
+    let out = sb.ok(&["publish", "--from-file", &path]);
+    let apply = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.contains("published 65535 port(s)"),
+        "publish said: {out}"
+    );
+    let start = Instant::now();
+    let listed = sb.ok(&["publish"]);
+    let list = start.elapsed().as_secs_f64();
+    anyhow::ensure!(listed.lines().count() == 1, "publish listed: {listed}");
+    Ok((apply, list))
+}
+
+/// What is left in the sandbox after `down`: links other than lo, and container namespaces.
+fn leftovers(sb: &Sandbox) -> Vec<String> {
+    let links = sb.ip_json(&["link", "show"]);
+    let mut left: Vec<String> = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| *n != "lo")
+        .map(|n| format!("link {n}"))
+        .collect();
+    let prefix = sb.name("");
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        left.extend(
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix) && *n != sb.host)
+                .map(|n| format!("namespace {n}")),
+        );
+    }
+    left
 }
 
 /// `cargo xtask bench-cni`: per pod, the time of a runtime's ADD (namespace creation, then

@@ -8,6 +8,7 @@
     reason = "xtask reports to the developer's terminal"
 )]
 mod bench;
+mod curve;
 mod demo;
 mod dockerbench;
 mod netbench;
@@ -60,10 +61,15 @@ enum Task {
         #[arg(long, default_value = "/opt/cni/bin")]
         dir: PathBuf,
     },
-    /// Create and remove containers through the CLI and print median times.
+    /// Create and remove COUNT containers through the CLI, then all of them at once with
+    /// `down`; prints and charts setup and teardown time against the number of containers
+    /// (target/bench/containers.{json,md,svg}).
     BenchContainers {
-        #[arg(long, default_value_t = 100)]
-        count: usize,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=5000))]
+        count: u16,
+        /// Measure this netpath binary instead of building one (to compare builds).
+        #[arg(long)]
+        bin: Option<PathBuf>,
     },
     /// Time a runtime's ADD and DEL per pod (namespace included) for netpath-cni and for the
     /// reference chain (bridge + host-local + portmap), interleaved; medians, p90, ratio.
@@ -133,7 +139,13 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Fuzz { secs, seed } => fuzz(secs, seed),
         Task::Demo => demo::run(&build_netpath(true)?),
         Task::InstallCni { dir } => install_cni(&dir),
-        Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
+        Task::BenchContainers { count, bin } => {
+            let bin = match bin {
+                Some(bin) => bin,
+                None => build_netpath(true)?,
+            };
+            bench::containers(&bin, count.into())
+        }
         Task::BenchCni { count } => bench::cni(&build_netpath(true)?, count.into()),
         Task::Bench {
             quick,

@@ -23,7 +23,7 @@ use crate::{
     model::state::{Container, Endpoint, NetMode, State, Store},
     output::Response,
     system::datapath::Datapath,
-    system::netlink::{Link, Netlink},
+    system::netlink::{Link, Netlink, NetlinkError},
     system::netns::{self, Netns},
 };
 
@@ -194,7 +194,7 @@ pub(super) async fn wire_endpoint(
             net.bridge, e.network
         )
     })?;
-    let index = ctx
+    let created = ctx
         .nl
         .create_veth(
             &e.host_veth,
@@ -203,7 +203,17 @@ pub(super) async fn wire_endpoint(
             &e.ifname,
             ipam::mac_for(e.ip),
         )
-        .await?;
+        .await;
+    let index = match created {
+        Err(NetlinkError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::EXFULL) => {
+            bail!(
+                "network {} is full: its bridge {} has no free port (a Linux bridge takes at most 1023)",
+                e.network,
+                net.bridge
+            )
+        }
+        created => created?,
+    };
     let gateway = default_route.then_some(net.gateway);
     let dp = Datapath::existing(&ctx.scope);
     let configured = async {
@@ -319,41 +329,99 @@ pub fn forget_flows(ctx: &mut Ctx, name: &str, container: &Container, t: &mut Te
 /// Removes the container's host-side veths (their peers go with them), its namespace and its
 /// /etc/netns directory. Pieces already gone are skipped, not errors.
 pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
-    let mut t = Teardown::default();
+    let mut all = teardown_all(ctx, &[(name, container)]).await;
+    all.pop().expect("one per container")
+}
+
+/// [`teardown`] of many containers at once, one [`Teardown`] each: their veths go in one
+/// netlink batch and their namespaces from several threads, so that the kernel waits for RCU
+/// a few times for all of them rather than once or twice for each.
+pub async fn teardown_all(ctx: &Ctx, containers: &[(&str, &Container)]) -> Vec<Teardown> {
+    let mut ts: Vec<Teardown> = containers.iter().map(|_| Teardown::default()).collect();
     let dp = Datapath::existing(&ctx.scope);
-    for e in &container.endpoints {
-        if let Some(dp) = &dp {
-            t.step(
-                format!("datapath endpoint {}", e.ip),
-                dp.remove_endpoint(e.ip).map_err(Into::into),
-            );
+    let mut veths: Vec<(usize, &str)> = Vec::new();
+    for (i, (_, c)) in containers.iter().enumerate() {
+        for e in &c.endpoints {
+            if let Some(dp) = &dp {
+                ts[i].step(
+                    format!("datapath endpoint {}", e.ip),
+                    dp.remove_endpoint(e.ip).map_err(Into::into),
+                );
+            }
+            veths.push((i, &e.host_veth));
         }
-        match ctx
-            .nl
-            .delete_link_by_name(&e.host_veth)
-            .await
-            .map_err(Into::into)
-        {
-            Ok(false) => {}
-            deleted => {
-                t.step(format!("veth {} of {name}", e.host_veth), deleted);
+    }
+    let names: Vec<&str> = veths.iter().map(|(_, v)| *v).collect();
+    match ctx.nl.delete_links(&names).await {
+        Ok(each) => {
+            for ((i, veth), deleted) in veths.iter().zip(each) {
+                if !matches!(deleted, Ok(false)) {
+                    let what = format!("veth {veth} of {}", containers[*i].0);
+                    ts[*i].step(what, deleted.map_err(Into::into));
+                }
+            }
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            for (i, veth) in &veths {
+                let what = format!("veth {veth} of {}", containers[*i].0);
+                ts[*i].step(what, Err::<(), _>(anyhow::anyhow!("{e}")));
             }
         }
     }
-    if container.owns_netns() {
-        if Path::new(netns::NETNS_RUN_DIR).join(name).exists() {
+    let owners: Vec<&str> = containers
+        .iter()
+        .filter(|(_, c)| c.owns_netns())
+        .map(|(name, _)| *name)
+        .collect();
+    let removed = in_parallel(&owners, |name| {
+        let netns = Path::new(netns::NETNS_RUN_DIR)
+            .join(name)
+            .exists()
+            .then(|| netns::delete_named(name));
+        let etc = etc_dir(name);
+        let etc_removed = etc
+            .exists()
+            .then(|| fs::remove_dir_all(&etc).with_context(|| etc.display().to_string()));
+        (netns, etc, etc_removed)
+    });
+    let mut owners_ts = ts
+        .iter_mut()
+        .zip(containers)
+        .filter(|(_, (_, c))| c.owns_netns());
+    for ((netns, etc, etc_removed), (t, (name, _))) in removed.into_iter().zip(&mut owners_ts) {
+        if let Some(deleted) = netns {
             t.step(
                 format!("network namespace {name}"),
-                netns::delete_named(name).map_err(Into::into),
+                deleted.map_err(Into::into),
             );
         }
-        let etc = etc_dir(name);
-        if etc.exists() {
-            let removed = fs::remove_dir_all(&etc).with_context(|| etc.display().to_string());
+        if let Some(removed) = etc_removed {
             t.step(etc.display(), removed);
         }
     }
-    t
+    ts
+}
+
+/// `f` of every item, from a few threads at once; the results in order. Unmounting a
+/// namespace waits for an RCU grace period after it releases the mount lock, and removing a
+/// directory waits for the file system's journal: waits that overlap cost one.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const THREADS: usize = 8;
+    if items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(items.len().div_ceil(THREADS))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a teardown thread panicked"))
+            .collect()
+    })
 }
 
 /// A container as `ps` shows it.

@@ -25,7 +25,7 @@ use crate::{
     model::ipam::Subnet,
     model::masquerade::{NatPorts, plan_exclude},
     model::publish::Publishes,
-    model::state::{NetMode, Network},
+    model::state::{Container, Network},
     output::{self, Response},
     system::datapath::{self, Datapath, DatapathError},
 };
@@ -251,22 +251,23 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
             }
         }
     }
-    // Containers that borrow another's namespace go first.
-    let mut names: Vec<(String, bool)> = ctx
+    // All containers at once: the kernel removes their veths in one batch.
+    let containers: Vec<(String, Container)> = ctx
         .state
         .containers
         .iter()
-        .map(|(n, c)| (n.clone(), matches!(c.mode, NetMode::Container(_))))
+        .map(|(n, c)| (n.clone(), c.clone()))
         .collect();
-    names.sort_by_key(|(_, borrows)| !borrows);
-    for (name, _) in names {
-        let c = ctx.state.containers[&name].clone();
-        let ct = container::teardown(ctx, &name, &c).await;
+    let each: Vec<(&str, &Container)> = containers.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    for ((name, _), ct) in containers
+        .iter()
+        .zip(container::teardown_all(ctx, &each).await)
+    {
         let removed = ct.errors.is_empty();
         t.merge(ct);
         // A container that failed to go stays in the state, and is not reported as removed.
         if removed {
-            ctx.state.containers.remove(&name);
+            ctx.state.containers.remove(name);
             t.step(format!("container {name}"), Ok(()));
         }
     }

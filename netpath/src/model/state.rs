@@ -281,7 +281,9 @@ impl Store {
         let path = self.path();
         let tmp = self.dir.join("state.json.tmp");
         let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        file.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
+        // Compact: the state grows with every container, and every command reads and
+        // writes it whole.
+        file.write_all(&serde_json::to_vec(state)?)?;
         fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
     }
 
@@ -296,12 +298,12 @@ impl Store {
 }
 
 fn read(path: &Path) -> Result<Option<State>> {
-    let text = match fs::read_to_string(path) {
+    let text = match fs::read(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let state: State = serde_json::from_str(&text)
+    let state: State = serde_json::from_slice(&text)
         .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
     if state.version != STATE_VERSION {
         bail!(

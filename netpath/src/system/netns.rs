@@ -223,18 +223,26 @@ fn named_path(name: &str) -> Result<PathBuf> {
 
 /// Makes sure the run directory exists and is a shared mount point, as iproute2 does, so that
 /// namespace mounts made here propagate into other mount namespaces (and unmounts too).
+///
+/// Only the directory's own mount is made shared when it is one already: a namespace mounted
+/// under a shared mount is shared by construction, and the recursive change would walk every
+/// namespace mounted there, a cost that grows with each container.
 fn prepare_run_dir() -> Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR).op(|| format!("creating {NETNS_RUN_DIR}"))?;
-    let make_shared = || {
+    let make_shared = |recursive: bool| {
+        let flags = match recursive {
+            true => MsFlags::MS_SHARED | MsFlags::MS_REC,
+            false => MsFlags::MS_SHARED,
+        };
         mount(
             None::<&str>,
             NETNS_RUN_DIR,
             None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            flags,
             None::<&str>,
         )
     };
-    match make_shared() {
+    match make_shared(false) {
         // EINVAL: not a mount point yet; make it one by bind-mounting it onto itself.
         Err(Errno::EINVAL) => {
             mount(
@@ -245,7 +253,7 @@ fn prepare_run_dir() -> Result<()> {
                 None::<&str>,
             )
             .op(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
-            make_shared()
+            make_shared(true)
         }
         r => r,
     }
