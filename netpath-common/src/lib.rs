@@ -532,6 +532,22 @@ pub struct Traffic {
 }
 const _: () = assert!(size_of::<Traffic>() == 16);
 
+/// One direction of the benchmark's bare forwarder (`cargo xtask bench`, configuration
+/// "forward"; never used by netpath): the interface to redirect to and the frame's new
+/// MACs, filled in by the bench before any traffic, so that no packet needs a lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ForwardHop {
+    pub ifindex: u32,
+    /// Destination MAC then source MAC.
+    pub macs: [u8; 12],
+}
+const _: () = assert!(size_of::<ForwardHop>() == 16);
+
+/// The bare forwarder's map: [`ForwardHop`] 0 leads into the container
+/// (`bpf_redirect_peer`), 1 out of the host (`bpf_redirect`).
+pub const BENCH_FORWARD_MAP: &str = "NP_BENCH_FWD";
+
 /// Number of slots in the counters map.
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
@@ -564,5 +580,6 @@ mod user {
         Endpoint,
         FragKey,
         SourceGuard,
+        ForwardHop,
     );
 }

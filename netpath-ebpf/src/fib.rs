@@ -1,4 +1,4 @@
-//! IPv4 FIB lookups, shared by netpath's programs and the benchmark's bare forwarder.
+//! IPv4 FIB lookups.
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
     helpers::bpf_fib_lookup,

@@ -74,19 +74,8 @@ enum Task {
     /// eBPF forwarder, Docker's iptables rules and netpath, with N extra published ports;
     /// writes target/bench/report.{json,md,svg}.
     Bench {
-        /// One short pass, N in {0, 1000}: a sanity run of about two minutes.
-        #[arg(long)]
-        quick: bool,
-        /// Only these configurations (comma-separated), for comparing a change quickly; the
-        /// report covers what ran.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<netbench::Config>,
-        /// Passes over every configuration (default: 5, or 1 with --quick).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        passes: Option<u32>,
-        /// Seconds per test (default: 4, or 2 with --quick).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        secs: Option<u32>,
+        #[command(flatten)]
+        options: netbench::Options,
     },
 }
 
@@ -117,15 +106,10 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::InstallCni { dir } => install_cni(&dir),
         Task::BenchContainers { count } => bench::containers(&build_netpath(true)?, count),
         Task::BenchCni { count } => bench::cni(&build_netpath(true)?, count.into()),
-        Task::Bench {
-            quick,
-            only,
-            passes,
-            secs,
-        } => {
+        Task::Bench { options } => {
             let bin = build_netpath(true)?;
             let forwarder = built_object("bench-forward")?;
-            netbench::run(&bin, &forwarder, quick, &only, passes, secs)
+            netbench::run(&bin, &forwarder, &options)
         }
     }
 }
