@@ -237,18 +237,39 @@ pub struct CtEntry {
     pub state: u8,
     /// [`CT_FLAG_REPLY`] and friends.
     pub flags: u8,
-    /// With [`CT_FLAG_PEER`]: the container's MAC, the frame's new destination.
+    /// With [`CT_FLAG_PEER`]: the container's MAC, the frame's new destination. With
+    /// [`CT_FLAG_NEXT_HOP`]: the next hop's MAC.
     pub dst_mac: [u8; 6],
+    /// With [`CT_FLAG_NEXT_HOP`]: the MAC of `redirect_ifindex`, the frame's new source.
+    pub src_mac: [u8; 6],
+    pub _pad: [u8; 2],
     /// `bpf_ktime_get_coarse_ns` of the last packet in this direction.
     pub last_seen_ns: u64,
 }
-const _: () = assert!(size_of::<CtEntry>() == 32);
+const _: () = assert!(size_of::<CtEntry>() == 40);
 
 /// The entry is the reply direction of its connection.
 pub const CT_FLAG_REPLY: u8 = 1;
 /// `redirect_ifindex` is a container's host-side veth: the packet goes straight into the
 /// container (`bpf_redirect_peer`), past the bridge, with `dst_mac` as its destination.
 pub const CT_FLAG_PEER: u8 = 2;
+/// `dst_mac` and `src_mac` hold the next hop on `redirect_ifindex` as the FIB gave it during
+/// the current tick (see [`NEXT_HOP_TICK_SHIFT`]): the other packets of that tick are sent
+/// there without a FIB lookup of their own.
+pub const CT_FLAG_NEXT_HOP: u8 = 4;
+
+/// A connection's cached next hop lasts until the coarse clock's `ns >> NEXT_HOP_TICK_SHIFT`
+/// changes (every 1.07 s): the first packet of each tick asks the FIB again, so that a route
+/// or neighbour change reaches an established connection within a tick (the kernel's own
+/// forwarding sees it at once), at one FIB lookup per tick and direction instead of one per
+/// packet. Ticks rather than a timestamp: the entry has no room for one without growing the
+/// programs' stack past the verifier's limit.
+pub const NEXT_HOP_TICK_SHIFT: u32 = 30;
+
+/// Whether `a` and `b` (`bpf_ktime_get_coarse_ns`) fall in one next-hop tick.
+pub const fn same_next_hop_tick(a: u64, b: u64) -> bool {
+    a >> NEXT_HOP_TICK_SHIFT == b >> NEXT_HOP_TICK_SHIFT
+}
 
 /// A container interface the datapath can deliver to directly, keyed by its address: a
 /// translated packet for it goes to the peer of `host_ifindex` (`bpf_redirect_peer`), into
@@ -542,6 +563,22 @@ pub struct Traffic {
 }
 const _: () = assert!(size_of::<Traffic>() == 16);
 
+/// One direction of the benchmark's bare forwarder (`cargo xtask bench`, configuration
+/// "forward"; never used by netpath): the interface to redirect to and the frame's new
+/// MACs, filled in by the bench before any traffic, so that no packet needs a lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ForwardHop {
+    pub ifindex: u32,
+    /// Destination MAC then source MAC.
+    pub macs: [u8; 12],
+}
+const _: () = assert!(size_of::<ForwardHop>() == 16);
+
+/// The bare forwarder's map: [`ForwardHop`] 0 leads into the container
+/// (`bpf_redirect_peer`), 1 out of the host (`bpf_redirect`).
+pub const BENCH_FORWARD_MAP: &str = "NP_BENCH_FWD";
+
 /// Number of slots in the counters map.
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
@@ -574,5 +611,6 @@ mod user {
         Endpoint,
         FragKey,
         SourceGuard,
+        ForwardHop,
     );
 }

@@ -1,67 +1,64 @@
-//! The benchmark's bare forwarder (`cargo xtask bench`, configuration "forward"): the fast path
-//! netpath takes, with nothing else. No NAT, no conntrack, no maps: a FIB lookup, the MACs
-//! written, and `bpf_redirect_peer` into a container or `bpf_redirect` out of the host. It
-//! measures what skipping the host's stack can reach on the machine, so that netpath's own
-//! cost shows as the difference. Never loaded by netpath itself.
+//! The benchmark's bare forwarder (`cargo xtask bench`, configuration "forward"): the least a
+//! TC forwarder between the client and the container can do, so that it shows what the
+//! topology allows. `bpf_redirect_peer` into the container and `bpf_redirect` out of the
+//! host, with the interfaces and MACs the bench filled in (`NP_BENCH_FWD`) before any
+//! traffic: no FIB lookup, no NAT, no conntrack, one array lookup per packet. Never loaded by
+//! netpath itself.
 #![no_std]
 #![no_main]
 
-mod access;
-mod fib;
 mod object;
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,
+    btf_maps::Array,
     helpers::{bpf_redirect, bpf_redirect_peer},
-    macros::classifier,
+    macros::{btf_map, classifier},
     programs::TcContext,
 };
+use netpath_common::ForwardHop;
 
-use crate::access::at;
+/// `skb->protocol` of an IPv4 frame (network byte order).
+const ETH_P_IP_BE: u32 = 0x0800u16.to_be() as u32;
+/// Hop 0 leads into the container, hop 1 out of the host.
+const INTO_CONTAINER: u32 = 0;
+const OUT_OF_HOST: u32 = 1;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
+#[btf_map]
+static NP_BENCH_FWD: Array<ForwardHop, 2> = Array::new();
 
-/// TC ingress on the external interface: towards a container's veth, into the container.
+/// TC ingress on the external interface: into the container.
 #[classifier]
 pub fn bench_forward_in(ctx: TcContext) -> i32 {
-    forward(&ctx, true)
+    forward(&ctx, INTO_CONTAINER)
 }
 
-/// TC ingress on a container's host-side veth: out of the interface the FIB picks.
+/// TC ingress on the container's host-side veth: out of the external interface.
 #[classifier]
 pub fn bench_forward_out(ctx: TcContext) -> i32 {
-    forward(&ctx, false)
+    forward(&ctx, OUT_OF_HOST)
 }
 
-/// Forwards an IPv4 packet whose next hop the FIB knows (route and neighbour); anything else
-/// goes to the stack, which resolves the neighbour for the next packets.
+/// Readdresses an IPv4 frame to hop `slot` and redirects it there; anything else (ARP) goes
+/// to the stack.
 #[inline(always)]
-fn forward(ctx: &TcContext, into_peer: bool) -> i32 {
-    if at::<u16>(ctx, 12).map(u16::from_be) != Some(ETH_P_IP) {
+fn forward(ctx: &TcContext, slot: u32) -> i32 {
+    // SAFETY: `skb` is the context pointer the kernel hands to every TC program.
+    if unsafe { (*ctx.skb.skb).protocol } != ETH_P_IP_BE {
         return TC_ACT_OK;
     }
-    let Some(src) = at::<u32>(ctx, ETH_HLEN + 12) else {
+    let Some(hop) = NP_BENCH_FWD.get(slot) else {
         return TC_ACT_OK;
     };
-    let Some(dst) = at::<u32>(ctx, ETH_HLEN + 16) else {
-        return TC_ACT_OK;
-    };
-    let mut room = core::mem::MaybeUninit::uninit();
-    let params = fib::params(&mut room);
-    // SAFETY: `skb` is the context pointer the kernel hands to every TC program.
-    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    params.__bindgen_anon_3.ipv4_src = src;
-    params.__bindgen_anon_4.ipv4_dst = dst;
-    if !fib::lookup(ctx, params, 0) || ctx.store(0, &fib::macs(params), 0).is_err() {
+    if hop.ifindex == 0 || ctx.store(0, &hop.macs, 0).is_err() {
         return TC_ACT_OK;
     }
     // SAFETY: no preconditions beyond running at TC ingress.
     unsafe {
-        if into_peer {
-            bpf_redirect_peer(params.ifindex, 0) as i32
+        if slot == INTO_CONTAINER {
+            bpf_redirect_peer(hop.ifindex, 0) as i32
         } else {
-            bpf_redirect(params.ifindex, 0) as i32
+            bpf_redirect(hop.ifindex, 0) as i32
         }
     }
 }

@@ -7,7 +7,8 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
 };
 use netpath_common::{
-    CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS, DropReason, ct_timeout_secs,
+    CT_FLAG_NEXT_HOP, CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS,
+    DropReason, ct_timeout_secs, same_next_hop_tick,
 };
 
 use crate::{
@@ -119,6 +120,10 @@ pub fn track(entry: &mut CtEntry, p: &Packet, now: u64) {
             other.state = state;
         }
     }
+    // The first packet of a tick asks the FIB for the next hop again (`deliver::redirect`).
+    if !same_next_hop_tick(now, entry.last_seen_ns) {
+        entry.flags &= !CT_FLAG_NEXT_HOP;
+    }
     entry.last_seen_ns = now;
 }
 
@@ -135,41 +140,44 @@ pub fn reply_to(orig: &CtKey) -> CtEntry {
         state: CtState::New as u8,
         flags: CT_FLAG_REPLY,
         dst_mac: [0; 6],
+        src_mac: [0; 6],
+        _pad: [0; 2],
         last_seen_ns: 0,
     }
 }
 
 /// Renews a connection that `orig` reopens, in place, when its translation `xlat` is the
 /// one the old entry `old` holds (its source port may have been reassigned) and the old
-/// reply entry still translates back to `orig`; returns the renewed forward entry. Cheaper
-/// than forgetting and creating both entries, which takes two deletes and two LRU inserts.
+/// reply entry still translates back to `orig`; `xlat` then becomes the renewed forward
+/// entry, as stored. Cheaper than forgetting and creating both entries, which takes two
+/// deletes and two LRU inserts. Returns whether it renewed.
 #[inline(always)]
 pub fn renew(
     old: &mut CtEntry,
     orig: &CtKey,
-    xlat: &CtEntry,
+    xlat: &mut CtEntry,
     reply: &CtEntry,
     now: u64,
-) -> Option<CtEntry> {
+) -> bool {
     if (old.src_addr, old.dst_addr, old.dst_port) != (xlat.src_addr, xlat.dst_addr, xlat.dst_port) {
-        return None;
+        return false;
     }
-    let back = in_map(&counterpart(old, orig.proto))?;
+    let Some(back) = in_map(&counterpart(old, orig.proto)) else {
+        return false;
+    };
     let to_orig = (back.src_addr, back.dst_addr, back.src_port, back.dst_port);
     if to_orig != (orig.dst_addr, orig.src_addr, orig.dst_port, orig.src_port) {
-        return None;
+        return false;
     }
     *back = CtEntry {
         last_seen_ns: now,
         ..*reply
     };
-    *old = CtEntry {
-        src_port: old.src_port,
-        state: CtState::New as u8,
-        last_seen_ns: now,
-        ..*xlat
-    };
-    Some(*old)
+    xlat.src_port = old.src_port;
+    xlat.state = CtState::New as u8;
+    xlat.last_seen_ns = now;
+    *old = *xlat;
+    true
 }
 
 /// Frees the tuple of the entry `e` found under `key` if its connection is over: both of
@@ -203,7 +211,7 @@ fn reclaim(key: &CtKey, e: &CtEntry, now: u64) -> bool {
 
 /// Creates both entries of a new connection from `orig` (as it arrived) to `xlat` (what it
 /// becomes), `reply` being the translation back to `orig` (see `reply_to`) and where it
-/// goes; returns the forward entry.
+/// goes; `xlat` is then the forward entry, as stored.
 ///
 /// The reply entry claims the translated tuple: it is inserted with `BPF_NOEXIST` (as
 /// Cilium's `__snat_update`), so that of two CPUs choosing the same tuple at once only one
@@ -218,7 +226,7 @@ pub fn create(
     xlat: &mut CtEntry,
     mut reply: CtEntry,
     now: u64,
-) -> Result<CtEntry, DropReason> {
+) -> Result<(), DropReason> {
     reply.last_seen_ns = now;
     let (min, max) = nat_ports();
     // Never 0 (nat_ports keeps min <= max); `max(1)` lets the compiler see it, so that no
@@ -256,7 +264,7 @@ pub fn create(
             return Err(DropReason::CtInsert);
         }
         count_n(Counter::CtInsert, 2);
-        return Ok(*xlat);
+        return Ok(());
     }
     Err(DropReason::NoPort)
 }

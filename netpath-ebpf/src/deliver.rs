@@ -1,11 +1,11 @@
 //! Where a translated packet goes: the interface and MACs a connection's entries hold, and
 //! the redirect that sends each packet there, past the host's stack.
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::{__sk_buff, TC_ACT_OK},
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use netpath_common::{CT_FLAG_PEER, CtEntry, DropReason};
+use netpath_common::{CT_FLAG_NEXT_HOP, CT_FLAG_PEER, CtEntry, DropReason, same_next_hop_tick};
 
 use crate::{fib, maps::NP_ENDPOINTS, nat, parse::Packet, skb::store};
 
@@ -31,8 +31,14 @@ pub fn deliver_to(entry: &mut CtEntry, addr: [u8; 4], ifindex: u32) {
 /// routing would drop a translated source that is a local address (the host's) as martian.
 /// The redirect helpers themselves cannot fail here (they refuse only flags, and these are
 /// 0); a device that has gone away is the kernel's to drop after the program.
+///
+/// The next hop is cached in the entry (`CT_FLAG_NEXT_HOP`) for the current tick
+/// (`NEXT_HOP_TICK_SHIFT`), so that an established connection's packets take no FIB lookup
+/// of their own: the entry in the map is updated in place (`e` is the map's value; a new connection's first packet works on
+/// a copy and leaves the caching to the next one). Two CPUs refreshing one entry at once
+/// write what the same FIB gave both.
 #[inline(always)]
-pub fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> Result<i32, DropReason> {
+pub fn redirect(ctx: &TcContext, p: &Packet, e: &mut CtEntry, now: u64) -> Result<i32, DropReason> {
     if e.redirect_ifindex == 0 {
         return Ok(TC_ACT_OK);
     }
@@ -42,32 +48,60 @@ pub fn redirect(ctx: &TcContext, p: &Packet, e: &CtEntry) -> Result<i32, DropRea
         // SAFETY: no preconditions beyond running at TC ingress.
         return Ok(unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 });
     }
-    if let Some(macs) = next_hop(ctx, e) {
-        store(ctx, 0, &macs)?;
-        // SAFETY: no preconditions.
-        return Ok(unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 });
+    // `track` clears the flag on the first packet of a tick; the other paths (ICMP errors,
+    // later fragments) do not track, hence the tick of the entry's last packet.
+    let cached = e.flags & CT_FLAG_NEXT_HOP != 0 && same_next_hop_tick(now, e.last_seen_ns);
+    if !cached && !next_hop(ctx.skb.skb, e) {
+        // No resolved neighbour yet (or a route elsewhere): the kernel resolves it.
+        // SAFETY: no parameters: the kernel looks up the next hop itself.
+        return Ok(unsafe {
+            bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32
+        });
     }
-    // No resolved neighbour yet (or a route elsewhere): the kernel resolves it.
-    // SAFETY: no parameters: the kernel looks up the next hop itself.
-    Ok(unsafe { bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32 })
+    store(ctx, 0, next_hop_macs(e))?;
+    // SAFETY: no preconditions.
+    Ok(unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 })
 }
 
-/// The destination and source MACs of the translated packet's next hop, when the routing
-/// table sends it out of the entry's interface and the neighbour is known. Looked up for
-/// every packet, as the stack's forwarding does, so route and neighbour changes apply at
-/// once; cheaper than `bpf_redirect_neigh`, which builds a route for each packet.
+/// The start of the frame to send to the entry's next hop, its MAC then the interface's,
+/// read in place: a copy would grow the translation's stack frame, which is at the
+/// verifier's limit.
 #[inline(always)]
-fn next_hop(ctx: &TcContext, e: &CtEntry) -> Option<[u8; 12]> {
+fn next_hop_macs(e: &CtEntry) -> &[u8; 12] {
+    const DST: usize = core::mem::offset_of!(CtEntry, dst_mac);
+    const _: () = assert!(core::mem::offset_of!(CtEntry, src_mac) == DST + 6);
+    // SAFETY: the 12 bytes at `dst_mac` are `dst_mac` then `src_mac` (asserted above),
+    // plain bytes inside `*e`, borrowed as long as `e`.
+    unsafe {
+        &*core::ptr::from_ref(e)
+            .cast::<u8>()
+            .add(DST)
+            .cast::<[u8; 12]>()
+    }
+}
+
+/// Asks the FIB for the translated packet's next hop and caches it in `e` when the routing
+/// table sends it out of the entry's interface and the neighbour is known; otherwise clears
+/// the cache and returns false. Cheaper than `bpf_redirect_neigh`, which builds a route for
+/// each packet. A subprogram of its own, called with the context pointer alone (as
+/// `source::check`): the lookup's parameters then stay out of the translation's stack frame,
+/// which is at the verifier's limit, and out of the cached path.
+#[inline(never)]
+fn next_hop(skb: *mut __sk_buff, e: &mut CtEntry) -> bool {
     let mut room = core::mem::MaybeUninit::uninit();
     let params = fib::params(&mut room);
-    // SAFETY: as in `isolate::check`.
-    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: `skb` is the context pointer the kernel hands to every TC program.
+    params.ifindex = unsafe { (*skb).ifindex };
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(e.src_addr);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(e.dst_addr);
     // tot_len 0 has the kernel check the packet itself against the egress MTU (GSO packets
     // pass).
-    if !fib::lookup(ctx, params, 0) || params.ifindex != e.redirect_ifindex {
-        return None;
+    if !fib::lookup(skb, params, 0) || params.ifindex != e.redirect_ifindex {
+        e.flags &= !CT_FLAG_NEXT_HOP;
+        return false;
     }
-    Some(fib::macs(params))
+    e.dst_mac = params.dmac;
+    e.src_mac = params.smac;
+    e.flags |= CT_FLAG_NEXT_HOP;
+    true
 }

@@ -1,8 +1,7 @@
-//! IPv4 FIB lookups, shared by netpath's programs and the benchmark's bare forwarder.
+//! IPv4 FIB lookups.
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
+    bindings::{__sk_buff, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
     helpers::bpf_fib_lookup,
-    programs::TcContext,
 };
 
 const AF_INET: u8 = 2;
@@ -28,28 +27,21 @@ pub fn params(room: &mut core::mem::MaybeUninit<Room>) -> &mut bpf_fib_lookup {
     params
 }
 
-/// Looks `params` up with `flags`; true when the FIB found a route to forward on (and, unless
-/// the flags skip it, a resolved neighbour), with the results in `params`.
+/// Looks `params` up with `flags` for the packet `skb`; true when the FIB found a route to
+/// forward on (and, unless the flags skip it, a resolved neighbour), with the results in
+/// `params`. Takes the context pointer alone, so that subprograms need no `TcContext` on
+/// their stack.
 #[inline(always)]
-pub fn lookup(ctx: &TcContext, params: &mut bpf_fib_lookup, flags: u32) -> bool {
-    // SAFETY: params is a valid, writable bpf_fib_lookup of the size given.
+pub fn lookup(skb: *mut __sk_buff, params: &mut bpf_fib_lookup, flags: u32) -> bool {
+    // SAFETY: params is a valid, writable bpf_fib_lookup of the size given, and `skb` the
+    // context pointer the kernel hands to every TC program.
     let rc = unsafe {
         bpf_fib_lookup(
-            ctx.skb.skb.cast(),
+            skb.cast(),
             params,
             size_of::<bpf_fib_lookup>() as i32,
             flags,
         )
     };
     rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
-}
-
-/// The next hop's MAC then the egress interface's, from a successful lookup: the start of
-/// the frame to send there.
-#[inline(always)]
-pub fn macs(params: &bpf_fib_lookup) -> [u8; 12] {
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&params.dmac);
-    macs[6..].copy_from_slice(&params.smac);
-    macs
 }

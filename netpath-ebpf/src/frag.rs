@@ -86,5 +86,5 @@ pub fn follow(ctx: &TcContext, p: &Packet, now: u64, side: Side) -> Result<i32, 
     nat::rewrite_addrs(ctx, p, e)?;
     count(Counter::FragTranslated);
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, e)
+    redirect(ctx, p, e, now)
 }

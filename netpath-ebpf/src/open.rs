@@ -1,7 +1,7 @@
 //! What a new connection becomes: DNAT to a published port's container (hairpin SNAT to its
 //! gateway from another container), or masquerade of a container's connection to the outside.
 use aya_ebpf::{
-    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC},
+    bindings::{__sk_buff, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC},
     btf_maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -31,6 +31,8 @@ fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
         state: 0,
         flags: 0,
         dst_mac: [0; 6],
+        src_mac: [0; 6],
+        _pad: [0; 2],
         last_seen_ns: 0,
     };
     deliver_to(&mut entry, target.container_addr, target.bridge_ifindex);
@@ -95,6 +97,32 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32, bridge: u32) -> Option<C
     if NP_MASQ_EXCL.get(&excluded).is_some() {
         return None;
     }
+    let route = route_out(ctx.skb.skb, t, ifindex);
+    if route == 0 {
+        return None;
+    }
+    Some(CtEntry {
+        src_addr: ((route >> 32) as u32).to_ne_bytes(),
+        dst_addr: t.dst_addr,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+        redirect_ifindex: route as u32,
+        state: 0,
+        flags: 0,
+        dst_mac: [0; 6],
+        src_mac: [0; 6],
+        _pad: [0; 2],
+        last_seen_ns: 0,
+    })
+}
+
+/// The route of `t` out of the host: the source address the kernel picks (as stored, in
+/// the upper half) and the external interface (the lower half), or 0 when it does not
+/// leave through an external interface. A subprogram of its own, called with the context
+/// pointer alone (as `source::check`): the lookup's parameters then stay out of the
+/// translation's stack frame, which is at the verifier's limit.
+#[inline(never)]
+fn route_out(skb: *mut __sk_buff, t: &CtKey, ifindex: u32) -> u64 {
     let mut room = core::mem::MaybeUninit::uninit();
     let params = fib::params(&mut room);
     params.l4_protocol = t.proto;
@@ -103,21 +131,14 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32, bridge: u32) -> Option<C
     params.ifindex = ifindex;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(t.src_addr);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(t.dst_addr);
-    if !fib::lookup(ctx, params, BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) {
-        return None;
+    if !fib::lookup(skb, params, BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) {
+        return 0;
     }
     // SAFETY: plain data.
-    unsafe { NP_EXTERNALS.get(params.ifindex) }?;
-    Some(CtEntry {
-        // SAFETY: BPF_FIB_LOOKUP_SRC filled in the source address.
-        src_addr: unsafe { params.__bindgen_anon_3.ipv4_src }.to_ne_bytes(),
-        dst_addr: t.dst_addr,
-        src_port: t.src_port,
-        dst_port: t.dst_port,
-        redirect_ifindex: params.ifindex,
-        state: 0,
-        flags: 0,
-        dst_mac: [0; 6],
-        last_seen_ns: 0,
-    })
+    if unsafe { NP_EXTERNALS.get(params.ifindex) }.is_none() {
+        return 0;
+    }
+    // SAFETY: BPF_FIB_LOOKUP_SRC filled in the source address.
+    let src = unsafe { params.__bindgen_anon_3.ipv4_src };
+    (u64::from(src) << 32) | u64::from(params.ifindex)
 }

@@ -62,41 +62,41 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
             if !reopens(e, &p) {
                 track(e, &p, now);
                 count(Counter::NatHit);
-                return apply(ctx, &p, e, side);
+                return apply(ctx, &p, e, side, now);
             }
             Some(e)
         }
         None => None,
     };
-    let opened = open(ctx, &p, side);
+    let mut opened = open(ctx, &p, side);
     // A client that reuses its source port (every connection, under load) usually gets the
     // same translation again: both entries are then rewritten in place, with no map updates.
     // Otherwise the reopened connection's entries go before new ones are made.
-    let renewed = match (reopened.as_deref_mut(), &opened) {
+    let renewed = match (reopened.as_deref_mut(), opened.as_mut()) {
         (Some(e), Some((xlat, reply, _))) => renew(e, t, xlat, reply, now),
-        _ => None,
+        _ => false,
     };
-    if let (Some(e), None) = (reopened, &renewed) {
+    if let (Some(e), false) = (reopened, renewed) {
         forget(t, e);
     }
     let Some((mut xlat, reply, counter)) = opened else {
         frag::remember(ctx, &p, false);
         return Ok(TC_ACT_OK);
     };
-    let entry = match renewed {
-        Some(entry) => entry,
-        None => create(t, &mut xlat, reply, now)?,
-    };
+    // Either way `xlat` is now the forward entry, as stored.
+    if !renewed {
+        create(t, &mut xlat, reply, now)?;
+    }
     count(counter);
     info!(
         ctx,
         "new connection from {:i}:{} to {:i}:{}",
         t.src_addr,
         t.src_port,
-        entry.dst_addr,
-        entry.dst_port
+        xlat.dst_addr,
+        xlat.dst_port
     );
-    apply(ctx, &p, &entry, side)
+    apply(ctx, &p, &mut xlat, side, now)
 }
 
 /// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath
@@ -122,14 +122,20 @@ fn icmp_error(
         "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
     );
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, entry)
+    redirect(ctx, p, entry, now)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
 #[inline(always)]
-fn apply(ctx: &TcContext, p: &Packet, e: &CtEntry, side: Side) -> Result<i32, DropReason> {
+fn apply(
+    ctx: &TcContext,
+    p: &Packet,
+    e: &mut CtEntry,
+    side: Side,
+    now: u64,
+) -> Result<i32, DropReason> {
     nat::rewrite(ctx, p, e)?;
     frag::remember(ctx, p, true);
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, e)
+    redirect(ctx, p, e, now)
 }

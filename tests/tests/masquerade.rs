@@ -558,6 +558,8 @@ fn a_full_conntrack_table_evicts_the_oldest() {
             state: CtState::Established as u8,
             flags: if i % 2 == 0 { 0 } else { CT_FLAG_REPLY },
             dst_mac: [0; 6],
+            src_mac: [0; 6],
+            _pad: [0; 2],
             last_seen_ns: 1,
         };
         ct.insert(key, entry, 0).expect("filling NP_CT");

@@ -375,6 +375,8 @@ fn bpftool_dump_of_conntrack_has_named_fields() {
                 "state",
                 "flags",
                 "dst_mac",
+                "src_mac",
+                "_pad",
                 "last_seen_ns"
             ]
             .map(String::from)

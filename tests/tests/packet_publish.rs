@@ -1,8 +1,11 @@
 //! Packet tests of published ports: TCP and UDP (with and without checksum) to a published
 //! port and back, the every-address publish with IP options, reopened connections, hairpin,
-//! the fast path straight into a known container, translation on a container's veth and the
-//! frame addressed to a resolved next hop. The harness is [`netpath_tests::packet`].
-use netpath_common::{CT_FLAG_PEER, Counter, CtState, PROTO_TCP, programs};
+//! the fast path straight into a known container, translation on a container's veth, the
+//! frame addressed to a resolved next hop and that next hop cached in the conntrack entry. The harness is [`netpath_tests::packet`].
+use netpath_common::{
+    CT_FLAG_NEXT_HOP, CT_FLAG_PEER, Counter, CtEntry, CtKey, CtState, NEXT_HOP_TICK_SHIFT,
+    PROTO_TCP, programs,
+};
 use netpath_tests::packet::{
     ACK, CLIENT, CONTAINER, Datapath, ENDPOINT_MAC, GATEWAY, HOST, NEXT_HOP_MAC, OTHER_CONTAINER,
     Pkt, SERVER, SYN, TC_ACT_OK, TC_ACT_REDIRECT, assert_checksums, assert_only_tuple_changed,
@@ -334,13 +337,7 @@ fn a_resolved_next_hop_gets_the_frame_addressed_to_it() {
         // without the kernel's neighbour output path.
         let router_mac = NEXT_HOP_MAC;
         dp.resolve_next_hop();
-        let link = netpath_tests::ip_json(None, &["link", "show", "ext0"]);
-        let ext_mac: Vec<u8> = link[0]["address"]
-            .as_str()
-            .unwrap()
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect();
+        let ext_mac = interface_mac("ext0");
 
         let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
         let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn);
@@ -356,4 +353,122 @@ fn a_resolved_next_hop_gets_the_frame_addressed_to_it() {
         assert_only_tuple_changed(&expected, &out);
         assert_checksums(&out);
     });
+}
+
+/// `bpf_ktime_get_coarse_ns` as the programs read it: CLOCK_MONOTONIC_COARSE.
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The coarse clock now, at least 100 ms before the next next-hop tick (waiting for the
+/// next one if need be), so that a packet run right after it falls in the same tick.
+fn early_in_a_tick() -> u64 {
+    let tick = 1u64 << NEXT_HOP_TICK_SHIFT;
+    let now = coarse_now_ns();
+    let left = tick - now % tick;
+    if left > 100_000_000 {
+        return now;
+    }
+    std::thread::sleep(std::time::Duration::from_nanos(left + 10_000_000));
+    coarse_now_ns()
+}
+
+/// Rewrites the conntrack entry under `key` with `f`, leaving the others as they are.
+fn edit_entry(dp: &mut Datapath, key: &CtKey, f: impl FnOnce(&mut CtEntry)) {
+    let mut entries = dp.conntrack();
+    let (_, e) = entries
+        .iter_mut()
+        .find(|(k, _)| k == key)
+        .expect("the entry");
+    f(e);
+    dp.reset_conntrack(&entries);
+}
+
+#[test]
+fn an_established_flow_takes_its_next_hop_from_its_conntrack_entry() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        dp.resolve_next_hop();
+        let ext_mac = interface_mac("ext0");
+        let key = CtKey::new(CONTAINER, SERVER, 40000, 80, PROTO_TCP);
+        let cached = |dp: &Datapath| {
+            let e = dp
+                .conntrack()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .unwrap()
+                .1;
+            (e.flags & CT_FLAG_NEXT_HOP != 0, e.dst_mac, e.src_mac)
+        };
+        // Sends a packet of the flow through np_br_in: translated, redirected, every byte
+        // but the tuple's, the TTL and the checksums as sent, except the MACs `to` gives
+        // (destination, source; none: left as they were).
+        let send = |dp: &mut Datapath, flags: u8, to: Option<([u8; 6], [u8; 6])>| {
+            let input = Pkt::tcp(CONTAINER, 40000, SERVER, 80, flags).build();
+            let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &input);
+            assert_eq!(
+                (verdict, tuple(&out)),
+                (TC_ACT_REDIRECT, (HOST, 40000, SERVER, 80))
+            );
+            let mut expected = input.clone();
+            if let Some((dst, src)) = to {
+                expected[..6].copy_from_slice(&dst);
+                expected[6..12].copy_from_slice(&src);
+            }
+            assert_only_tuple_changed(&expected, &out);
+            assert_checksums(&out);
+        };
+        let fib = Some((NEXT_HOP_MAC, ext_mac));
+
+        // The first packet works on a copy of the new entry: the FIB addresses it, nothing
+        // is cached yet.
+        send(&mut dp, SYN, fib);
+        assert!(!cached(&dp).0);
+
+        // The next one caches the FIB's answer in the entry.
+        send(&mut dp, ACK, fib);
+        assert_eq!(cached(&dp), (true, NEXT_HOP_MAC, ext_mac));
+
+        // Within the tick, the frame is addressed from the entry alone: MACs put there (no
+        // neighbour has them) are the ones it leaves with.
+        let fake = ([0x02, 0, 0, 0, 0, 0x99], [0x02, 0, 0, 0, 0, 0x98]);
+        edit_entry(&mut dp, &key, |e| {
+            (e.dst_mac, e.src_mac, e.last_seen_ns) = (fake.0, fake.1, early_in_a_tick());
+        });
+        send(&mut dp, ACK, Some(fake));
+
+        // The first packet of a later tick asks the FIB again and refreshes the entry: a
+        // neighbour or route change reaches an established flow that way.
+        let earlier = early_in_a_tick() - (1 << NEXT_HOP_TICK_SHIFT);
+        edit_entry(&mut dp, &key, |e| e.last_seen_ns = earlier);
+        send(&mut dp, ACK, fib);
+        assert_eq!(cached(&dp), (true, NEXT_HOP_MAC, ext_mac));
+
+        // With the neighbour gone, the cache is dropped at the next tick and the kernel
+        // resolves the neighbour (bpf_redirect_neigh): the frame keeps its MACs.
+        netpath_tests::ip(&["neigh", "del", "203.0.113.2", "dev", "ext0"]).unwrap();
+        let earlier = early_in_a_tick() - (1 << NEXT_HOP_TICK_SHIFT);
+        edit_entry(&mut dp, &key, |e| e.last_seen_ns = earlier);
+        send(&mut dp, ACK, None);
+        assert!(!cached(&dp).0, "the stale next hop is forgotten");
+    });
+}
+
+/// The MAC of `name` in the current namespace.
+fn interface_mac(name: &str) -> [u8; 6] {
+    let link = netpath_tests::ip_json(None, &["link", "show", name]);
+    let mac: Vec<u8> = link[0]["address"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    mac.try_into().unwrap()
 }

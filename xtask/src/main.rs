@@ -81,19 +81,8 @@ enum Task {
     /// eBPF forwarder, Docker's iptables rules and netpath, with N extra published ports;
     /// writes target/bench/report.{json,md,svg}.
     Bench {
-        /// One short pass, N in {0, 1000}: a sanity run of about two minutes.
-        #[arg(long)]
-        quick: bool,
-        /// Only these configurations (comma-separated), for comparing a change quickly; the
-        /// report covers what ran.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<netbench::Config>,
-        /// Passes over every configuration (default: 5, or 1 with --quick).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        passes: Option<u32>,
-        /// Seconds per test (default: 4, or 2 with --quick).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        secs: Option<u32>,
+        #[command(flatten)]
+        options: netbench::Options,
     },
     /// Docker's own bridge driver (a dockerd with its defaults: iptables and docker-proxy)
     /// against netpath's plugin (a dockerd with iptables off), each dockerd in throwaway
@@ -147,15 +136,10 @@ fn run_task(cli: Cli) -> Result<()> {
             bench::containers(&bin, count.into())
         }
         Task::BenchCni { count } => bench::cni(&build_netpath(true)?, count.into()),
-        Task::Bench {
-            quick,
-            only,
-            passes,
-            secs,
-        } => {
+        Task::Bench { options } => {
             let bin = build_netpath(true)?;
             let forwarder = built_object("bench-forward")?;
-            netbench::run(&bin, &forwarder, quick, &only, passes, secs)
+            netbench::run(&bin, &forwarder, &options)
         }
         Task::BenchDocker {
             quick,

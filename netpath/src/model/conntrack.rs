@@ -323,6 +323,8 @@ mod tests {
             state: state as u8,
             flags,
             dst_mac: [0; 6],
+            src_mac: [0; 6],
+            _pad: [0; 2],
             last_seen_ns,
         }
     }

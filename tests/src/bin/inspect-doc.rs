@@ -123,7 +123,9 @@ fn main() -> Result<()> {
         "The raw table: one entry per direction, keyed by the tuple as it arrives, holding \
          the tuple to rewrite it to. Addresses are stored as their four bytes and ports in \
          host byte order, so the dump reads as it is; `flags` 1 marks the reply direction, \
-         `last_seen_ns` is `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE). \
+         2 delivery straight into a container (to `dst_mac`), 4 a next hop cached for the \
+         current tick (`dst_mac`, `src_mac`); `last_seen_ns` is `bpf_ktime_get_coarse_ns` \
+         (CLOCK_MONOTONIC_COARSE). \
          `bpftool -j` gives the raw bytes beside this view (under `formatted`).",
         &["bpftool", "map", "dump", "pinned", &format!("{pins}/NP_CT")],
         None,

@@ -71,6 +71,11 @@ const fn fig(
 pub struct Pass {
     pub values: Vec<(usize, f64)>,
     pub errors: Vec<String>,
+    /// Per test and program: (test, program, nanoseconds, runs).
+    pub run_time: Vec<(usize, String, u64, u64)>,
+    /// TIME_WAIT sockets the connection-rate test left in this configuration's namespaces
+    /// (closed right after it).
+    pub time_wait: usize,
     /// Busy CPU seconds and gigabits over the throughput tests, for CPU per gigabit.
     cpu: f64,
     gbits: f64,
@@ -86,6 +91,9 @@ impl Pass {
 }
 
 type Run = fn(&Topology, u32, &mut Pass) -> Result<()>;
+
+/// Where the connection-rate test is in `TESTS`.
+pub const NEW_CONN_TEST: usize = TESTS.len() - 1;
 
 /// Every test, the connection churn last (its TIME_WAIT and conntrack leftovers must not
 /// weigh on the other tests).

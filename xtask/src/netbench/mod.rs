@@ -4,9 +4,11 @@
 //! (iperf3, nginx, sockperf) and N extra published ports. Every topology is built first, in
 //! its own throwaway namespaces; then each test runs through every configuration in turn,
 //! so that a slow phase of the machine spreads over all configurations instead of hitting
-//! one. Medians over the passes are reported.
+//! one. Medians over the passes are reported, with each eBPF program's nanoseconds per
+//! packet from the kernel's own accounting (`stats`).
 pub(crate) mod measure;
 pub(crate) mod report;
+mod stats;
 pub(crate) mod topo;
 
 use std::{
@@ -27,24 +29,59 @@ use topo::Topology;
 
 use crate::workspace_root;
 
+/// What `cargo xtask bench` was asked for.
+#[derive(clap::Args)]
+pub struct Options {
+    /// One short pass, N in {0, 1000}: a sanity run of about two minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these configurations (comma-separated), for comparing a change quickly; the
+    /// report covers what ran.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<Config>,
+    /// Passes over every configuration (default: 5, or 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub passes: Option<u32>,
+    /// Seconds per test (default: 4, or 2 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub secs: Option<u32>,
+    /// The numbers of extra published ports to measure iptables and netpath with
+    /// (comma-separated; default 0,1000,10000, or 0,1000 with --quick; at most 65532:
+    /// every TCP port published).
+    #[arg(long, value_delimiter = ',')]
+    pub ns: Vec<usize>,
+    /// Keep the TIME_WAIT sockets that the connection-rate test leaves, instead of closing
+    /// them before each run: shows the confound that clearing removes.
+    #[arg(long)]
+    pub keep_time_wait: bool,
+}
+
 pub struct Plan {
     secs: u32,
     passes: usize,
     ns: Vec<usize>,
+    clear_time_wait: bool,
 }
 
 impl Plan {
-    /// `--quick`'s plan or the full one, with `--passes` and `--secs` where given.
-    fn new(quick: bool, passes: Option<u32>, secs: Option<u32>) -> Plan {
-        let (default_secs, default_passes, ns) = match quick {
+    /// `--quick`'s plan or the full one, with `--passes`, `--secs` and `--ns` where given.
+    fn new(o: &Options) -> Result<Plan> {
+        let (default_secs, default_passes, ns) = match o.quick {
             true => (2, 1, vec![0, 1000]),
             false => (4, 5, vec![0, 1000, 10_000]),
         };
-        Plan {
-            secs: secs.unwrap_or(default_secs),
-            passes: passes.map_or(default_passes, |p| p as usize),
-            ns,
+        if let Some(&n) = o.ns.iter().find(|&&n| n > topo::MAX_EXTRA) {
+            bail!(
+                "--ns {n}: at most {} extra ports (with the measured ones, every TCP port)",
+                topo::MAX_EXTRA
+            );
         }
+        Ok(Plan {
+            secs: o.secs.unwrap_or(default_secs),
+            passes: o.passes.map_or(default_passes, |p| p as usize),
+            ns: if o.ns.is_empty() { ns } else { o.ns.clone() },
+            clear_time_wait: !o.keep_time_wait,
+        })
     }
 
     /// Seconds: every test per cell and pass, each its duration plus about 1 s of tool
@@ -64,6 +101,8 @@ pub struct Cell {
     topo: Option<Topology>,
     /// Per figure: (pass, value), so that ratios pair figures of the same pass.
     samples: [Vec<(usize, f64)>; FIGURES.len()],
+    /// Per test and program, every pass: nanoseconds and runs from the kernel's accounting.
+    run_time: Vec<ProgramSample>,
     errors: Vec<String>,
     setup_secs: f64,
 }
@@ -75,6 +114,7 @@ impl Cell {
             n,
             topo: None,
             samples: Default::default(),
+            run_time: Vec::new(),
             errors: Vec::new(),
             setup_secs: 0.0,
         }
@@ -95,6 +135,14 @@ impl Cell {
             self.config.name().to_owned()
         }
     }
+}
+
+/// What one program cost over one test of one pass.
+pub struct ProgramSample {
+    test: usize,
+    program: String,
+    ns: u64,
+    runs: u64,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -129,25 +177,21 @@ pub(crate) fn check_interrupted() -> Result<()> {
 }
 
 /// Runs the bench with the netpath binary `bin` and the bare forwarder's eBPF object
-/// `forwarder`, over the configurations in `only` (all when empty).
-pub fn run(
-    bin: &Path,
-    forwarder: &Path,
-    quick: bool,
-    only: &[Config],
-    passes: Option<u32>,
-    secs: Option<u32>,
-) -> Result<()> {
+/// `forwarder`.
+pub fn run(bin: &Path, forwarder: &Path, o: &Options) -> Result<()> {
     if !netpath_tests::is_root() {
         bail!("the bench creates network namespaces and must run as root");
     }
+    let plan = Plan::new(o)?;
+    let quick = o.quick;
     catch_signals();
-    let plan = Plan::new(quick, passes, secs);
+    // Run-time accounting, for as long as this descriptor lives (the whole bench).
+    let _stats = stats::enable()?;
     let mut configs = Vec::new();
     for config in Config::value_variants()
         .iter()
         .copied()
-        .filter(|c| only.is_empty() || only.contains(c))
+        .filter(|c| o.only.is_empty() || o.only.contains(c))
     {
         if config.has_n() {
             configs.extend(plan.ns.iter().map(|&n| (config, n)));
@@ -194,8 +238,21 @@ pub fn run(
             for i in 0..count {
                 check_interrupted()?;
                 let at = (i + pass) % count;
+                let churn = test == measure::NEW_CONN_TEST && plan.clear_time_wait;
+                if churn {
+                    // Every configuration's, not only this one's: all of them share the
+                    // kernel's socket tables.
+                    clear_time_wait(&cells, &mut results);
+                }
                 if let Some(topo) = &cells[at].topo {
-                    measure::run(test, topo, plan.secs, &mut results[at]);
+                    run_measured(test, topo, plan.secs, &mut results[at]);
+                    // At once, so that each run's count is its own.
+                    if churn {
+                        match topo.clear_time_wait() {
+                            Ok(n) => results[at].time_wait = n,
+                            Err(e) => results[at].errors.push(format!("TIME_WAIT: {e:#}")),
+                        }
+                    }
                 }
             }
         }
@@ -207,11 +264,25 @@ pub fn run(
             for &(f, v) in &result.values {
                 cell.samples[f].push((pass, v));
             }
-            let shown: Vec<String> = result
+            let mut shown: Vec<String> = result
                 .values
                 .iter()
                 .map(|&(f, v)| format!("{} {v:.3}", FIGURES[f].short))
                 .collect();
+            if plan.clear_time_wait {
+                shown.push(format!("TIME_WAIT left {}", result.time_wait));
+            }
+            cell.run_time.extend(
+                result
+                    .run_time
+                    .into_iter()
+                    .map(|(test, program, ns, runs)| ProgramSample {
+                        test,
+                        program,
+                        ns,
+                        runs,
+                    }),
+            );
             println!("  {:<16} {}", cell.legend(), shown.join(", "));
             for e in result.errors {
                 println!("  error: {e}");
@@ -256,6 +327,30 @@ impl Machine {
             "kernel": kernel,
         });
         Machine { cpus, kernel, meta }
+    }
+}
+
+/// Runs test `test` through `topo` with the programs' run-time accounting read around it.
+fn run_measured(test: usize, topo: &Topology, secs: u32, pass: &mut measure::Pass) {
+    let before = stats::read(&topo.programs);
+    measure::run(test, topo, secs, pass);
+    match (before, stats::read(&topo.programs)) {
+        (Ok(before), Ok(after)) => pass.run_time.extend(
+            stats::delta(&topo.programs, &before, &after)
+                .into_iter()
+                .map(|(name, ns, runs)| (test, name, ns, runs)),
+        ),
+        (Err(e), _) | (_, Err(e)) => pass.errors.push(format!("bpf_stats: {e:#}")),
+    }
+}
+
+/// Closes the TIME_WAIT sockets of every topology (what other tests left).
+fn clear_time_wait(cells: &[Cell], results: &mut [measure::Pass]) {
+    for (cell, result) in cells.iter().zip(results) {
+        let Some(topo) = &cell.topo else { continue };
+        if let Err(e) = topo.clear_time_wait() {
+            result.errors.push(format!("TIME_WAIT: {e:#}"));
+        }
     }
 }
 

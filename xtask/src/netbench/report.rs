@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     Cell, Plan,
-    measure::{FIGURES, Figure},
+    measure::{FIGURES, Figure, TESTS},
     topo::Config,
 };
 
@@ -47,6 +47,72 @@ impl<'a> Summary<'a> {
         self.ratio(cell, self.find(Config::Limit, 0)?, fig)
     }
 
+    /// value / the same configuration's at N=0 (only where N applies).
+    fn vs_n0(&self, cell: usize, fig: usize) -> Option<f64> {
+        let c = &self.cells[cell];
+        if !c.config.has_n() {
+            return None;
+        }
+        self.ratio(cell, self.find(c.config, 0)?, fig)
+    }
+
+    fn vs_forward(&self, cell: usize, fig: usize) -> Option<f64> {
+        self.ratio(cell, self.find(Config::Forward, 0)?, fig)
+    }
+
+    /// Each program's (name, per test: median over passes of nanoseconds per run) in `cell`,
+    /// in the order the programs first appear.
+    fn run_time(&self, cell: usize) -> Vec<(String, Vec<Option<f64>>)> {
+        let samples = &self.cells[cell].run_time;
+        let mut programs: Vec<&str> = Vec::new();
+        for s in samples {
+            if !programs.contains(&s.program.as_str()) {
+                programs.push(&s.program);
+            }
+        }
+        programs
+            .into_iter()
+            .map(|name| {
+                let per_test = (0..TESTS.len())
+                    .map(|test| {
+                        let ns: Vec<f64> = samples
+                            .iter()
+                            .filter(|s| s.test == test && s.program == name && s.runs > 0)
+                            .map(|s| s.ns as f64 / s.runs as f64)
+                            .collect();
+                        median(&ns)
+                    })
+                    .collect();
+                (name.to_owned(), per_test)
+            })
+            .collect()
+    }
+
+    /// Nanoseconds per packet of every program on each configuration's path, per test.
+    fn run_time_table(&self, markdown: bool) -> String {
+        let mut header = vec!["config".to_owned(), "N".to_owned(), "program".to_owned()];
+        header.extend(TESTS.iter().map(|(name, _)| (*name).to_owned()));
+        let mut rows = Vec::new();
+        for (c, cell) in self.cells.iter().enumerate() {
+            for (program, per_test) in self.run_time(c) {
+                let mut row = vec![cell.config.name().to_owned(), cell.n_label(), program];
+                row.extend(
+                    per_test
+                        .iter()
+                        .map(|v| v.map_or("-".into(), |ns| format!("{ns:.0}"))),
+                );
+                rows.push(row);
+            }
+        }
+        let title = "eBPF run time, ns per packet (bpf_stats run_time_ns / run_cnt over each \
+                     test, median of the passes)";
+        if markdown {
+            format!("{title}:\n\n{}", markdown_table(&header, &rows))
+        } else {
+            format!("{title}:\n{}", text_table(&header, &rows))
+        }
+    }
+
     /// The median over passes of value / base, each pair measured in the same pass, minutes
     /// apart at most: a slow phase of the machine then shifts both sides of a ratio instead
     /// of one median.
@@ -81,6 +147,8 @@ impl<'a> Summary<'a> {
         let medians: Value = &|c, f| self.medians[c][f].map(num);
         let vs_ipt: Value = &|c, f| self.vs_iptables(c, f).map(|r| format!("{r:.2}x"));
         let vs_lim: Value = &|c, f| self.vs_limit(c, f).map(|r| format!("{r:.2}x"));
+        let vs_fwd: Value = &|c, f| self.vs_forward(c, f).map(|r| format!("{r:.2}x"));
+        let vs_n0: Value = &|c, f| self.vs_n0(c, f).map(|r| format!("{r:.2}x"));
         for (title, value) in [
             ("medians", medians),
             (
@@ -88,6 +156,14 @@ impl<'a> Summary<'a> {
                 vs_ipt,
             ),
             ("ratio to the limit (median of per-pass ratios)", vs_lim),
+            (
+                "ratio to the bare forwarder (median of per-pass ratios)",
+                vs_fwd,
+            ),
+            (
+                "ratio to the same configuration at N=0 (median of per-pass ratios)",
+                vs_n0,
+            ),
         ] {
             let mut header = vec!["config".to_owned(), "N".to_owned()];
             header.extend(FIGURES.iter().map(|f| f.short.to_owned()));
@@ -110,7 +186,7 @@ impl<'a> Summary<'a> {
             }
             out += "\n";
         }
-        out
+        out + &self.run_time_table(markdown)
     }
 
     pub fn json(&self, plan: &Plan, meta: Value) -> Value {
@@ -135,8 +211,22 @@ impl<'a> Summary<'a> {
                             "samples": cell.samples[f].iter().map(|s| s.1).collect::<Vec<_>>(),
                             "vs_iptables": self.vs_iptables(c, f),
                             "vs_limit": self.vs_limit(c, f),
+                            "vs_forward": self.vs_forward(c, f),
+                            "vs_n0": self.vs_n0(c, f),
                         });
                         (fig.key.to_owned(), v)
+                    })
+                    .collect();
+                let run_time: Vec<Value> = self
+                    .run_time(c)
+                    .into_iter()
+                    .map(|(program, per_test)| {
+                        let tests: serde_json::Map<String, Value> = TESTS
+                            .iter()
+                            .zip(per_test)
+                            .map(|((name, _), ns)| ((*name).to_owned(), json!(ns)))
+                            .collect();
+                        json!({"program": program, "ns_per_packet": tests})
                     })
                     .collect();
                 json!({
@@ -145,6 +235,7 @@ impl<'a> Summary<'a> {
                     "setup_seconds": cell.setup_secs,
                     "errors": cell.errors,
                     "figures": figs,
+                    "run_time": run_time,
                 })
             })
             .collect();

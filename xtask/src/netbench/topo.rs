@@ -15,8 +15,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
+    maps::Array,
     programs::{SchedClassifier, TcAttachType},
 };
+use netpath_common::{BENCH_FORWARD_MAP, ForwardHop};
 use netpath_tests::{CLIENT_ADDR, Client, EXT_ADDR, Sandbox, unique};
 use nix::sched::{CloneFlags, setns};
 
@@ -28,7 +30,8 @@ pub enum Config {
     /// Client to the container's own address through the host and its bridge, no NAT.
     Routed,
     /// Client to the container's own address through the host, passed on by the bare eBPF
-    /// forwarder: netpath's fast path without NAT or conntrack.
+    /// forwarder (redirects to interfaces and MACs known in advance: no lookup, no NAT, no
+    /// conntrack): what the host's share of the path costs at least.
     Forward,
     /// Docker's iptables rules in the host.
     Iptables,
@@ -62,8 +65,20 @@ const PUBLISHED: [(&str, u16, u16); 4] = [
     ("tcp", 11111, 11111),
     ("udp", 11111, 11111),
 ];
-/// The N extra publishes take host ports from here on, to the same container port.
-const EXTRA_BASE: usize = 20000;
+/// The most extra publishes: every other TCP port, so that all 65,535 are published.
+pub const MAX_EXTRA: usize = 65535 - 3;
+
+/// The host ports of the n extra TCP publishes (each to the same container port): from 1 up,
+/// past the measured ones.
+fn extra_ports(n: usize) -> impl Iterator<Item = u16> {
+    (1..=u16::MAX)
+        .filter(|p| {
+            !PUBLISHED
+                .iter()
+                .any(|&(proto, host, _)| proto == "tcp" && host == *p)
+        })
+        .take(n)
+}
 
 /// Where the client sends its traffic: an address and the port of each server there.
 pub struct Target {
@@ -77,7 +92,11 @@ pub struct Topology {
     // Fields drop in declaration order: the servers die before their namespaces go.
     servers: Vec<Server>,
     pub client: String,
+    /// The container's namespace, where the servers run.
+    pub server: String,
     pub target: Target,
+    /// The eBPF programs on the path: (name, kernel id), for their run time per packet.
+    pub programs: Vec<(String, u32)>,
     _kept: Kept,
 }
 
@@ -103,7 +122,22 @@ impl Topology {
         Ok(topo)
     }
 
-    /// Proves that the measured path works before anything is measured.
+    /// Closes every TIME_WAIT socket in the client's and the server's namespaces (`ss -K`)
+    /// and returns how many there were. Under `Connection: close` the server closes first
+    /// and keeps one per connection for 60 s; left in place, they slow down the next
+    /// connection-rate test of every configuration.
+    pub fn clear_time_wait(&self) -> Result<usize> {
+        let mut closed = 0;
+        for netns in [&self.client, &self.server] {
+            let out = in_ns(netns, &["ss", "-H", "-K", "-t", "state", "time-wait"])?;
+            ok(&out).with_context(|| format!("ss -K state time-wait in {netns}"))?;
+            closed += String::from_utf8_lossy(&out.stdout).lines().count();
+        }
+        Ok(closed)
+    }
+
+    /// One plain GET through the measured path, retried while the servers settle: proves
+    /// that the path works before anything is measured.
     fn check_http(&self) -> Result<()> {
         let url = format!("http://{}:{}/", self.target.addr, self.target.http);
         check_http(&self.client, &url)
@@ -144,7 +178,7 @@ fn limit() -> Result<Topology> {
         _namespaces: vec![c, k],
         ..Kept::default()
     };
-    finish(client, &container, direct_target(), kept)
+    finish(client, &container, direct_target(), Vec::new(), kept)
 }
 
 /// What the host between client and container does with the traffic.
@@ -196,9 +230,13 @@ fn hosted(host: Host) -> Result<Topology> {
         ip(&args)?;
     }
     ok(&in_ns(h_, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?)?;
-    let forwarder = match host {
-        Host::Forward(object) => Some(attach_forwarder(h_, object)?),
-        Host::Routed | Host::Iptables(_) => None,
+    let (forwarder, programs) = match host {
+        Host::Forward(object) => {
+            let (mut ebpf, programs) = attach_forwarder(h_, object)?;
+            fill_forwarder(&mut ebpf, [c_, h_, k_])?;
+            (Some(ebpf), programs)
+        }
+        Host::Routed | Host::Iptables(_) => (None, Vec::new()),
     };
     let target = match host {
         Host::Routed | Host::Forward(_) => {
@@ -222,16 +260,17 @@ fn hosted(host: Host) -> Result<Topology> {
         _forwarder: forwarder,
         ..Kept::default()
     };
-    finish(client, &container, target, kept)
+    finish(client, &container, target, programs, kept)
 }
 
 /// Loads the bare forwarder in the namespace `host` and attaches it at TC ingress (tcx) of
-/// ext0 (into the container) and veth0 (out of the host). The links live as long as the
-/// returned object.
-fn attach_forwarder(host: &str, object: &Path) -> Result<Ebpf> {
+/// ext0 (into the container) and veth0 (out of the host); returns it with its programs'
+/// names and ids. The links live as long as the returned object.
+fn attach_forwarder(host: &str, object: &Path) -> Result<(Ebpf, Vec<(String, u32)>)> {
     in_netns(host, || {
         let mut ebpf =
             Ebpf::load_file(object).with_context(|| format!("loading {}", object.display()))?;
+        let mut programs = Vec::new();
         for (name, iface) in [("bench_forward_in", "ext0"), ("bench_forward_out", "veth0")] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -240,9 +279,56 @@ fn attach_forwarder(host: &str, object: &Path) -> Result<Ebpf> {
             prog.load().with_context(|| format!("loading {name}"))?;
             prog.attach(iface, TcAttachType::Ingress)
                 .with_context(|| format!("attaching {name} to {iface}"))?;
+            programs.push((name.to_owned(), prog.info()?.id()));
         }
-        Ok(ebpf)
+        Ok((ebpf, programs))
     })
+}
+
+/// Fills the forwarder's two hops (see `netpath_common::ForwardHop`) from the namespaces
+/// (client, host, container): into the container through veth0, addressed to its eth0; out
+/// of ext0 to the client's eth0. Before any traffic: until then the programs pass
+/// everything to the stack.
+fn fill_forwarder(ebpf: &mut Ebpf, [client, host, container]: [&str; 3]) -> Result<()> {
+    let (veth, veth_mac) = link(host, "veth0")?;
+    let (ext, ext_mac) = link(host, "ext0")?;
+    let (_, container_mac) = link(container, "eth0")?;
+    let (_, client_mac) = link(client, "eth0")?;
+    let hop = |ifindex, dst: [u8; 6], src: [u8; 6]| {
+        let mut macs = [0; 12];
+        macs[..6].copy_from_slice(&dst);
+        macs[6..].copy_from_slice(&src);
+        ForwardHop { ifindex, macs }
+    };
+    let map = ebpf
+        .map_mut(BENCH_FORWARD_MAP)
+        .context("the forwarder has no hop map")?;
+    let mut hops: Array<_, ForwardHop> = Array::try_from(map)?;
+    hops.set(0, hop(veth, container_mac, veth_mac), 0)?;
+    hops.set(1, hop(ext, client_mac, ext_mac), 0)?;
+    Ok(())
+}
+
+/// The ifindex and MAC of `dev` in the namespace `netns`.
+fn link(netns: &str, dev: &str) -> Result<(u32, [u8; 6])> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-j", "link", "show", dev])
+        .output()
+        .context("running ip")?;
+    ok(&out).with_context(|| format!("ip link show {dev} in {netns}"))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let ifindex = json[0]["ifindex"]
+        .as_u64()
+        .and_then(|i| u32::try_from(i).ok());
+    let mac: Option<Vec<u8>> = json[0]["address"].as_str().and_then(|a| {
+        a.split(':')
+            .map(|b| u8::from_str_radix(b, 16).ok())
+            .collect()
+    });
+    match (ifindex, mac.and_then(|m| <[u8; 6]>::try_from(m).ok())) {
+        (Some(i), Some(m)) => Ok((i, m)),
+        _ => bail!("ip link show {dev} in {netns}: no ifindex or MAC"),
+    }
 }
 
 /// Runs `f` on a thread of its own that enters the named namespace first, so that no other
@@ -284,8 +370,8 @@ fn docker_rules(n: usize) -> String {
          -A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n\
          -A FORWARD -i docker0 -o docker0 -j ACCEPT\n",
     );
-    let extra = (EXTRA_BASE..EXTRA_BASE + n).map(|p| ("tcp", p, p));
-    let measured = PUBLISHED.iter().map(|&(pr, h, c)| (pr, h.into(), c.into()));
+    let extra = extra_ports(n).map(|p| ("tcp", p, p));
+    let measured = PUBLISHED.iter().copied();
     for (proto, host, port) in extra.chain(measured) {
         let _ = writeln!(
             nat,
@@ -328,7 +414,7 @@ fn netpath(bin: &Path, n: usize) -> Result<Topology> {
     // A resolver inside the sandbox only (see Sandbox::netpath).
     np(&["run", &web, "--dns", "127.0.0.1"], "")?;
     if n > 0 {
-        let extra: String = (EXTRA_BASE..EXTRA_BASE + n)
+        let extra: String = extra_ports(n)
             .map(|p| format!("{p}:{CONTAINER_IP}:{p}\n"))
             .collect();
         np(&["publish", "--from-file", "-"], &extra)?;
@@ -344,12 +430,33 @@ fn netpath(bin: &Path, n: usize) -> Result<Topology> {
         })
         .sum();
     expect_publishes(ports, n)?;
+    let programs = tc_programs(&np(&["status", "--json"], "")?.stdout)?;
     let client_ns = client.netns.clone();
     let kept = Kept {
         _netpath: Some((client, sb)),
         ..Kept::default()
     };
-    finish(client_ns, &web, published_target(), kept)
+    finish(client_ns, &web, published_target(), programs, kept)
+}
+
+/// The TC programs `netpath status --json` shows attached, each once: (name, id).
+fn tc_programs(status: &[u8]) -> Result<Vec<(String, u32)>> {
+    let json: serde_json::Value = serde_json::from_slice(status).context("netpath status")?;
+    let mut programs: Vec<(String, u32)> = json["attachments"]
+        .as_array()
+        .context("netpath status shows no attachments")?
+        .iter()
+        .filter(|a| a["hook"].as_str().is_some_and(|h| h.starts_with("tc")))
+        .filter_map(|a| {
+            let id = a["program_id"]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())?;
+            Some((a["program"].as_str()?.to_owned(), id))
+        })
+        .collect();
+    programs.sort();
+    programs.dedup();
+    Ok(programs)
 }
 
 /// `netpath --netns HOST ARGS` with `input` on stdin, bounded in time: a netpath that hangs
@@ -405,11 +512,19 @@ fn published_target() -> Target {
 
 /// Tunes the client for connection churn, starts the servers in the container and waits
 /// until they listen.
-fn finish(client: String, container: &str, target: Target, kept: Kept) -> Result<Topology> {
+fn finish(
+    client: String,
+    container: &str,
+    target: Target,
+    programs: Vec<(String, u32)>,
+    kept: Kept,
+) -> Result<Topology> {
     let mut topo = Topology {
         servers: Vec::new(),
         client,
+        server: container.to_owned(),
         target,
+        programs,
         _kept: kept,
     };
     tune_client(&topo.client)?;
