@@ -249,12 +249,17 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
     .await;
     if let Err(e) = result {
         // Nothing half-built: the network goes, and everything with it on first use.
-        if first_use {
-            let _ = host::down(ctx).await;
+        let undone = if first_use {
+            host::down(ctx).await.map(drop)
         } else if ctx.state.networks.contains_key(&name) {
-            let _ = network::rm(ctx, &name).await;
-        }
-        return Err(e);
+            network::rm(ctx, &name).await.map(drop)
+        } else {
+            Ok(())
+        };
+        return Err(match undone {
+            Ok(()) => e,
+            Err(u) => anyhow::anyhow!("{e:#} (and undoing it: {u:#})"),
+        });
     }
     Ok(json!({}))
 }
