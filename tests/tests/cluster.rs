@@ -6,7 +6,8 @@
 //! cluster. An "outside" namespace on the fabric is the client of the hostPorts, the
 //! nodes' default gateway and, on its `lo`, a server beyond the cluster.
 use netpath_tests::{
-    Client, SERVER_ADDR, Sandbox, cni::Pod, helpers::curl, ip, sandbox, scripts, scripts::server,
+    CLIENT_ADDR, Client, EXT_ADDR, SERVER_ADDR, Sandbox, cni::Pod, helpers::curl, ip, sandbox,
+    scripts, scripts::server,
 };
 use serde_json::{Value, json};
 
@@ -265,4 +266,100 @@ fn cluster_routes_go_with_the_last_pod_and_down_and_others_stay() {
     assert!(routes_to(&sb, "10.244.1.0/24").is_empty());
     assert!(routes_to(&sb, "10.244.3.0/24").is_empty());
     assert_eq!(routes_to(&sb, "10.244.2.0/24"), ["via 203.0.113.12"]);
+}
+
+/// The source a server on the client namespace sees when `netns` connects to `dst`:80.
+fn source_seen(sb: &Sandbox, netns: &str, dst: &str) -> String {
+    let line = scripts::one(sb, netns, &["ask", dst, "80", "0"]);
+    let peer = line
+        .strip_suffix(" hi")
+        .unwrap_or_else(|| panic!("TCP from {netns} to {dst}:80: {line}"));
+    peer.rsplit_once(':').expect("IP:PORT").0.to_owned()
+}
+
+/// What `status` shows of the masquerade exclusions: the user's, and the cluster CIDR of
+/// network `cluster` (null: none); then how many prefixes the datapath's trie holds.
+fn exclusions(sb: &Sandbox) -> (Value, Value, usize) {
+    let status = sb.ok_json(&["status", "--json"]);
+    let cluster = status["networks"]
+        .as_array()
+        .expect("networks")
+        .iter()
+        .find(|n| n["name"] == "cluster")
+        .map_or(Value::Null, |n| n["cluster_exclude"].clone());
+    let trie = sb.map_dump("NP_MASQ_EXCL").expect("dumping NP_MASQ_EXCL");
+    let len = trie.as_array().map_or(0, Vec::len);
+    (status["masquerade"]["exclude"].clone(), cluster, len)
+}
+
+#[test]
+fn the_cluster_exclusion_goes_with_the_last_pod_unless_the_user_made_it() {
+    // A node whose neighbour n1 is the client namespace: n1's pod 10.244.1.10 (on its `lo`)
+    // serves, and routes answers to this node's pods and containers back through the node.
+    let sb = sandbox();
+    let cl = sb.client().expect("client namespace");
+    let remote_pod = "10.244.1.10";
+    let run = |args: &[&str]| ip(&[&["-n", cl.netns.as_str()], args].concat()).unwrap();
+    run(&["addr", "add", &format!("{remote_pod}/32"), "dev", "lo"]);
+    run(&["route", "add", "10.244.0.0/24", "via", EXT_ADDR]);
+    run(&["route", "add", "172.17.0.0/16", "via", EXT_ADDR]);
+    let _srv = server(&sb, &cl.netns, &["echo", "80"]);
+    let node = |name: &str, addr: &str, n: u8| json!({"name": name, "address": addr, "podCidr": format!("10.244.{n}.0/24")});
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "cluster",
+        "type": "netpath-cni",
+        "subnet": "10.244.0.0/24",
+        "cluster": {"cidr": "10.244.0.0/16", "nodes": [node("self", EXT_ADDR, 0), node("n1", CLIENT_ADDR, 1)]},
+    });
+    // A netpath container outside the cluster network tells whether the cluster CIDR is
+    // excluded: its source is kept only while it is.
+    let web = sb.up_with_web(&[]);
+    let web_ip = "172.17.0.2";
+    assert_eq!(source_seen(&sb, &web, remote_pod), EXT_ADDR);
+    assert_eq!(exclusions(&sb), (json!([]), Value::Null, 1));
+
+    let (a, b) = (Pod::new(&sb, "a"), Pod::new(&sb, "b"));
+    let a_ip = pod_ip(&a.add(&sb, &conf));
+    b.add(&sb, &conf);
+    assert_eq!(
+        source_seen(&sb, &a.ns.netns, remote_pod),
+        a_ip,
+        "pod to pod"
+    );
+    assert_eq!(source_seen(&sb, &web, remote_pod), web_ip);
+    // Two networks and the cluster CIDR, which is the network's, not the user's.
+    let cidr = json!("10.244.0.0/16");
+    assert_eq!(exclusions(&sb), (json!([]), cidr.clone(), 3));
+    a.ok(&sb, "DEL", &conf);
+    // `none` drops the user's exclusions, not the one the pods need.
+    sb.ok(&["up", "-d", "--masquerade-exclude", "none"]);
+    assert_eq!(exclusions(&sb), (json!([]), cidr.clone(), 3));
+    assert_eq!(source_seen(&sb, &web, remote_pod), web_ip);
+    // The last pod takes it with it, out of the state and the datapath.
+    b.ok(&sb, "DEL", &conf);
+    assert_eq!(exclusions(&sb), (json!([]), Value::Null, 2));
+    assert_eq!(source_seen(&sb, &web, remote_pod), EXT_ADDR);
+
+    // A failed ADD leaves no exclusion either (its hostPort is taken).
+    sb.ok(&["publish", "8080:172.17.0.2:80"]);
+    let mut taken = conf.clone();
+    taken["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    a.fails(&sb, "ADD", &taken);
+    assert_eq!(exclusions(&sb), (json!([]), Value::Null, 2));
+
+    // The user's own exclusion of the same CIDR stays after the pods, whether made before
+    // the first pod or while one runs, and the pods' goes on without it.
+    sb.ok(&["up", "-d", "--masquerade-exclude", "10.244.0.0/16"]);
+    a.add(&sb, &conf);
+    a.ok(&sb, "DEL", &conf);
+    assert_eq!(exclusions(&sb), (json!([cidr.clone()]), Value::Null, 3));
+    a.add(&sb, &conf);
+    sb.ok(&["up", "-d", "--masquerade-exclude", "none"]);
+    assert_eq!(source_seen(&sb, &web, remote_pod), web_ip);
+    sb.ok(&["up", "-d", "--masquerade-exclude", "10.244.0.0/16"]);
+    a.ok(&sb, "DEL", &conf);
+    assert_eq!(exclusions(&sb), (json!([cidr]), Value::Null, 3));
+    assert_eq!(source_seen(&sb, &web, remote_pod), web_ip);
 }

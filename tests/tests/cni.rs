@@ -301,6 +301,27 @@ fn ip_masq_false_leaves_with_the_pods_own_address() {
         err["msg"].as_str().unwrap().contains("masquerade off"),
         "{err}"
     );
+    // So is one that names another bridge.
+    let mut elsewhere = conf.clone();
+    elsewhere["bridge"] = json!("np-elsewhere");
+    let err = other.fails(&sb, "ADD", &elsewhere);
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("the configuration gives bridge np-elsewhere"),
+        "{err}"
+    );
+    let links = sb.ip_json(&["link"]);
+    assert!(
+        !links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ifname"] == "np-elsewhere"),
+        "{links}"
+    );
     assert_eq!(containers(&sb).len(), 1);
     pod.ok(&sb, "DEL", &conf);
 }

@@ -779,3 +779,53 @@ fn docker_port_range_costs_no_process_and_dockerd_restarts_find_their_networks()
     dk.ok(&["network", "rm", "web"]);
     assert!(!Path::new("/run/netpath").join(&sb.host).exists());
 }
+
+#[test]
+fn docker_given_mac_outlives_netpath_up() {
+    let sb = sandbox();
+    let cl = sb.client().expect("client namespace");
+    let dk = Docker::new(&sb);
+    dk.network("web", "10.89.46.0/24");
+    // A MAC Docker gives the endpoint, not the one netpath derives from the address. This
+    // docker CLI sends --mac-address in a form dockerd 20.10 refuses: the API's own field.
+    let create = serde_json::json!({
+        "Image": IMAGE,
+        "Cmd": ["httpd", "-f", "-p", "80", "-h", "/www"],
+        "MacAddress": "02:42:0a:59:2e:63",
+        "ExposedPorts": {"80/tcp": {}},
+        "HostConfig": {"NetworkMode": "web", "PortBindings": {"80/tcp": [{"HostPort": "8090"}]}},
+    });
+    let sock = dk.dir.join("sock");
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "20", "--unix-socket"])
+        .arg(&sock)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &create.to_string(),
+        ])
+        .arg("http://docker/v1.41/containers/create?name=mac")
+        .output()
+        .expect("running curl");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("\"Id\""), "create: {answer}");
+    dk.ok(&["start", "mac"]);
+    let mac = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.web.MacAddress}}",
+        "mac",
+    ]);
+    assert_eq!(mac.trim(), "02:42:0a:59:2e:63");
+    let url = format!("http://{EXT_ADDR}:8090/cgi-bin/peer");
+    let reached = || {
+        wait_until(50, Duration::from_millis(100), || {
+            curl(&sb, &cl.netns, &url).is_ok_and(|(body, _)| cgi_peer(&body) == CLIENT_ADDR)
+        })
+    };
+    assert!(reached(), "before netpath up");
+    // `up` puts every endpoint on the datapath again: with the MAC the interface has.
+    sb.ok(&["up", "-d"]);
+    assert!(reached(), "after netpath up");
+}

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Ctx, check_ifname, container, host, masquerade, network, publish};
+use super::{Ctx, Teardown, check_ifname, container, host, masquerade, network, publish};
 use crate::{
     cli::NetworkCreateArgs,
     model::cni::{
@@ -22,7 +22,7 @@ use crate::{
         SUPPORTED_VERSIONS, VersionInfo, code, pod_name,
     },
     model::ipam::{self, Subnet},
-    model::publish::{PortRange, Proto, Spec},
+    model::publish::{Proto, Spec},
     model::state::{CniPod, Container, Endpoint, InstalledRoute, NetMode},
     system::datapath::Datapath,
     system::netlink::Netlink,
@@ -197,31 +197,51 @@ async fn add(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<Cni
     let first_use = Datapath::existing(&ctx.scope).is_none();
     let mut progress = Progress::default();
     let result = add_steps(ctx, env, conf, raw, &name, &ns, &mut progress).await;
-    if result.is_err() {
-        // Undone in reverse; a failed ADD leaves nothing behind.
-        if let Some(e) = progress.wired.take() {
-            let pod = Container {
-                mode: NetMode::Cni(cni_pod(id, ifname, netns_path)),
-                endpoints: vec![e],
-                allow_spoofed_source: false,
-            };
-            let _ = container::teardown(ctx, &name, &pod).await;
-        }
-        if progress.ipam_allocated
-            && let Some(plugin) = conf.ipam_plugin()
-        {
-            let _ = delegate(env, plugin, "DEL", raw);
-        }
-        if first_use {
-            let _ = host::down(ctx).await;
-        } else if progress.network_created {
-            let _ = network::rm(ctx, &conf.name).await;
-        } else {
-            // Cluster routes this ADD made for a network no pod uses.
-            let _ = release_routes(ctx, &conf.name).await;
-        }
+    let Err(failed) = result else {
+        return result;
+    };
+    // Undone in reverse, every step whatever failed before; a failed ADD leaves nothing
+    // behind, or says what it could not remove.
+    let mut t = Teardown::default();
+    if let Some(e) = progress.wired.take() {
+        let pod = Container {
+            mode: NetMode::Cni(cni_pod(id, ifname, netns_path)),
+            endpoints: vec![e],
+            allow_spoofed_source: false,
+        };
+        t.merge(container::teardown(ctx, &name, &pod).await);
     }
-    result
+    if progress.ipam_allocated
+        && let Some(plugin) = conf.ipam_plugin()
+    {
+        let released = delegate(env, plugin, "DEL", raw);
+        t.step(format!("address from IPAM plugin {plugin}"), released);
+    }
+    let undone = if first_use {
+        host::down(ctx).await.map(drop)
+    } else if progress.network_created {
+        network::rm(ctx, &conf.name).await.map(drop)
+    } else {
+        // Cluster routes and exclusion this ADD made for a network no pod uses.
+        release_cluster(ctx, &conf.name).await
+    };
+    t.step(format!("what ADD made of network {}", conf.name), undone);
+    Err(match t.finish() {
+        Ok(_) => failed,
+        Err(undo) => with_undo_failure(failed, &undo.to_string()),
+    })
+}
+
+/// `failed`, its code kept, telling also what undoing the call could not remove.
+fn with_undo_failure(failed: anyhow::Error, undo: &str) -> anyhow::Error {
+    let undo = undo.replace('\n', ";");
+    match failed.downcast::<Refusal>() {
+        Ok(mut r) => {
+            r.msg = format!("{} (and undoing it: {undo})", r.msg);
+            r.into()
+        }
+        Err(e) => anyhow::anyhow!("{e:#} (and undoing it: {undo})"),
+    }
 }
 
 fn cni_pod(id: &str, ifname: &str, netns: &str) -> CniPod {
@@ -296,6 +316,17 @@ async fn add_steps(
                 ),
             ));
         }
+        Some(net) if conf.bridge.as_ref().is_some_and(|b| *b != net.bridge) => {
+            return Err(refusal(
+                code::INVALID_CONFIG,
+                format!(
+                    "network {} exists on bridge {}, the configuration gives bridge {}",
+                    conf.name,
+                    net.bridge,
+                    conf.bridge.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         Some(_) => {}
         None => {
             let args = NetworkCreateArgs {
@@ -315,7 +346,12 @@ async fn add_steps(
         // Every other node's pods through that node (flannel's host-gw), and no masquerade
         // within the cluster, so that pods see each other's addresses.
         install_routes(ctx, &conf.name, &routes).await?;
-        if ctx.state.masquerade_exclude.insert(cluster.cidr) && up {
+        let net = ctx
+            .state
+            .networks
+            .get_mut(&conf.name)
+            .context("network gone")?;
+        if net.cluster_exclude.replace(cluster.cidr) != Some(cluster.cidr) && up {
             masquerade::resync(ctx)?;
         }
     }
@@ -376,11 +412,7 @@ async fn add_steps(
         },
     );
     progress.wired = None;
-    let mac = ipam::mac_for(ip)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let mac = ipam::format_mac(ipam::mac_for(ip));
     Ok(CniResult {
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
@@ -474,9 +506,9 @@ async fn install_routes(ctx: &mut Ctx, network: &str, plan: &[InstalledRoute]) -
     Ok(())
 }
 
-/// Removes the routes netpath installed for `network` once no pod uses it any more (the next
-/// ADD installs them again).
-async fn release_routes(ctx: &mut Ctx, network: &str) -> Result<()> {
+/// Removes the routes netpath installed for `network` and the cluster CIDR it holds in the
+/// masquerade exclusions once no pod uses it any more (the next ADD brings them back).
+async fn release_cluster(ctx: &mut Ctx, network: &str) -> Result<()> {
     let in_use = ctx
         .state
         .containers
@@ -485,11 +517,19 @@ async fn release_routes(ctx: &mut Ctx, network: &str) -> Result<()> {
     let Some(net) = ctx.state.networks.get(network).filter(|_| !in_use) else {
         return Ok(());
     };
-    let t = network::remove_routes(ctx, net).await;
-    if t.errors.is_empty()
-        && let Some(net) = ctx.state.networks.get_mut(network)
-    {
+    let mut t = network::remove_routes(ctx, net).await;
+    let routes_gone = t.errors.is_empty();
+    let net = ctx
+        .state
+        .networks
+        .get_mut(network)
+        .expect("looked up above");
+    if routes_gone {
         net.routes.clear();
+    }
+    if let Some(cidr) = net.cluster_exclude.take() {
+        let released = masquerade::resync(ctx);
+        t.step(format!("masquerade exclusion of cluster {cidr}"), released);
     }
     t.finish()?;
     Ok(())
@@ -513,22 +553,9 @@ fn port_spec(p: &PortMapping, container_ip: Ipv4Addr) -> Result<Spec> {
         .to_ascii_lowercase()
         .parse()
         .map_err(|e| refusal(code::INVALID_CONFIG, format!("port mapping: {e}")))?;
-    let host_ip = match p.host_ip.as_deref() {
-        None | Some("") | Some("0.0.0.0") => None,
-        Some(ip) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
-            refusal(
-                code::INVALID_CONFIG,
-                format!("port mapping: hostIP {ip:?} is not an IPv4 address"),
-            )
-        })?),
-    };
-    Ok(Spec {
-        host_ip,
-        host_ports: PortRange::single(p.host_port),
-        container_ip,
-        container_ports: PortRange::single(p.container_port),
-        proto,
-    })
+    let host_ip = p.host_ip.as_deref().unwrap_or_default();
+    Spec::one_port(host_ip, p.host_port, container_ip, p.container_port, proto)
+        .map_err(|e| refusal(code::INVALID_CONFIG, format!("port mapping: {e}")))
 }
 
 /// DEL: whatever of the attachment exists goes (publishes, conntrack flows, datapath entry,
@@ -538,21 +565,31 @@ async fn del(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()>
     let id = Env::require(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = Env::require(&env.ifname, "CNI_IFNAME")?;
     let name = pod_name(id, ifname);
+    // Every step is tried whatever failed before, so that what can go goes; the runtime
+    // repeats DEL until it succeeds.
+    let mut t = Teardown::default();
     match ctx.state.containers.get(&name).map(|c| &c.mode) {
         Some(NetMode::Cni(pod)) if pod.container_id == id => {
-            container::rm(ctx, &name).await?;
+            let removed = container::rm(ctx, &name).await;
+            t.step(format!("pod {name}"), removed);
         }
         Some(_) => bail!("{name} is another container's, not this attachment"),
         None => {
             // A veth left by an ADD that was killed halfway.
             let veth = container::host_veth_name(&name, ifname);
-            ctx.nl.delete_link_by_name(&veth).await?;
+            let deleted = ctx.nl.delete_link_by_name(&veth).await.map_err(Into::into);
+            t.step(format!("veth {veth}"), deleted);
         }
     }
-    release_routes(ctx, &conf.name).await?;
+    let released = release_cluster(ctx, &conf.name).await;
+    t.step(format!("cluster routes of network {}", conf.name), released);
     if let Some(plugin) = conf.ipam_plugin() {
-        delegate(env, plugin, "DEL", raw)?;
+        t.step(
+            format!("address from IPAM plugin {plugin}"),
+            delegate(env, plugin, "DEL", raw),
+        );
     }
+    t.finish()?;
     Ok(())
 }
 
@@ -588,7 +625,7 @@ async fn check(ctx: &Ctx, env: &Env, conf: &NetConf) -> Result<()> {
         .await?
         .with_context(|| format!("veth {} of {name} is missing", e.host_veth))?;
     let dp = Datapath::existing(&ctx.scope).context("the datapath is not up")?;
-    if dp.endpoint(e.ip)? != Some((host.index, ipam::mac_for(e.ip))) {
+    if dp.endpoint(e.ip)? != Some((host.index, pod.mac(e))) {
         bail!(
             "the datapath has no endpoint {} on veth {}",
             e.ip,
@@ -641,10 +678,15 @@ async fn gc(ctx: &mut Ctx, conf: &NetConf) -> Result<()> {
         })
         .map(|(n, _)| n.clone())
         .collect();
+    let mut t = Teardown::default();
     for name in stale {
-        container::rm(ctx, &name).await?;
+        let removed = container::rm(ctx, &name).await;
+        t.step(format!("stale pod {name}"), removed);
     }
-    release_routes(ctx, &conf.name).await
+    let released = release_cluster(ctx, &conf.name).await;
+    t.step(format!("cluster routes of network {}", conf.name), released);
+    t.finish()?;
+    Ok(())
 }
 
 /// Runs the IPAM plugin `plugin` from CNI_PATH with the same environment (but `command`)

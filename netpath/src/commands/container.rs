@@ -220,7 +220,7 @@ pub(super) async fn wire_endpoint(
         cnl.configure_container_iface(&e.ifname, e.ip, net.subnet.prefix_len(), gateway)
             .await?;
         match &dp {
-            Some(dp) => register(dp, e, index, bridge.index, any_source),
+            Some(dp) => register(dp, e, ipam::mac_for(e.ip), index, bridge.index, any_source),
             None => Ok(()),
         }
     }
@@ -238,15 +238,16 @@ pub(super) async fn wire_endpoint(
 /// Puts a container's veth on the fast path: translated packets from the container leave
 /// through its host end's program, and those to it go straight in. Its source is set first:
 /// the program drops frames from any other (unless `any_source`), and passes everything on a
-/// veth without an entry. `bridge_ifindex` is the bridge of the endpoint's network.
+/// veth without an entry. `mac` is the container interface's ([`Container::mac`]);
+/// `bridge_ifindex` is the bridge of the endpoint's network.
 pub fn register(
     dp: &Datapath,
     e: &Endpoint,
+    mac: [u8; 6],
     host_ifindex: u32,
     bridge_ifindex: u32,
     any_source: bool,
 ) -> Result<()> {
-    let mac = ipam::mac_for(e.ip);
     dp.set_source(host_ifindex, e.ip, mac, any_source)?;
     dp.attach_veth(&e.host_veth)?;
     Ok(dp.set_endpoint(e.ip, host_ifindex, bridge_ifindex, mac)?)

@@ -39,7 +39,7 @@ use crate::{
         JoinResponse, PORTMAP, PortBinding,
     },
     model::ipam::{self, Subnet},
-    model::publish::{PortRange, Proto, Spec},
+    model::publish::{Proto, Spec},
     model::state::{Container, DockerEndpoint, Endpoint, NetMode},
     output,
     system::datapath::Datapath,
@@ -249,12 +249,17 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
     .await;
     if let Err(e) = result {
         // Nothing half-built: the network goes, and everything with it on first use.
-        if first_use {
-            let _ = host::down(ctx).await;
+        let undone = if first_use {
+            host::down(ctx).await.map(drop)
         } else if ctx.state.networks.contains_key(&name) {
-            let _ = network::rm(ctx, &name).await;
-        }
-        return Err(e);
+            network::rm(ctx, &name).await.map(drop)
+        } else {
+            Ok(())
+        };
+        return Err(match undone {
+            Ok(()) => e,
+            Err(u) => anyhow::anyhow!("{e:#} (and undoing it: {u:#})"),
+        });
     }
     Ok(json!({}))
 }
@@ -294,11 +299,12 @@ fn docker_endpoints(ctx: &Ctx, which: impl Fn(&DockerEndpoint, &Endpoint) -> boo
 /// but it never sends Leave or DeleteEndpoint for them: their endpoints stay in the state
 /// until they stand in the way of a new one.
 async fn reclaim(ctx: &mut Ctx, stale: Vec<String>) -> Result<()> {
+    let mut t = Teardown::default();
     for name in stale {
-        container::rm(ctx, &name)
-            .await
-            .with_context(|| format!("removing stale endpoint {name}"))?;
+        let removed = container::rm(ctx, &name).await;
+        t.step(format!("stale endpoint {name}"), removed);
     }
+    t.finish()?;
     Ok(())
 }
 
@@ -349,7 +355,7 @@ async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
     }
     let given_mac = !iface.mac_address.is_empty();
     let mac = match given_mac {
-        true => docker::parse_mac(&iface.mac_address)
+        true => ipam::parse_mac(&iface.mac_address)
             .with_context(|| format!("invalid MAC address {:?}", iface.mac_address))?,
         false => ipam::mac_for(ip),
     };
@@ -360,7 +366,7 @@ async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
             mode: NetMode::Docker(DockerEndpoint {
                 network_id: req.network_id,
                 endpoint_id: req.endpoint_id,
-                mac: docker::format_mac(mac),
+                mac: ipam::format_mac(mac),
                 sandbox: String::new(),
             }),
             endpoints: vec![Endpoint {
@@ -376,7 +382,7 @@ async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
     // it set).
     Ok(match given_mac {
         true => json!({}),
-        false => json!({"Interface": {"MacAddress": docker::format_mac(mac)}}),
+        false => json!({"Interface": {"MacAddress": ipam::format_mac(mac)}}),
     })
 }
 
@@ -405,10 +411,7 @@ fn container_end(host_veth: &str) -> String {
 
 async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (name, c, e) = endpoint(ctx, &req)?;
-    let mac = match &c.mode {
-        NetMode::Docker(d) => docker::parse_mac(&d.mac).context("invalid MAC in the state")?,
-        _ => unreachable!("endpoint() checks the mode"),
-    };
+    let mac = c.mac(&e);
     let net = ctx.state.network(&e.network)?.clone();
     let bridge = ctx.nl.link_by_name(&net.bridge).await?.with_context(|| {
         format!(
@@ -426,14 +429,7 @@ async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         .create_veth(&e.host_veth, bridge.index, &here, &peer, mac)
         .await?;
     let dp = ctx.datapath()?;
-    let registered = async {
-        dp.set_source(index, e.ip, mac, false)?;
-        dp.attach_veth(&e.host_veth)?;
-        dp.set_endpoint(e.ip, index, bridge.index, mac)?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(err) = registered {
+    if let Err(err) = container::register(&dp, &e, mac, index, bridge.index, false) {
         let _ = dp.remove_endpoint(e.ip);
         let _ = ctx.nl.delete_link(index).await;
         return Err(err.context(format!("putting {name} on the datapath")));
@@ -495,20 +491,13 @@ fn port_spec(b: &PortBinding, container_ip: Ipv4Addr) -> Result<Spec> {
             b.port
         );
     }
-    let host_ip = match b.host_ip.as_str() {
-        "" | "0.0.0.0" => None,
-        ip => Some(
-            ip.parse::<Ipv4Addr>()
-                .with_context(|| format!("host address {ip:?} is not an IPv4 address"))?,
-        ),
-    };
-    Ok(Spec {
-        host_ip,
-        host_ports: PortRange::single(b.host_port),
+    Ok(Spec::one_port(
+        &b.host_ip,
+        b.host_port,
         container_ip,
-        container_ports: PortRange::single(b.port),
+        b.port,
         proto,
-    })
+    )?)
 }
 
 async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {

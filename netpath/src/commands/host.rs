@@ -202,7 +202,7 @@ async fn register_containers(ctx: &Ctx) -> Result<()> {
             if let (Some(link), Some(bridge)) =
                 (links.iter().find(|l| l.name == e.host_veth), bridge)
             {
-                container::register(&dp, e, link.index, bridge, c.allow_spoofed_source)
+                container::register(&dp, e, c.mac(e), link.index, bridge, c.allow_spoofed_source)
                     .with_context(|| format!("container {name}"))?;
             }
         }
@@ -224,6 +224,7 @@ async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
             bridge_created: true,
             masquerade: true,
             routes: vec![],
+            cluster_exclude: None,
         }
     };
     if net.bridge_created {

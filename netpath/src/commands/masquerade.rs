@@ -11,15 +11,20 @@ use crate::{
     system::datapath::Datapath,
 };
 
-/// Writes the exclusions (every network's subnet and `exclude`) and the port range to the
-/// datapath. Called by `up` with what it is about to store, and after a network comes or goes.
+/// Writes the exclusions (every network's subnet and cluster CIDR, and `exclude`) and the
+/// port range to the datapath. Called by `up` with what it is about to store, and after a
+/// network or its cluster CIDR comes or goes.
 pub fn apply(
     ctx: &Ctx,
     dp: &Datapath,
     exclude: &BTreeSet<Subnet>,
     ports: Option<NatPorts>,
 ) -> Result<()> {
-    let subnets = ctx.state.networks.values().map(|n| &n.subnet);
+    let subnets = ctx
+        .state
+        .networks
+        .values()
+        .flat_map(|n| std::iter::once(&n.subnet).chain(&n.cluster_exclude));
     let prefixes: Vec<(Ipv4Addr, u8)> = trie_entries(subnets, exclude)
         .into_iter()
         .map(|s| (s.network(), s.prefix_len()))

@@ -53,6 +53,7 @@ pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> 
         bridge_created: true,
         masquerade,
         routes: vec![],
+        cluster_exclude: None,
     };
     network.ifindex = realize(ctx, &network).await?;
     let done = format!(
@@ -151,6 +152,7 @@ pub async fn adopt(ctx: &Ctx, bridge: &str) -> Result<Network> {
         bridge_created: false,
         masquerade: true,
         routes: vec![],
+        cluster_exclude: None,
     })
 }
 

@@ -403,6 +403,7 @@ mod tests {
             bridge_created: true,
             masquerade: true,
             routes: vec![],
+            cluster_exclude: None,
         };
         BTreeMap::from([
             ("default".to_owned(), net(1, "172.17.0.0/16", "netpath0")),

@@ -157,9 +157,35 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// A MAC address as `ip link` and Docker write it.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_as_text() {
+        let mac = [2, 0x42, 0xac, 0x12, 0, 2];
+        assert_eq!(format_mac(mac), "02:42:ac:12:00:02");
+        assert_eq!(parse_mac(&format_mac(mac)), Some(mac));
+        assert_eq!(parse_mac("02:42"), None);
+        assert_eq!(parse_mac("02:42:ac:12:00:02:03"), None);
+    }
 
     #[test]
     fn parses_and_rejects() {

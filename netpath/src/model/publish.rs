@@ -149,6 +149,28 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A container runtime's mapping of one port (Docker's `-p`, a CNI `portMappings` entry):
+    /// `host_ip` empty or 0.0.0.0 means every local address, as both runtimes write it.
+    pub fn one_port(
+        host_ip: &str,
+        host_port: u16,
+        container_ip: Ipv4Addr,
+        container_port: u16,
+        proto: Proto,
+    ) -> Result<Spec, ParseError> {
+        let host_ip = match host_ip {
+            "" | "0.0.0.0" => None,
+            ip => Some(parse::ipv4("HOST_IP", ip)?),
+        };
+        Ok(Spec {
+            host_ip,
+            host_ports: PortRange::single(host_port),
+            container_ip,
+            container_ports: PortRange::single(container_port),
+            proto,
+        })
+    }
+
     /// One mapping per port of the range.
     pub fn mappings(&self) -> impl Iterator<Item = Mapping> + use<> {
         let s = *self;

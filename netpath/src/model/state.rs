@@ -14,7 +14,12 @@ use anyhow::{Context as _, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ipam::Subnet, masquerade::NatPorts, parse::ParseError, publish::Publishes};
+use crate::model::{
+    ipam::{self, Subnet},
+    masquerade::NatPorts,
+    parse::ParseError,
+    publish::Publishes,
+};
 
 pub const RUN_DIR: &str = "/run/netpath";
 pub const STATE_VERSION: u32 = 1;
@@ -68,6 +73,11 @@ pub struct Network {
     /// subnets through those nodes), removed with its last pod, the network and `down`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<InstalledRoute>,
+    /// netpath-cni's cluster CIDR while a pod uses the network: excluded from masquerade
+    /// beside the user's exclusions (which `up --masquerade-exclude` alone changes), so that
+    /// pods keep their address within the cluster. Cleared with the last pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_exclude: Option<Subnet>,
 }
 
 /// A route netpath added: `dst` via `via`.
@@ -181,6 +191,16 @@ impl Container {
     /// Whether the container owns a named network namespace (`/run/netns/<name>`).
     pub fn owns_netns(&self) -> bool {
         matches!(self.mode, NetMode::Bridge | NetMode::None)
+    }
+
+    /// The MAC of the container's interface `e`: the one a Docker endpoint was given (Docker
+    /// may choose it), else netpath's own from the address.
+    pub fn mac(&self, e: &Endpoint) -> [u8; 6] {
+        match &self.mode {
+            NetMode::Docker(d) => ipam::parse_mac(&d.mac),
+            _ => None,
+        }
+        .unwrap_or_else(|| ipam::mac_for(e.ip))
     }
 }
 
