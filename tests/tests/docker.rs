@@ -763,10 +763,15 @@ fn docker_port_range_costs_no_process_and_dockerd_restarts_find_their_networks()
     // dockerd killed: started again, it kills its containers and releases their addresses
     // but never tells the plugin. Their stale endpoints give way to new ones that need
     // their addresses (idle's) or ports (range's), and to `docker network rm` (spare's).
+    // Range's namespace held open stands for the kernel still destroying it: its veth
+    // stays, but dockerd unmounted its sandbox, and that is enough.
+    let pid = dk.ok(&["inspect", "-f", "{{.State.Pid}}", "range"]);
+    let range_ns = fs::File::open(format!("/proc/{}/ns/net", pid.trim())).unwrap();
     dk.restart_daemon(true);
     assert_eq!(sb.ok_json(&["ps", "--json"]).as_array().unwrap().len(), 3);
     dk.ok(&["rm", "-f", "range"]);
     dk.ok(&range_run("range2"));
+    drop(range_ns);
     let range2 = address(&dk, "range2", "web");
     assert_eq!(range2, idle);
     assert_eq!(

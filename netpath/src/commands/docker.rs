@@ -79,12 +79,13 @@ pub async fn serve(scope: &str, name: &str, out: &mut impl Write) -> Result<()> 
                     _ = term.recv() => break,
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        let sees = shares_mounts(&stream);
                         let (scope, calls) = (scope.to_owned(), calls.clone());
                         let service = hyper::service::service_fn(move |req| {
                             let (scope, calls) = (scope.clone(), calls.clone());
                             async move {
                                 let _one = calls.lock().await;
-                                Ok::<_, Infallible>(answer(&scope, req).await)
+                                Ok::<_, Infallible>(answer(&scope, sees, req).await)
                             }
                         });
                         tokio::task::spawn_local(async move {
@@ -104,6 +105,18 @@ pub async fn serve(scope: &str, name: &str, out: &mut impl Write) -> Result<()> 
     Ok(())
 }
 
+/// Whether the caller (dockerd) shares the plugin's mount namespace, so that the sandbox
+/// paths it gives are the same files here.
+fn shares_mounts(stream: &tokio::net::UnixStream) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let mnt =
+        |pid: String| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| (m.dev(), m.ino()));
+    let peer = stream.peer_cred().ok().and_then(|c| c.pid());
+    peer.is_some_and(
+        |pid| matches!((mnt(pid.to_string()), mnt("self".into())), (Ok(a), Ok(b)) if a == b),
+    )
+}
+
 /// Removes the plugin's socket when the server stops.
 struct Socket(PathBuf);
 
@@ -113,13 +126,13 @@ impl Drop for Socket {
     }
 }
 
-async fn answer(scope: &str, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn answer(scope: &str, sees: bool, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let call = req.uri().path().trim_start_matches('/').to_owned();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => Bytes::from(format!("unreadable request: {e}")),
     };
-    let value = match handle(scope, &call, &body).await {
+    let value = match handle(scope, sees, &call, &body).await {
         Ok(v) => v,
         Err(e) => {
             let err = format!("{call}: {e:#}").replace('\n', " ");
@@ -136,8 +149,9 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).context("invalid request")
 }
 
-/// One call of the protocol: its answer as JSON.
-pub async fn handle(scope: &str, call: &str, body: &[u8]) -> Result<Value> {
+/// One call of the protocol: its answer as JSON. `sees`: the caller's sandbox paths are
+/// the same files here ([`shares_mounts`]).
+pub async fn handle(scope: &str, sees: bool, call: &str, body: &[u8]) -> Result<Value> {
     let call = call.trim_start_matches('/');
     match call {
         "Plugin.Activate" => return Ok(json!({"Implements": ["NetworkDriver"]})),
@@ -154,7 +168,7 @@ pub async fn handle(scope: &str, call: &str, body: &[u8]) -> Result<Value> {
         "NetworkDriver.CreateEndpoint" => create_endpoint(&mut ctx, parse(body)?).await,
         "NetworkDriver.DeleteEndpoint" => delete_endpoint(&mut ctx, parse(body)?).await,
         "NetworkDriver.EndpointOperInfo" => oper_info(&ctx, parse(body)?),
-        "NetworkDriver.Join" => join(&mut ctx, parse(body)?).await,
+        "NetworkDriver.Join" => join(&mut ctx, sees, parse(body)?).await,
         "NetworkDriver.Leave" => leave(&mut ctx, parse(body)?).await,
         "NetworkDriver.ProgramExternalConnectivity" => program(&mut ctx, parse(body)?).await,
         "NetworkDriver.RevokeExternalConnectivity" => revoke(&mut ctx, parse(body)?),
@@ -409,7 +423,7 @@ fn container_end(host_veth: &str) -> String {
     format!("npc{}", host_veth.trim_start_matches("np"))
 }
 
-async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
+async fn join(ctx: &mut Ctx, sees: bool, req: EndpointCall) -> Result<Value> {
     let (name, c, e) = endpoint(ctx, &req)?;
     let mac = c.mac(&e);
     let net = ctx.state.network(&e.network)?.clone();
@@ -435,9 +449,9 @@ async fn join(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         return Err(err.context(format!("putting {name} on the datapath")));
     }
     // Recorded only if the plugin sees it as dockerd does (a plugin in another mount
-    // namespace does not), so that its absence later means something.
-    let seen = Netns::open_path(Path::new(&req.sandbox_key)).is_ok();
-    if seen
+    // namespace does not), so that its absence later means something. For `docker run` it
+    // is no namespace yet: dockerd mounts it when the container starts.
+    if sees
         && let Some(Container {
             mode: NetMode::Docker(d),
             ..
@@ -502,9 +516,13 @@ fn port_spec(b: &PortBinding, container_ip: Ipv4Addr) -> Result<Spec> {
 
 async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (_, _, e) = endpoint(ctx, &req)?;
-    // Publishes follow Join. An endpoint that still publishes while its sandbox is no longer
-    // a network namespace (dockerd removed it) or its veth is gone has lost its container,
-    // and its ports may be the ones asked for now.
+    // Publishes follow Join. An endpoint that still publishes has lost its container, and
+    // its ports may be the ones asked for now, when its veth is gone, or when dockerd moved
+    // the veth's end into the sandbox (which it mounts first) and that sandbox is no longer a
+    // network namespace: dockerd unmounted it. The veth outlives the unmount by as long as
+    // the kernel takes to destroy the namespace (a few hundred ms, more under load), so it
+    // alone is no timely sign. An endpoint whose container has not started yet still has
+    // its end here.
     let links: BTreeSet<String> = ctx.nl.links().await?.into_iter().map(|l| l.name).collect();
     let published: BTreeSet<Ipv4Addr> = ctx
         .state
@@ -513,8 +531,10 @@ async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         .map(|m| m.container_ip)
         .collect();
     let stale = docker_endpoints(ctx, |d, o| {
-        let gone = (!d.sandbox.is_empty() && Netns::open_path(Path::new(&d.sandbox)).is_err())
-            || !links.contains(&o.host_veth);
+        let unmounted = !d.sandbox.is_empty()
+            && !links.contains(&container_end(&o.host_veth))
+            && Netns::open_path(Path::new(&d.sandbox)).is_err();
+        let gone = unmounted || !links.contains(&o.host_veth);
         d.endpoint_id != req.endpoint_id && published.contains(&o.ip) && gone
     });
     reclaim(ctx, stale).await?;

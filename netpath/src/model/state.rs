@@ -116,7 +116,8 @@ pub struct DockerEndpoint {
     pub network_id: String,
     pub endpoint_id: String,
     pub mac: String,
-    /// The sandbox (network namespace path) Join gave; dockerd unmounts it when it removes
+    /// The sandbox (network namespace path) Join gave, if the plugin shares dockerd's mount
+    /// namespace; dockerd mounts it when the container starts and unmounts it when it removes
     /// the sandbox, even when it does not tell the driver.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
