@@ -83,6 +83,9 @@ enum Task {
     Bench {
         #[command(flatten)]
         options: netbench::Options,
+        /// Measure this netpath binary instead of building one (to compare builds).
+        #[arg(long)]
+        bin: Option<PathBuf>,
     },
     /// Docker's own bridge driver (a dockerd with its defaults: iptables and docker-proxy)
     /// against netpath's plugin (a dockerd with iptables off), each dockerd in throwaway
@@ -129,15 +132,11 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Demo => demo::run(&build_netpath(true)?),
         Task::InstallCni { dir } => install_cni(&dir),
         Task::BenchContainers { count, bin } => {
-            let bin = match bin {
-                Some(bin) => bin,
-                None => build_netpath(true)?,
-            };
-            bench::containers(&bin, count.into())
+            bench::containers(&given_or_built(bin)?, count.into())
         }
         Task::BenchCni { count } => bench::cni(&build_netpath(true)?, count.into()),
-        Task::Bench { options } => {
-            let bin = build_netpath(true)?;
+        Task::Bench { options, bin } => {
+            let bin = given_or_built(bin)?;
             let forwarder = built_object("bench-forward")?;
             netbench::run(&bin, &forwarder, &options)
         }
@@ -185,6 +184,14 @@ fn build_netpath(release: bool) -> Result<PathBuf> {
         .join("target")
         .join(profile)
         .join("netpath"))
+}
+
+/// The netpath binary a bench was given, or a release build of this tree.
+fn given_or_built(bin: Option<PathBuf>) -> Result<PathBuf> {
+    match bin {
+        Some(bin) => Ok(bin),
+        None => build_netpath(true),
+    }
 }
 
 /// `cargo xtask install-cni`: a release build, then netpath-cni copied into `dir` (through
