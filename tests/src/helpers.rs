@@ -139,3 +139,38 @@ pub fn counter(sb: &Sandbox, which: netpath_common::Counter) -> u64 {
         .map(|(_, n)| n)
         .expect("counter exists")
 }
+
+/// dockerd in the namespace `host` (through nsenter, not `ip netns exec`, which remounts
+/// /sys: dockerd then finds no cgroups), with its data and exec roots, pidfile and API socket
+/// under `dir`, the given networking flags and ulimits the sandbox allows.
+pub fn dockerd(host: &str, dir: &std::path::Path, networking: &[&str]) -> Command {
+    let d = dir.display();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{host}"))
+        .arg("dockerd")
+        .args(["--data-root", &format!("{d}/root")])
+        .args(["--exec-root", &format!("{d}/exec")])
+        .args(["--pidfile", &format!("{d}/pid")])
+        .args(["-H", &format!("unix://{d}/sock")])
+        .args(networking)
+        .args(["--default-ulimit", "nofile=1024:1024"])
+        .args(["--default-ulimit", "nproc=4096:4096"]);
+    cmd
+}
+
+/// Stops a dockerd started by [`dockerd`]: SIGTERM, as a service stop, then SIGKILL if it
+/// has not exited after `tries` polls 100 ms apart.
+pub fn stop_dockerd(daemon: &mut std::process::Child, tries: u32) {
+    // SAFETY: kill has no memory preconditions; the pid is our child's (nsenter execs
+    // dockerd).
+    unsafe {
+        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let stopped = crate::wait_until(tries, std::time::Duration::from_millis(100), || {
+        matches!(daemon.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+}

@@ -15,7 +15,7 @@ use std::{
 
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, SERVER_ADDR, Sandbox,
-    helpers::{busybox_rootfs, cgi_peer, curl},
+    helpers::{self, busybox_rootfs, cgi_peer, curl},
     netpath_bin, sandbox,
     scripts::{SERVER, client, connected, roundtrip, server},
     wait_until,
@@ -223,18 +223,7 @@ impl Drop for Docker {
         }
         let _ = self.run(&["network", "prune", "-f"]);
         self.kill_plugin();
-        // SAFETY: kill has no memory preconditions; the pid is our child's (nsenter execs
-        // dockerd).
-        unsafe {
-            libc::kill(self.daemon.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let stopped = wait_until(100, Duration::from_millis(100), || {
-            matches!(self.daemon.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-        }
+        helpers::stop_dockerd(&mut self.daemon, 100);
         let _ = fs::remove_file(self.socket());
         // Containers a dockerd that did not come back could not remove: their shims (named
         // after our directory) and the containers under them.
@@ -266,26 +255,20 @@ impl Drop for Docker {
 
 /// dockerd in `host` with private roots under `dir`, logging to `dir`/dockerd.log.
 fn start_dockerd(dir: &Path, host: &str) -> Child {
-    let d = dir.display();
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("dockerd.log"))
         .unwrap();
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{host}"))
-        .arg("dockerd")
-        .args(["--data-root", &format!("{d}/root")])
-        .args(["--exec-root", &format!("{d}/exec")])
-        .args(["--pidfile", &format!("{d}/pid")])
-        .args(["-H", &format!("unix://{d}/sock")])
-        .args(["--iptables=false", "--ip-forward=false", "--bridge=none"])
-        .args(["--default-ulimit", "nofile=1024:1024"])
-        .args(["--default-ulimit", "nproc=4096:4096"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting dockerd")
+    helpers::dockerd(
+        host,
+        dir,
+        &["--iptables=false", "--ip-forward=false", "--bridge=none"],
+    )
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
+    .spawn()
+    .expect("starting dockerd")
 }
 
 /// Every process: (pid, comm, command line).

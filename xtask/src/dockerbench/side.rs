@@ -16,7 +16,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use netpath_tests::{Client, EXT_ADDR, Sandbox, helpers::busybox_rootfs, wait_until};
+use netpath_tests::{
+    Client, EXT_ADDR, Sandbox,
+    helpers::{busybox_rootfs, dockerd, stop_dockerd},
+    wait_until,
+};
 use serde_json::Value;
 
 use crate::netbench::topo::{Server, check_http, in_netns, in_ns, ok, run_stdin, tune_client};
@@ -61,20 +65,9 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(host: &str, dir: PathBuf, networking: &[&str]) -> Result<Dockerd> {
-        let d = dir.display().to_string();
         let log = fs::File::create(dir.join("dockerd.log"))?;
-        // Through nsenter, not `ip netns exec`, which remounts /sys: dockerd then finds no
-        // cgroups. Its own process group: Ctrl-C stops the bench, which stops dockerd.
-        let daemon = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg("dockerd")
-            .args(["--data-root", &format!("{d}/root")])
-            .args(["--exec-root", &format!("{d}/exec")])
-            .args(["--pidfile", &format!("{d}/pid")])
-            .args(["-H", &format!("unix://{d}/sock")])
-            .args(networking)
-            .args(["--default-ulimit", "nofile=1024:1024"])
-            .args(["--default-ulimit", "nproc=4096:4096"])
+        // Its own process group: Ctrl-C stops the bench, which stops dockerd.
+        let daemon = dockerd(host, &dir, networking)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -147,18 +140,7 @@ impl Drop for Dockerd {
             }
         }
         let _ = self.run(&["network", "prune", "-f"]);
-        // SAFETY: kill has no memory preconditions; the pid is our child's (nsenter execs
-        // dockerd).
-        unsafe {
-            libc::kill(self.daemon.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let stopped = wait_until(300, Duration::from_millis(100), || {
-            matches!(self.daemon.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-        }
+        stop_dockerd(&mut self.daemon, 300);
         let _ = Command::new("umount")
             .arg("-R")
             .arg(self.dir.join("exec"))
