@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use netpath_common::{CT_FLAG_NEXT_HOP, CT_FLAG_PEER, CtEntry, DropReason, same_next_hop_tick};
 
-use crate::{fib, maps::NP_ENDPOINTS, nat, parse::Packet, skb::store};
+use crate::{fib, maps::NP_ENDPOINTS, skb::put};
 
 /// Where a translated packet for `addr` goes: straight into the container when netpath
 /// knows it (`bpf_redirect_peer`; every entry is used at a TC ingress hook, where that
@@ -25,7 +25,8 @@ pub fn deliver_to(entry: &mut CtEntry, addr: [u8; 4], ifindex: u32) {
     }
 }
 
-/// Straight out of the entry's interface, as a router would forward it: into a container's
+/// Sends a packet its caller rewrote (TTL included) straight out of the entry's interface,
+/// as a router would forward it: into a container's
 /// namespace (`bpf_redirect_peer`, only from TC ingress, which is where entries with that
 /// flag are used), or to the next hop on that interface. Either way past the stack, whose
 /// routing would drop a translated source that is a local address (the host's) as martian.
@@ -34,17 +35,16 @@ pub fn deliver_to(entry: &mut CtEntry, addr: [u8; 4], ifindex: u32) {
 ///
 /// The next hop is cached in the entry (`CT_FLAG_NEXT_HOP`) for the current tick
 /// (`NEXT_HOP_TICK_SHIFT`), so that an established connection's packets take no FIB lookup
-/// of their own: the entry in the map is updated in place (`e` is the map's value; a new connection's first packet works on
-/// a copy and leaves the caching to the next one). Two CPUs refreshing one entry at once
+/// of their own: the entry in the map is updated in place (`e` is the map's value; a new
+/// connection's first packet works on a copy and leaves the caching to the next one). Two CPUs refreshing one entry at once
 /// write what the same FIB gave both.
 #[inline(always)]
-pub fn redirect(ctx: &TcContext, p: &Packet, e: &mut CtEntry, now: u64) -> Result<i32, DropReason> {
+pub fn redirect(ctx: &TcContext, e: &mut CtEntry, now: u64) -> Result<i32, DropReason> {
     if e.redirect_ifindex == 0 {
         return Ok(TC_ACT_OK);
     }
-    nat::decrement_ttl(ctx, p)?;
     if e.flags & CT_FLAG_PEER != 0 {
-        store(ctx, 0, &e.dst_mac)?;
+        put(ctx, 0, e.dst_mac)?;
         // SAFETY: no preconditions beyond running at TC ingress.
         return Ok(unsafe { bpf_redirect_peer(e.redirect_ifindex, 0) as i32 });
     }
@@ -58,7 +58,7 @@ pub fn redirect(ctx: &TcContext, p: &Packet, e: &mut CtEntry, now: u64) -> Resul
             bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32
         });
     }
-    store(ctx, 0, next_hop_macs(e))?;
+    put(ctx, 0, *next_hop_macs(e))?;
     // SAFETY: no preconditions.
     Ok(unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 })
 }

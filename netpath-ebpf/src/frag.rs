@@ -83,8 +83,8 @@ pub fn follow(ctx: &TcContext, p: &Packet, now: u64, side: Side) -> Result<i32, 
     let Some(e) = lookup(ct, now) else {
         return orphan();
     };
-    nat::rewrite_addrs(ctx, p, e)?;
+    nat::rewrite_l3(ctx, p, e.src_addr, e.dst_addr, e.redirect_ifindex != 0)?;
     count(Counter::FragTranslated);
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, e, now)
+    redirect(ctx, e, now)
 }

@@ -8,97 +8,158 @@ use aya_ebpf::{
 use netpath_common::{CtEntry, DropReason, PROTO_ICMP, PROTO_UDP};
 
 use crate::{
+    access::at,
     parse::{Headers, Packet},
-    skb::{csum, store},
+    skb::{csum, put, store},
 };
 
-/// Rewrites `p` in place to the tuple of `to`. Fails only when a helper fails.
+/// Rewrites `p` in place to the tuple of `to`, and decrements its TTL when `forwarded` (it
+/// is redirected past the stack, which would have). Headers are written directly and the
+/// IPv4 checksum computed here; the transport checksum takes one helper call for the
+/// addresses (pseudo-header) and one for the ports, each with the whole difference, because
+/// only the kernel knows whether the checksum is still partial (offloaded), where the ports
+/// must not be summed in. Fails only when a helper fails.
 #[inline(always)]
-pub fn rewrite(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReason> {
+pub fn rewrite(
+    ctx: &TcContext,
+    p: &Packet,
+    to: &CtEntry,
+    forwarded: bool,
+) -> Result<(), DropReason> {
     let h = &p.h;
+    let t = &h.tuple;
+    let addrs = rewrite_l3(ctx, p, to.src_addr, to.dst_addr, forwarded)?;
+    let (sport_off, dport_off) = h.port_offs();
+    let mut ports = Sum::default();
+    if to.src_port != t.src_port {
+        ports = ports.replace16(t.src_port.to_be(), to.src_port.to_be());
+        put(ctx, sport_off, to.src_port.to_be())?;
+    }
+    if to.dst_port != t.dst_port {
+        ports = ports.replace16(t.dst_port.to_be(), to.dst_port.to_be());
+        put(ctx, dport_off, to.dst_port.to_be())?;
+    }
+    // The helpers come last: each invalidates the packet pointers the writes above use.
     let l4_csum = h.csum_off();
-    let l4_flags = match h.tuple.proto {
-        // ICMP has no pseudo-header: addresses only touch the IPv4 checksum.
-        PROTO_ICMP => None,
-        PROTO_UDP => Some(BPF_F_PSEUDO_HDR as u64 | BPF_F_MARK_MANGLED_0 as u64),
-        _ => Some(BPF_F_PSEUDO_HDR as u64),
-    };
-    if to.src_addr != h.tuple.src_addr {
-        addr(
-            ctx,
-            h.l3,
-            h.l3 + 12,
-            l4_csum,
-            l4_flags,
-            h.tuple.src_addr,
-            to.src_addr,
-        )?;
-    }
-    if to.dst_addr != h.tuple.dst_addr {
-        addr(
-            ctx,
-            h.l3,
-            h.l3 + 16,
-            l4_csum,
-            l4_flags,
-            h.tuple.dst_addr,
-            to.dst_addr,
-        )?;
-    }
-    // Ports are not in the pseudo-header; keep only the mangled-0 rule of UDP.
-    let port_flags = if h.tuple.proto == PROTO_UDP {
+    // UDP's checksum 0 means "none" and stays 0 (BPF_F_MARK_MANGLED_0); a size of 0 in the
+    // flags makes `to` the difference.
+    let udp = if t.proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0 as u64
     } else {
         0
     };
-    let (sport_off, dport_off) = h.port_offs();
-    if to.src_port != h.tuple.src_port {
-        port(
-            ctx,
-            sport_off,
-            l4_csum,
-            port_flags,
-            h.tuple.src_port,
-            to.src_port,
-        )?;
+    // ICMP has no pseudo-header: addresses only touch the IPv4 checksum.
+    if let Some(addrs) = addrs
+        && t.proto != PROTO_ICMP
+    {
+        csum(ctx.l4_csum_replace(l4_csum, 0, addrs.wide(), BPF_F_PSEUDO_HDR as u64 | udp))?;
     }
-    if to.dst_port != h.tuple.dst_port {
-        port(
-            ctx,
-            dport_off,
-            l4_csum,
-            port_flags,
-            h.tuple.dst_port,
-            to.dst_port,
-        )?;
+    if !ports.is_empty() {
+        csum(ctx.l4_csum_replace(l4_csum, 0, ports.wide(), udp))?;
     }
     Ok(())
 }
 
-/// Rewrites the addresses of a later fragment to those of `to`: the IPv4 checksum only, as
-/// the fragment holds no transport header (see `frag`).
+/// Rewrites the IPv4 header's addresses to `src` and `dst` and, when `forwarded`, decrements
+/// its TTL (as the host does for what it forwards; packets netpath redirects skip the stack's
+/// forwarding path), all under one checksum update. The addresses' difference, for the
+/// transport checksum's pseudo-header, when they changed. A later fragment needs no more:
+/// it holds no transport header (see `frag`).
 #[inline(always)]
-pub fn rewrite_addrs(ctx: &TcContext, p: &Packet, to: &CtEntry) -> Result<(), DropReason> {
-    let h = &p.h;
-    if to.src_addr != h.tuple.src_addr {
-        addr(ctx, h.l3, h.l3 + 12, 0, None, h.tuple.src_addr, to.src_addr)?;
+pub fn rewrite_l3(
+    ctx: &TcContext,
+    p: &Packet,
+    src: [u8; 4],
+    dst: [u8; 4],
+    forwarded: bool,
+) -> Result<Option<Sum>, DropReason> {
+    let (l3, t) = (p.h.l3, &p.h.tuple);
+    let mut addrs = Sum::default();
+    if src != t.src_addr {
+        addrs = addrs.replace32(t.src_addr, src);
+        put(ctx, l3 + 12, src)?;
     }
-    if to.dst_addr != h.tuple.dst_addr {
-        addr(ctx, h.l3, h.l3 + 16, 0, None, h.tuple.dst_addr, to.dst_addr)?;
+    if dst != t.dst_addr {
+        addrs = addrs.replace32(t.dst_addr, dst);
+        put(ctx, l3 + 16, dst)?;
     }
-    Ok(())
+    let mut header = addrs;
+    if forwarded {
+        // TTL and protocol share one checksummed word.
+        let (old, new) = ([p.ttl, t.proto], [p.ttl - 1, t.proto]);
+        header = header.replace16(u16::from_ne_bytes(old), u16::from_ne_bytes(new));
+        put(ctx, l3 + 8, p.ttl - 1)?;
+    }
+    if !header.is_empty() {
+        let old: u16 = at(ctx, l3 + 10).ok_or(DropReason::Store)?;
+        put(ctx, l3 + 10, header.update(old))?;
+    }
+    Ok((!addrs.is_empty()).then_some(addrs))
+}
+
+/// The difference that replacing words makes to an Internet checksum (RFC 1624), summed in
+/// one's complement. Words are taken as they lie in memory: the sum is the same in either
+/// byte order, as long as the checksum field is read and written the same way.
+#[derive(Clone, Copy, Default)]
+pub struct Sum {
+    sum: u64,
+    /// Whether any word was replaced (a sum can be 0 after one).
+    any: bool,
+}
+
+impl Sum {
+    #[inline(always)]
+    fn replace32(self, old: [u8; 4], new: [u8; 4]) -> Self {
+        let (old, new) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
+        Sum {
+            sum: self.sum + u64::from(!old) + u64::from(new),
+            any: true,
+        }
+    }
+
+    #[inline(always)]
+    fn replace16(self, old: u16, new: u16) -> Self {
+        Sum {
+            sum: self.sum + u64::from(!old) + u64::from(new),
+            any: true,
+        }
+    }
+
+    #[inline(always)]
+    fn is_empty(self) -> bool {
+        !self.any
+    }
+
+    /// Folded to 32 bits, as the checksum helpers take a difference.
+    #[inline(always)]
+    fn wide(self) -> u64 {
+        let s = (self.sum & 0xffff_ffff) + (self.sum >> 32);
+        (s & 0xffff_ffff) + (s >> 32)
+    }
+
+    /// The checksum `old` with this difference applied: ~(~old + difference).
+    #[inline(always)]
+    fn update(self, old: u16) -> u16 {
+        let mut s = self.wide() + u64::from(!old);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        !(s as u16)
+    }
 }
 
 /// Translates an ICMP error about a tracked connection: the quoted packet (which went out
 /// translated) back to what its sender sent, and the outer destination (and the outer source,
-/// when the error comes from the quoted packet's destination itself) with it. `back` is the
-/// entry of the quoted packet's opposite direction.
+/// when the error comes from the quoted packet's destination itself) with it, its TTL
+/// decremented when `forwarded`. `back` is the entry of the quoted packet's opposite
+/// direction.
 #[inline(always)]
 pub fn rewrite_icmp_error(
     ctx: &TcContext,
     p: &Packet,
     q: &Headers,
     back: &CtEntry,
+    forwarded: bool,
 ) -> Result<(), DropReason> {
     let h = &p.h;
     let icmp_csum = h.csum_off();
@@ -165,40 +226,12 @@ pub fn rewrite_icmp_error(
             csum(ctx.l4_csum_replace(icmp_csum, u64::from(before), u64::from(after), 2))?;
         }
     }
-    if h.tuple.src_addr == t.dst_addr && back.src_addr != t.dst_addr {
-        addr(
-            ctx,
-            h.l3,
-            h.l3 + 12,
-            0,
-            None,
-            h.tuple.src_addr,
-            back.src_addr,
-        )?;
-    }
-    if back.dst_addr != h.tuple.dst_addr {
-        addr(
-            ctx,
-            h.l3,
-            h.l3 + 16,
-            0,
-            None,
-            h.tuple.dst_addr,
-            back.dst_addr,
-        )?;
-    }
-    Ok(())
-}
-
-/// Decrements the time to live, as the host does for what it forwards (packets netpath
-/// redirects skip the stack's forwarding path). TTL and protocol share one checksummed word.
-#[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, p: &Packet) -> Result<(), DropReason> {
-    let proto = p.h.tuple.proto;
-    let old = u16::from_be_bytes([p.ttl, proto]).to_be();
-    let new = u16::from_be_bytes([p.ttl - 1, proto]).to_be();
-    csum(ctx.l3_csum_replace(p.h.l3 + 10, old as u64, new as u64, 2))?;
-    store(ctx, p.h.l3 + 8, &(p.ttl - 1))
+    let src = if h.tuple.src_addr == t.dst_addr {
+        back.src_addr
+    } else {
+        h.tuple.src_addr
+    };
+    rewrite_l3(ctx, p, src, back.dst_addr, forwarded).map(|_| ())
 }
 
 /// Replaces the address at `off` of the IPv4 header at `l3`, fixing its checksum and, with

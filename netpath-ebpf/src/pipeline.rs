@@ -115,14 +115,14 @@ fn icmp_error(
     let Some(entry) = lookup(&back, now) else {
         return Ok(TC_ACT_OK);
     };
-    nat::rewrite_icmp_error(ctx, p, quoted, entry)?;
+    nat::rewrite_icmp_error(ctx, p, quoted, entry, entry.redirect_ifindex != 0)?;
     count(Counter::IcmpError);
     debug!(
         ctx,
         "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
     );
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, entry, now)
+    redirect(ctx, entry, now)
 }
 
 /// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
@@ -134,8 +134,8 @@ fn apply(
     side: Side,
     now: u64,
 ) -> Result<i32, DropReason> {
-    nat::rewrite(ctx, p, e)?;
+    nat::rewrite(ctx, p, e, e.redirect_ifindex != 0)?;
     frag::remember(ctx, p, true);
     count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
-    redirect(ctx, p, e, now)
+    redirect(ctx, e, now)
 }
