@@ -233,6 +233,10 @@ pub struct CtEntry {
     /// the next hop the FIB resolves (`bpf_redirect`), or that the kernel resolves when the
     /// FIB has no neighbour yet (`bpf_redirect_neigh`). 0 lets the stack route it.
     pub redirect_ifindex: u32,
+    /// The container veth (host side) whose packets in this direction had their source
+    /// validated when the connection opened (see `np_veth_in`): its later packets through
+    /// that veth skip the check. 0 for every other direction.
+    pub from_ifindex: u32,
     /// A [`CtState`].
     pub state: u8,
     /// [`CT_FLAG_REPLY`] and friends.
@@ -242,11 +246,11 @@ pub struct CtEntry {
     pub dst_mac: [u8; 6],
     /// With [`CT_FLAG_NEXT_HOP`]: the MAC of `redirect_ifindex`, the frame's new source.
     pub src_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 6],
     /// `bpf_ktime_get_coarse_ns` of the last packet in this direction.
     pub last_seen_ns: u64,
 }
-const _: () = assert!(size_of::<CtEntry>() == 40);
+const _: () = assert!(size_of::<CtEntry>() == 48);
 
 /// The entry is the reply direction of its connection.
 pub const CT_FLAG_REPLY: u8 = 1;

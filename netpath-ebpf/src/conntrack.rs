@@ -137,11 +137,12 @@ pub fn reply_to(orig: &CtKey) -> CtEntry {
         src_port: orig.dst_port,
         dst_port: orig.src_port,
         redirect_ifindex: 0,
+        from_ifindex: 0,
         state: CtState::New as u8,
         flags: CT_FLAG_REPLY,
         dst_mac: [0; 6],
         src_mac: [0; 6],
-        _pad: [0; 2],
+        _pad: [0; 6],
         last_seen_ns: 0,
     }
 }
@@ -224,7 +225,7 @@ fn reclaim(key: &CtKey, e: &CtEntry, now: u64) -> bool {
 pub fn create(
     orig: &CtKey,
     xlat: &mut CtEntry,
-    mut reply: CtEntry,
+    reply: &mut CtEntry,
     now: u64,
 ) -> Result<(), DropReason> {
     reply.last_seen_ns = now;
@@ -249,7 +250,7 @@ pub fn create(
         {
             continue;
         }
-        match NP_CT.insert(reply_key, reply, u64::from(BPF_NOEXIST)) {
+        match NP_CT.insert(reply_key, &*reply, u64::from(BPF_NOEXIST)) {
             Ok(()) => {}
             // Another CPU took the tuple since (or a live entry came back): next port.
             Err(e) if e == -EEXIST => continue,
@@ -259,7 +260,7 @@ pub fn create(
         xlat.last_seen_ns = now;
         // The forward entry's key is the connection's own tuple, which this packet owns:
         // BPF_ANY replaces an expired entry left under it (Cilium does the same).
-        if NP_CT.insert(orig, *xlat, u64::from(BPF_ANY)).is_err() {
+        if NP_CT.insert(orig, &*xlat, u64::from(BPF_ANY)).is_err() {
             let _ = NP_CT.remove(reply_key);
             return Err(DropReason::CtInsert);
         }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     btf_maps::lpm_trie::Key,
     programs::TcContext,
 };
-use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, CtEntry, CtKey, PublishTarget};
+use netpath_common::{BRIDGE_NO_MASQUERADE, CT_FLAG_PEER, Counter, CtEntry, CtKey, PublishTarget};
 
 use crate::{
     conntrack::reply_to,
@@ -28,11 +28,12 @@ fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
         src_port: t.src_port,
         dst_port: target.container_port,
         redirect_ifindex: 0,
+        from_ifindex: 0,
         state: 0,
         flags: 0,
         dst_mac: [0; 6],
         src_mac: [0; 6],
-        _pad: [0; 2],
+        _pad: [0; 6],
         last_seen_ns: 0,
     };
     deliver_to(&mut entry, target.container_addr, target.bridge_ifindex);
@@ -76,6 +77,16 @@ pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry
         Side::External => reply.redirect_ifindex = ifindex,
         Side::Bridge | Side::Container => deliver_to(&mut reply, t.src_addr, ifindex),
     }
+    let mut xlat = xlat;
+    // Bound to the veths whose source check this connection's packets passed, or will
+    // pass: this one (the opening packet's, checked before it got here), and the target
+    // container's, whose replies come from the address they go to.
+    if side == Side::Container {
+        xlat.from_ifindex = ifindex;
+    }
+    if xlat.flags & CT_FLAG_PEER != 0 {
+        reply.from_ifindex = xlat.redirect_ifindex;
+    }
     Some((xlat, reply, counter))
 }
 
@@ -107,11 +118,12 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32, bridge: u32) -> Option<C
         src_port: t.src_port,
         dst_port: t.dst_port,
         redirect_ifindex: route as u32,
+        from_ifindex: 0,
         state: 0,
         flags: 0,
         dst_mac: [0; 6],
         src_mac: [0; 6],
-        _pad: [0; 2],
+        _pad: [0; 6],
         last_seen_ns: 0,
     })
 }

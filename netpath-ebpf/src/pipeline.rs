@@ -36,28 +36,34 @@ impl Side {
 /// packet must be dropped.
 #[inline(always)]
 pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
-    if side == Side::Container {
-        crate::source::check(ctx.skb.skb)?;
-    }
     let Some(p) = parse(ctx) else {
-        return Ok(TC_ACT_OK);
+        return validate(ctx, side, false).map(|()| TC_ACT_OK);
     };
     // A packet that would expire on the way through is the stack's: it sends the ICMP time
     // exceeded a router owes.
     if p.ttl <= 1 {
-        return Ok(TC_ACT_OK);
+        return validate(ctx, side, false).map(|()| TC_ACT_OK);
     }
     let now = now();
     if p.frag == Frag::Later {
+        validate(ctx, side, false)?;
         return frag::follow(ctx, &p, now, side);
     }
     if let Some(quoted) = &p.quoted {
+        validate(ctx, side, false)?;
         return icmp_error(ctx, &p, quoted, now, side);
     }
     let t = &p.h.tuple;
+    let found = lookup(t, now);
+    let bound = found.as_ref().is_some_and(|e| {
+        // SAFETY: `skb` is the context pointer the kernel hands to every TC program.
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        e.from_ifindex == ifindex && e.redirect_ifindex != 0 && !reopens(e, &p)
+    });
+    validate(ctx, side, bound)?;
     // An entry the packet does not reopen translates it; one it reopens (a SYN on a closed
     // connection) is renewed below, or forgotten.
-    let mut reopened = match lookup(t, now) {
+    let mut reopened = match found {
         Some(e) => {
             if !reopens(e, &p) {
                 track(e, &p, now);
@@ -79,13 +85,13 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
     if let (Some(e), false) = (reopened, renewed) {
         forget(t, e);
     }
-    let Some((mut xlat, reply, counter)) = opened else {
+    let Some((mut xlat, mut reply, counter)) = opened else {
         frag::remember(ctx, &p, false);
         return Ok(TC_ACT_OK);
     };
     // Either way `xlat` is now the forward entry, as stored.
     if !renewed {
-        create(t, &mut xlat, reply, now)?;
+        create(t, &mut xlat, &mut reply, now)?;
     }
     count(counter);
     info!(
@@ -97,6 +103,20 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
         xlat.dst_port
     );
     apply(ctx, &p, &mut xlat, side, now)
+}
+
+/// A frame from a container must come from the source netpath assigned to it
+/// (`source::check`), unless it belongs to a connection `bound` to this veth: one whose entry
+/// was bound to it when the connection opened (`CtEntry::from_ifindex`, set once the opening
+/// packet had passed the check) and that sends it past the bridge. Its tuple's source is the
+/// one validated then, and a forged MAC goes nowhere, as the frame gets the entry's. That
+/// spares established connections the check's lookup.
+#[inline(always)]
+fn validate(ctx: &TcContext, side: Side, bound: bool) -> Result<(), DropReason> {
+    if side == Side::Container && !bound {
+        crate::source::check(ctx.skb.skb)?;
+    }
+    Ok(())
 }
 
 /// An ICMP error (unreachable, fragmentation needed, time exceeded) about a packet netpath

@@ -555,11 +555,12 @@ fn a_full_conntrack_table_evicts_the_oldest() {
             src_port: key.src_port,
             dst_port: key.dst_port,
             redirect_ifindex: 0,
+            from_ifindex: 0,
             state: CtState::Established as u8,
             flags: if i % 2 == 0 { 0 } else { CT_FLAG_REPLY },
             dst_mac: [0; 6],
             src_mac: [0; 6],
-            _pad: [0; 2],
+            _pad: [0; 6],
             last_seen_ns: 1,
         };
         ct.insert(key, entry, 0).expect("filling NP_CT");

@@ -182,11 +182,12 @@ fn isolate_drops_only_traffic_routed_between_netpath_networks() {
             src_port: 0,
             dst_port: 0,
             redirect_ifindex: 0,
+            from_ifindex: 0,
             state: CtState::New as u8,
             flags: CT_FLAG_REPLY,
             dst_mac: [0; 6],
             src_mac: [0; 6],
-            _pad: [0; 2],
+            _pad: [0; 6],
             last_seen_ns: 0,
         };
         ct.insert(reply_key, entry, 0).unwrap();

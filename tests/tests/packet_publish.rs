@@ -253,6 +253,15 @@ fn published_connections_go_straight_into_a_known_container() {
             (entry.redirect_ifindex, entry.flags, entry.dst_mac),
             (4242, CT_FLAG_PEER, mac)
         );
+        // The replies come from the container's veth: their entry is bound to it, so that
+        // they skip its source check there (`packet_spoofing`).
+        let reply = dp
+            .conntrack()
+            .into_iter()
+            .find(|(k, _)| k.src_addr == CONTAINER)
+            .unwrap()
+            .1;
+        assert_eq!((entry.from_ifindex, reply.from_ifindex), (0, 4242));
         // The rest of the connection follows the same way.
         let ack = Pkt::tcp(CLIENT, 40000, HOST, 8088, ACK).build();
         let (verdict, out) = dp.run(programs::EXT_IN, dp.ext, &ack);

@@ -76,3 +76,62 @@ fn a_forged_source_is_dropped_on_the_veth_before_any_translation() {
         assert_eq!(dp.counter(Counter::DropSpoofed), forged.len() as u64);
     });
 }
+
+#[test]
+fn a_connection_is_bound_to_the_veth_it_opened_through() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let (veth, neighbour) = (bridge("vethhost", None), bridge("vethnext", None));
+        dp.add_endpoint(CONTAINER, veth);
+        dp.set_source(veth, CONTAINER, PKT_SRC_MAC, 0);
+        let neighbour_mac = [0x02, 0, 0, 0, 0, 3];
+        dp.add_endpoint(OTHER_CONTAINER, neighbour);
+        dp.set_source(neighbour, OTHER_CONTAINER, neighbour_mac, 0);
+
+        let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        assert_eq!(dp.run(programs::VETH_IN, veth, &syn).0, TC_ACT_REDIRECT);
+        let forward = dp
+            .conntrack()
+            .into_iter()
+            .find(|(k, _)| k.src_addr == CONTAINER)
+            .expect("the connection's forward entry");
+        assert_eq!(
+            forward.1.from_ifindex, veth,
+            "bound to the veth it came through"
+        );
+
+        // The neighbour forging the connection's packets, its own MAC or the container's:
+        // the entry is not bound to its veth, so the check runs and drops them.
+        let ack = Pkt::tcp(CONTAINER, 40000, SERVER, 80, ACK).build();
+        let mut as_neighbour = ack.clone();
+        as_neighbour[6..12].copy_from_slice(&neighbour_mac);
+        for frame in [&ack, &as_neighbour] {
+            assert_eq!(dp.run(programs::VETH_IN, neighbour, frame).0, TC_ACT_SHOT);
+        }
+        assert_eq!(dp.counter(Counter::DropSpoofed), 2);
+
+        // Through its own veth the connection goes on without the check; a forged MAC there
+        // reaches nobody: the frame leaves with the entry's MACs, past the bridge.
+        dp.resolve_next_hop();
+        let mut forged_mac = ack.clone();
+        forged_mac[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0xbe, 0xef]);
+        let (verdict, out) = dp.run(programs::VETH_IN, veth, &forged_mac);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let ack_out = dp.run(programs::VETH_IN, veth, &ack).1;
+        assert_eq!(out[..6], NEXT_HOP_MAC, "to the next hop");
+        assert_eq!(
+            out[..12],
+            ack_out[..12],
+            "the entry's MACs, whatever the frame's"
+        );
+        assert_eq!(dp.counter(Counter::DropSpoofed), 2);
+
+        // A SYN reopening the connection is a new one: checked again.
+        let mut reopen = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        reopen[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0xbe, 0xef]);
+        let rst = Pkt::tcp(CONTAINER, 40000, SERVER, 80, 0x04).build();
+        assert_eq!(dp.run(programs::VETH_IN, veth, &rst).0, TC_ACT_REDIRECT);
+        assert_eq!(dp.run(programs::VETH_IN, veth, &reopen).0, TC_ACT_SHOT);
+        assert_eq!(dp.counter(Counter::DropSpoofed), 3);
+    });
+}

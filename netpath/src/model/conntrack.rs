@@ -320,11 +320,12 @@ mod tests {
             src_port: k.src_port,
             dst_port: k.dst_port,
             redirect_ifindex: 0,
+            from_ifindex: 0,
             state: state as u8,
             flags,
             dst_mac: [0; 6],
             src_mac: [0; 6],
-            _pad: [0; 2],
+            _pad: [0; 6],
             last_seen_ns,
         }
     }
