@@ -75,8 +75,11 @@ pub fn count_traffic(dir: Direction, proto: u8, bytes: u32) {
     }
 }
 
-/// The published target of `(addr, port, proto)`: an exact host-address entry first, then
-/// the every-address one if `is_local` says the address belongs to this namespace.
+/// The published target of `(addr, port, proto)`: the every-address entry if `is_local`
+/// says the address belongs to this namespace, else the entry for exactly this address.
+/// Userspace never lets both exist for one port (one conflicts with the other), so the
+/// every-address one, the common publish (Docker's default), goes first: it is then found in
+/// one lookup.
 #[inline(always)]
 pub fn find_publish(
     addr: [u8; 4],
@@ -85,17 +88,16 @@ pub fn find_publish(
     is_local: impl FnOnce() -> bool,
 ) -> Option<PublishTarget> {
     let mut key = PublishKey {
-        host_addr: addr,
+        host_addr: [0; 4],
         host_port: port,
         proto,
         _pad: 0,
     };
     // SAFETY: plain data read once; a concurrent update can only replace it whole.
     if let Some(t) = unsafe { NP_PUBLISH.get(key) } {
-        return Some(*t);
+        return is_local().then_some(*t);
     }
-    key.host_addr = [0; 4];
+    key.host_addr = addr;
     // SAFETY: as above.
-    let target = unsafe { NP_PUBLISH.get(key) }.copied()?;
-    is_local().then_some(target)
+    unsafe { NP_PUBLISH.get(key) }.copied()
 }
