@@ -217,8 +217,8 @@ fn reclaim(key: &CtKey, e: &CtEntry, now: u64) -> bool {
 /// The reply entry claims the translated tuple: it is inserted with `BPF_NOEXIST` (as
 /// Cilium's `__snat_update`), so that of two CPUs choosing the same tuple at once only one
 /// gets it and the other moves on, rather than overwriting the first connection's reply
-/// entry and taking its replies. A tuple held by an expired connection is freed first
-/// (`reclaim`). When the connection's own source port is taken, other source ports (ICMP
+/// entry and taking its replies. A tuple held by an expired connection is freed and claimed
+/// again (`reclaim`). When the connection's own source port is taken, other source ports (ICMP
 /// identifiers) from the NAT range are tried. Fails when no port was free, or when the map
 /// refused an entry for another reason.
 #[inline(always)]
@@ -245,14 +245,19 @@ pub fn create(
             xlat.src_port = (min + (start + i - 1) % span) as u16;
         }
         let reply_key = counterpart(xlat, orig.proto);
-        if let Some(existing) = in_map(&reply_key)
-            && !reclaim(&reply_key, existing, now)
+        let claim = || NP_CT.insert(reply_key, &*reply, u64::from(BPF_NOEXIST));
+        // Usually free: claimed at once, with no lookup first. A tuple held by an expired
+        // connection is freed, then claimed again.
+        let mut claimed = claim();
+        if claimed == Err(-EEXIST)
+            && in_map(&reply_key).is_some_and(|existing| reclaim(&reply_key, existing, now))
         {
-            continue;
+            claimed = claim();
         }
-        match NP_CT.insert(reply_key, &*reply, u64::from(BPF_NOEXIST)) {
+        match claimed {
             Ok(()) => {}
-            // Another CPU took the tuple since (or a live entry came back): next port.
+            // A live connection holds the tuple (another CPU may just have taken it): next
+            // port.
             Err(e) if e == -EEXIST => continue,
             Err(_) => return Err(DropReason::CtInsert),
         }

@@ -1,7 +1,7 @@
 //! Packet tests of masquerade: outgoing TCP and ICMP echo flows translated to the host's
 //! address and back, colliding source ports, excluded destinations, an exhausted port range
 //! and ICMP errors about translated flows. The harness is [`netpath_tests::packet`].
-use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, PROTO_TCP, programs};
+use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, CtEntry, PROTO_TCP, programs};
 use netpath_tests::packet::{
     ACK, CONTAINER, Datapath, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK,
     TC_ACT_REDIRECT, TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, bridge, echo, fold,
@@ -53,6 +53,57 @@ fn masquerade_of_an_outgoing_tcp_flow_and_a_colliding_one() {
         let (_, out) = dp.run(programs::EXT_IN, dp.ext, &reply2);
         assert_eq!(tuple(&out), (SERVER, 80, OTHER_CONTAINER, 40000));
         assert_checksums(&out);
+    });
+}
+
+#[test]
+fn an_expired_connection_gives_its_port_to_a_colliding_one() {
+    in_fresh_netns(|| {
+        let mut dp = masquerading((50000, 50009));
+        let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
+        assert_eq!(dp.run(programs::BR_IN, dp.bridge, &syn).0, TC_ACT_REDIRECT);
+        // Both of its entries idle since boot: long past any timeout.
+        let aged: Vec<_> = dp
+            .conntrack()
+            .into_iter()
+            .map(|(k, e)| {
+                (
+                    k,
+                    CtEntry {
+                        last_seen_ns: 1,
+                        ..e
+                    },
+                )
+            })
+            .collect();
+        dp.reset_conntrack(&aged);
+
+        // The same source port from another container: the expired connection's tuple is
+        // freed and claimed again, so the port is kept.
+        let syn2 = Pkt::tcp(OTHER_CONTAINER, 40000, SERVER, 80, SYN).build();
+        let (verdict, out) = dp.run(programs::BR_IN, dp.bridge, &syn2);
+        assert_eq!(
+            (verdict, tuple(&out)),
+            (TC_ACT_REDIRECT, (HOST, 40000, SERVER, 80))
+        );
+        assert_checksums(&out);
+        assert_eq!(
+            (
+                dp.counter(Counter::CtExpired),
+                dp.counter(Counter::CtRemove),
+                dp.counter(Counter::PortRetry),
+                dp.counter(Counter::CtInsert),
+            ),
+            (1, 2, 0, 4)
+        );
+        let reply = Pkt::tcp(SERVER, 80, HOST, 40000, SYN | ACK).build();
+        let (_, out) = dp.run(programs::EXT_IN, dp.ext, &reply);
+        assert_eq!(tuple(&out), (SERVER, 80, OTHER_CONTAINER, 40000));
+        assert_eq!(
+            dp.conntrack().len(),
+            2,
+            "the expired connection's entries are gone"
+        );
     });
 }
 
