@@ -229,6 +229,9 @@ pub fn create(
     now: u64,
 ) -> Result<(), DropReason> {
     reply.last_seen_ns = now;
+    // Borrowed, not copied, into the inserts: the translation's stack frame is at the
+    // verifier's limit.
+    let reply: &CtEntry = reply;
     let (min, max) = nat_ports();
     // Never 0 (nat_ports keeps min <= max); `max(1)` lets the compiler see it, so that no
     // division-by-zero panic path reaches the verifier.
@@ -245,7 +248,7 @@ pub fn create(
             xlat.src_port = (min + (start + i - 1) % span) as u16;
         }
         let reply_key = counterpart(xlat, orig.proto);
-        let claim = || NP_CT.insert(reply_key, &*reply, u64::from(BPF_NOEXIST));
+        let claim = || NP_CT.insert(reply_key, reply, u64::from(BPF_NOEXIST));
         // Usually free: claimed at once, with no lookup first. A tuple held by an expired
         // connection is freed, then claimed again.
         let mut claimed = claim();
@@ -265,7 +268,8 @@ pub fn create(
         xlat.last_seen_ns = now;
         // The forward entry's key is the connection's own tuple, which this packet owns:
         // BPF_ANY replaces an expired entry left under it (Cilium does the same).
-        if NP_CT.insert(orig, &*xlat, u64::from(BPF_ANY)).is_err() {
+        let forward: &CtEntry = xlat;
+        if NP_CT.insert(orig, forward, u64::from(BPF_ANY)).is_err() {
             let _ = NP_CT.remove(reply_key);
             return Err(DropReason::CtInsert);
         }
