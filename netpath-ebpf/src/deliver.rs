@@ -26,18 +26,18 @@ pub fn deliver_to(entry: &mut CtEntry, addr: [u8; 4], ifindex: u32) {
 }
 
 /// Sends a packet its caller rewrote (TTL included) straight out of the entry's interface,
-/// as a router would forward it: into a container's
-/// namespace (`bpf_redirect_peer`, only from TC ingress, which is where entries with that
-/// flag are used), or to the next hop on that interface. Either way past the stack, whose
-/// routing would drop a translated source that is a local address (the host's) as martian.
-/// The redirect helpers themselves cannot fail here (they refuse only flags, and these are
-/// 0); a device that has gone away is the kernel's to drop after the program.
+/// as a router would forward it: into a container's namespace (`bpf_redirect_peer`, only from
+/// TC ingress, which is where entries with that flag are used), or to the next hop on that
+/// interface. Either way past the stack, whose routing would drop a translated source that
+/// is a local address (the host's) as martian. The redirect helpers themselves cannot fail
+/// here (they refuse only flags, and these are 0); a device that has gone away is the
+/// kernel's to drop after the program.
 ///
 /// The next hop is cached in the entry (`CT_FLAG_NEXT_HOP`) for the current tick
 /// (`NEXT_HOP_TICK_SHIFT`), so that an established connection's packets take no FIB lookup
 /// of their own: the entry in the map is updated in place (`e` is the map's value; a new
-/// connection's first packet works on a copy and leaves the caching to the next one). Two CPUs refreshing one entry at once
-/// write what the same FIB gave both.
+/// connection's first packet works on a copy and leaves the caching to the next one). Two
+/// CPUs refreshing one entry at once write what the same FIB gave both.
 #[inline(always)]
 pub fn redirect(ctx: &TcContext, e: &mut CtEntry, now: u64) -> Result<i32, DropReason> {
     if e.redirect_ifindex == 0 {
