@@ -58,26 +58,11 @@ pub fn redirect(ctx: &TcContext, e: &mut CtEntry, now: u64) -> Result<i32, DropR
             bpf_redirect_neigh(e.redirect_ifindex, core::ptr::null_mut(), 0, 0) as i32
         });
     }
-    put(ctx, 0, *next_hop_macs(e))?;
+    // Each MAC on its own: one 12-byte copy is a call to a byte-by-byte memmove here.
+    put(ctx, 0, e.dst_mac)?;
+    put(ctx, 6, e.src_mac)?;
     // SAFETY: no preconditions.
     Ok(unsafe { bpf_redirect(e.redirect_ifindex, 0) as i32 })
-}
-
-/// The start of the frame to send to the entry's next hop, its MAC then the interface's,
-/// read in place: a copy would grow the translation's stack frame, which is at the
-/// verifier's limit.
-#[inline(always)]
-fn next_hop_macs(e: &CtEntry) -> &[u8; 12] {
-    const DST: usize = core::mem::offset_of!(CtEntry, dst_mac);
-    const _: () = assert!(core::mem::offset_of!(CtEntry, src_mac) == DST + 6);
-    // SAFETY: the 12 bytes at `dst_mac` are `dst_mac` then `src_mac` (asserted above),
-    // plain bytes inside `*e`, borrowed as long as `e`.
-    unsafe {
-        &*core::ptr::from_ref(e)
-            .cast::<u8>()
-            .add(DST)
-            .cast::<[u8; 12]>()
-    }
 }
 
 /// Asks the FIB for the translated packet's next hop and caches it in `e` when the routing
