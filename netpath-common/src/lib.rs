@@ -376,51 +376,49 @@ pub enum Counter {
     /// A packet routed from one netpath network into another was dropped.
     DropIsolation = 0,
     /// A new connection to a published port was translated (from outside or by hairpin).
+    /// (Packets of tracked connections are counted with their traffic: [`Traffic::hits`].)
     NatNew = 1,
-    /// A packet of a tracked connection was translated.
-    NatHit = 2,
     /// No free source port for a new connection (hairpin or masquerade); the packet was
     /// dropped rather than mistranslated.
-    DropNoPort = 3,
-    /// A checksum helper (`bpf_l3_csum_replace`, `bpf_l4_csum_replace`) failed while the
-    /// packet was rewritten; it was dropped.
-    DropCsum = 4,
+    DropNoPort = 2,
+    /// A checksum helper (`bpf_l4_csum_replace`; `bpf_l3_csum_replace` for the header an
+    /// ICMP error quotes) failed while the packet was rewritten; it was dropped.
+    DropCsum = 3,
     /// A container's new connection to the outside was masqueraded.
-    MasqNew = 5,
+    MasqNew = 4,
     /// An ICMP error about a translated connection was translated back.
-    IcmpError = 6,
+    IcmpError = 5,
     /// Conntrack entries inserted (two per connection).
-    CtInsert = 7,
+    CtInsert = 6,
     /// Conntrack entries the datapath removed (a closed connection's tuple reopened with
     /// another translation).
-    CtRemove = 8,
+    CtRemove = 7,
     /// Lookups that met an entry past its timeout and treated it as absent.
-    CtExpired = 9,
+    CtExpired = 8,
     /// Source ports tried beyond a new connection's own (port allocation retries).
-    PortRetry = 10,
-    /// Writing the packet (`bpf_skb_store_bytes`: addresses, ports, TTL, MACs) failed; it
-    /// was dropped.
-    DropStore = 11,
+    PortRetry = 9,
+    /// Writing the packet (addresses, ports, TTL, MACs: in place, or with
+    /// `bpf_skb_store_bytes` in the headers an ICMP error quotes) failed; it was dropped.
+    DropStore = 10,
     /// A new connection's conntrack entries could not be inserted (the map refused them);
     /// the packet was dropped rather than sent untracked.
-    DropCtInsert = 12,
+    DropCtInsert = 11,
     /// A non-first IPv4 fragment of a TCP or UDP datagram whose first fragment was never
     /// seen (arrived later, or its record was evicted): dropped, since whether and how to
     /// translate it is unknown.
-    DropFragOrphan = 13,
+    DropFragOrphan = 12,
     /// Non-first IPv4 fragments translated the way their first fragment was.
-    FragTranslated = 14,
+    FragTranslated = 13,
     /// A frame from a container with a source address or MAC that netpath did not assign to
     /// its interface was dropped, before any translation.
-    DropSpoofed = 15,
+    DropSpoofed = 14,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 15] = [
         Counter::DropIsolation,
         Counter::NatNew,
-        Counter::NatHit,
         Counter::DropNoPort,
         Counter::DropCsum,
         Counter::MasqNew,
@@ -440,7 +438,6 @@ impl Counter {
         match self {
             Counter::DropIsolation => "drop_isolation",
             Counter::NatNew => "nat_new",
-            Counter::NatHit => "nat_hit",
             Counter::DropNoPort => "drop_no_port",
             Counter::DropCsum => "drop_csum",
             Counter::MasqNew => "masq_new",
@@ -564,8 +561,12 @@ pub const TRAFFIC_SLOTS: u32 = 6;
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
+    /// Of `packets`, those a tracked connection's entry translated (conntrack hits; the
+    /// others opened connections, or were ICMP errors or later fragments). Kept here rather
+    /// than in [`maps::COUNTERS`], so that such a packet, the common one, touches one slot.
+    pub hits: u64,
 }
-const _: () = assert!(size_of::<Traffic>() == 16);
+const _: () = assert!(size_of::<Traffic>() == 24);
 
 /// One direction of the benchmark's bare forwarder (`cargo xtask bench`, configuration
 /// "forward"; never used by netpath): the interface to redirect to and the frame's new

@@ -85,6 +85,6 @@ pub fn follow(ctx: &TcContext, p: &Packet, now: u64, side: Side) -> Result<i32, 
     };
     nat::rewrite_l3(ctx, p, e.src_addr, e.dst_addr, e.redirect_ifindex != 0)?;
     count(Counter::FragTranslated);
-    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len(), false);
     redirect(ctx, e, now)
 }

@@ -63,14 +63,15 @@ pub fn count_n(counter: Counter, n: u64) {
     }
 }
 
-/// One translated packet of `bytes` bytes.
+/// One translated packet of `bytes` bytes; a conntrack hit if `hit`.
 #[inline(always)]
-pub fn count_traffic(dir: Direction, proto: u8, bytes: u32) {
+pub fn count_traffic(dir: Direction, proto: u8, bytes: u32, hit: bool) {
     if let Some(slot) = NP_TRAFFIC.get_ptr_mut(traffic_slot(dir, proto)) {
         // SAFETY: as in `count_n`.
         unsafe {
             (*slot).packets += 1;
             (*slot).bytes += u64::from(bytes);
+            (*slot).hits += u64::from(hit);
         }
     }
 }

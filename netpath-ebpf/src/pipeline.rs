@@ -67,8 +67,7 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
         Some(e) => {
             if !reopens(e, &p) {
                 track(e, &p, now);
-                count(Counter::NatHit);
-                return apply(ctx, &p, e, side, now);
+                return apply(ctx, &p, e, side, now, true);
             }
             Some(e)
         }
@@ -102,7 +101,7 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
         xlat.dst_addr,
         xlat.dst_port
     );
-    apply(ctx, &p, &mut xlat, side, now)
+    apply(ctx, &p, &mut xlat, side, now, false)
 }
 
 /// A frame from a container must come from the source netpath assigned to it
@@ -141,11 +140,12 @@ fn icmp_error(
         ctx,
         "icmp error from {:i} translated for {:i}", p.h.tuple.src_addr, entry.dst_addr
     );
-    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len(), false);
     redirect(ctx, entry, now)
 }
 
-/// Rewrites the packet, then sends it out of the entry's interface or back to the stack.
+/// Rewrites the packet, then sends it out of the entry's interface or back to the stack;
+/// counted as a conntrack hit if `hit` (the entry was found, not made).
 #[inline(always)]
 fn apply(
     ctx: &TcContext,
@@ -153,9 +153,10 @@ fn apply(
     e: &mut CtEntry,
     side: Side,
     now: u64,
+    hit: bool,
 ) -> Result<i32, DropReason> {
     nat::rewrite(ctx, p, e, e.redirect_ifindex != 0)?;
     frag::remember(ctx, p, true);
-    count_traffic(side.direction(), p.h.tuple.proto, ctx.len());
+    count_traffic(side.direction(), p.h.tuple.proto, ctx.len(), hit);
     redirect(ctx, e, now)
 }

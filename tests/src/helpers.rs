@@ -140,6 +140,17 @@ pub fn counter(sb: &Sandbox, which: netpath_common::Counter) -> u64 {
         .expect("counter exists")
 }
 
+/// The conntrack hits of the datapath in `sb`, counted with the traffic.
+#[cfg(feature = "datapath")]
+pub fn hits(sb: &Sandbox) -> u64 {
+    datapath(sb)
+        .traffic()
+        .expect("reading traffic")
+        .iter()
+        .map(|(_, _, t)| t.hits)
+        .sum()
+}
+
 /// dockerd in the namespace `host` (through nsenter, not `ip netns exec`, which remounts
 /// /sys: dockerd then finds no cgroups), with its data and exec roots, pidfile and API socket
 /// under `dir`, the given networking flags and ulimits the sandbox allows.

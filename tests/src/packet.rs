@@ -14,7 +14,7 @@ use aya::{
 use netpath::system::datapath::EBPF_OBJECT;
 use netpath_common::{
     BridgeInfo, Config, Counter, CtEntry, CtKey, Endpoint, FragKey, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PublishKey, PublishTarget, SourceGuard, maps, programs,
+    PROTO_UDP, PublishKey, PublishTarget, SourceGuard, TRAFFIC_SLOTS, maps, programs,
 };
 
 use crate::{ip, ip_json};
@@ -414,10 +414,31 @@ impl Datapath {
         counters.get(&(c as u32), 0).unwrap().iter().sum()
     }
 
-    /// Every counter summed over the CPUs, in slot order ([`Counter::ALL`]), read with one
-    /// BPF_MAP_LOOKUP_BATCH (aya 0.14 has no batch operations): the fuzzer reads them around
-    /// every packet.
+    /// The conntrack hits: [`netpath_common::Traffic::hits`] summed over the slots and CPUs.
+    pub fn hits(&self) -> u64 {
+        self.per_cpu_sums(maps::TRAFFIC, TRAFFIC_SLOTS as usize, 3)
+            .iter()
+            .map(|words| words[2])
+            .sum()
+    }
+
+    /// Every counter summed over the CPUs, in slot order ([`Counter::ALL`]), then the
+    /// conntrack hits ([`Datapath::hits`]), read with two BPF_MAP_LOOKUP_BATCH: the fuzzer
+    /// reads them around every packet.
     pub fn counters(&self) -> Vec<u64> {
+        let mut counters: Vec<u64> = self
+            .per_cpu_sums(maps::COUNTERS, Counter::ALL.len(), 1)
+            .into_iter()
+            .map(|words| words[0])
+            .collect();
+        counters.push(self.hits());
+        counters
+    }
+
+    /// Each slot of the per-CPU array `name` (`slots` values of `words` u64s) summed word by
+    /// word over the CPUs, read with one BPF_MAP_LOOKUP_BATCH (aya 0.14 has no batch
+    /// operations).
+    fn per_cpu_sums(&self, name: &str, slots: usize, words: usize) -> Vec<Vec<u64>> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         /// `union bpf_attr`'s `batch` member.
         #[repr(C)]
@@ -432,21 +453,20 @@ impl Datapath {
             flags: u64,
         }
         const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-        let Some(aya::maps::Map::PerCpuArray(data)) = self.ebpf.map(maps::COUNTERS) else {
-            panic!("{} is not a per-CPU array", maps::COUNTERS);
+        let Some(aya::maps::Map::PerCpuArray(data)) = self.ebpf.map(name) else {
+            panic!("{name} is not a per-CPU array");
         };
         let cpus = aya::util::nr_cpus().unwrap();
-        let n = Counter::ALL.len();
-        let mut keys = vec![0u32; n];
+        let mut keys = vec![0u32; slots];
         // Per-CPU values come 8-byte aligned, one per possible CPU.
-        let mut values = vec![0u64; n * cpus];
+        let mut values = vec![0u64; slots * cpus * words];
         let mut out_batch = 0u32;
         let mut attr = Batch {
             in_batch: 0,
             out_batch: &raw mut out_batch as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: n as u32,
+            count: slots as u32,
             map_fd: data.fd().as_fd().as_raw_fd() as u32,
             elem_flags: 0,
             flags: 0,
@@ -468,10 +488,14 @@ impl Datapath {
             ret == 0 || err.raw_os_error() == Some(libc::ENOENT),
             "BPF_MAP_LOOKUP_BATCH: {err}"
         );
-        assert_eq!(attr.count as usize, n, "every counter read");
-        let mut sums = vec![0u64; n];
+        assert_eq!(attr.count as usize, slots, "every slot of {name} read");
+        let mut sums = vec![vec![0u64; words]; slots];
         for (i, &key) in keys.iter().enumerate() {
-            sums[key as usize] = values[i * cpus..(i + 1) * cpus].iter().sum();
+            for cpu in values[i * cpus * words..(i + 1) * cpus * words].chunks(words) {
+                for (sum, v) in sums[key as usize].iter_mut().zip(cpu) {
+                    *sum += v;
+                }
+            }
         }
         sums
     }

@@ -738,12 +738,9 @@ impl State {
     }
 }
 
-const TRANSLATIONS: [Counter; 4] = [
-    Counter::NatNew,
-    Counter::NatHit,
-    Counter::MasqNew,
-    Counter::IcmpError,
-];
+const TRANSLATIONS: [Counter; 3] = [Counter::NatNew, Counter::MasqNew, Counter::IcmpError];
+/// Where the conntrack hits are in a [`Datapath::counters`] reading: after the counters.
+const HITS: usize = Counter::ALL.len();
 
 fn is_drop(c: Counter) -> bool {
     c.name().starts_with("drop_")
@@ -792,9 +789,10 @@ fn check(
         drops.is_empty(),
         "drops counted for a packet that passed: {drops:?}"
     );
-    let translated = Counter::ALL
-        .iter()
-        .any(|&c| is_translation(c) && delta(c) != 0);
+    let translated = after[HITS] != before[HITS]
+        || Counter::ALL
+            .iter()
+            .any(|&c| is_translation(c) && delta(c) != 0);
     let redirected = verdict == TC_ACT_REDIRECT;
     prop_assert!(
         !redirected || translated,
@@ -930,6 +928,7 @@ fn no_packet_is_ever_corrupted() {
     for c in TRANSLATIONS {
         assert!(totals[c as usize] > 0, "no packet counted {}", c.name());
     }
+    assert!(totals[HITS] > 0, "no conntrack hit");
 }
 
 /// Runs `cases` cases (or until `secs` have passed) from `seed`; returns how many ran, how
@@ -975,9 +974,10 @@ fn fuzz(cases: u64, seed: u64, secs: Option<u64>) -> (u64, Duration, Vec<u64>) {
                     let (verdict, out) = s.run(*hook, &input);
                     let after = s.dp.counters();
                     // Whatever translated or tracked may have written conntrack.
-                    s.dirty |= Counter::ALL
-                        .iter()
-                        .any(|&c| !is_drop(c) && before[c as usize] != after[c as usize]);
+                    s.dirty |= after[HITS] != before[HITS]
+                        || Counter::ALL
+                            .iter()
+                            .any(|&c| !is_drop(c) && before[c as usize] != after[c as usize]);
                     let checked = check(&input, verdict, &out, &before, &after);
                     before = after;
                     checked.map_err(|e| {
@@ -1012,6 +1012,7 @@ fn report(cases: u64, seed: u64, elapsed: Duration, totals: &[u64]) {
         .iter()
         .filter(|&&c| totals[c as usize] > 0)
         .map(|&c| format!("{} {}", c.name(), totals[c as usize]))
+        .chain([format!("conntrack hits {}", totals[HITS])])
         .collect();
     eprintln!(
         "fuzz: {cases} cases (NETPATH_FUZZ_SEED={seed:#x}) in {:.1} s; counted: {}",

@@ -372,6 +372,7 @@ fn bpftool_dump_of_conntrack_has_named_fields() {
                 "src_port",
                 "dst_port",
                 "redirect_ifindex",
+                "from_ifindex",
                 "state",
                 "flags",
                 "dst_mac",

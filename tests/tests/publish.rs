@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, process::Command};
 use netpath_common::{Counter, CtEntry, CtKey, PROTO_TCP};
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, Sandbox,
-    helpers::{counter, curl, curl_cmd, datapath, ip_port, parse_curl},
+    helpers::{counter, curl, curl_cmd, datapath, hits, ip_port, parse_curl},
     sandbox,
     scripts::{client, connected, connects, roundtrip, server},
 };
@@ -341,7 +341,7 @@ fn traffic_to_unpublished_ports_is_untouched() {
     let _http = server(&sb, &web, &["http", "80"]);
     let _host_http = server(&sb, &sb.host, &["http", "8000"]);
 
-    let before = (counter(&sb, Counter::NatNew), counter(&sb, Counter::NatHit));
+    let before = (counter(&sb, Counter::NatNew), hits(&sb));
     let (body, remote) = curl(&sb, &cl.netns, "http://203.0.113.1:8000/")
         .unwrap_or_else(|e| panic!("a server of the host itself: {e}"));
     assert_eq!(
@@ -355,7 +355,7 @@ fn traffic_to_unpublished_ports_is_untouched() {
         connects(&sb, &cl.netns, EXT_ADDR, 8090).is_err(),
         "nothing listens on 8090"
     );
-    let after = (counter(&sb, Counter::NatNew), counter(&sb, Counter::NatHit));
+    let after = (counter(&sb, Counter::NatNew), hits(&sb));
     assert_eq!(
         before, after,
         "(nat_new, nat_hit) changed by untranslated traffic"

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Every datapath counter under its name (`drop_isolation`, `nat_new`, ...).
+    /// Every datapath counter under its name (`drop_isolation`, `nat_new`, ...), and
+    /// [`HITS_NAME`], the conntrack hits, which the datapath counts with the traffic.
     pub counters: BTreeMap<&'static str, u64>,
     /// Translated packets and bytes: direction, then protocol.
     pub traffic: BTreeMap<&'static str, BTreeMap<&'static str, TrafficStats>>,
@@ -46,7 +47,8 @@ pub struct Reading<'a> {
 
 impl Stats {
     pub fn new(r: &Reading) -> Stats {
-        let counters: BTreeMap<_, _> = r.counters.iter().map(|(c, v)| (c.name(), *v)).collect();
+        let mut counters: BTreeMap<_, _> = r.counters.iter().map(|(c, v)| (c.name(), *v)).collect();
+        counters.insert(HITS_NAME, r.traffic.iter().map(|(_, _, t)| t.hits).sum());
         let get = |c: Counter| counters.get(c.name()).copied().unwrap_or(0);
         let mut traffic: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
         for (dir, proto, t) in r.traffic {
@@ -84,6 +86,8 @@ impl Stats {
             let value = self.counters.get(c.name()).copied().unwrap_or(0);
             out.push(Sample::new(metric, labels, value));
         }
+        let hits = self.counters.get(HITS_NAME).copied().unwrap_or(0);
+        out.push(Sample::new(&HITS, vec![], hits));
         for (dir, protos) in &self.traffic {
             for (proto, t) in protos {
                 let labels = vec![("direction", *dir), ("proto", *proto)];
@@ -142,6 +146,9 @@ static CONNECTIONS: Metric = metric(
     "new connections",
     "New connections translated: to published ports, or masqueraded out.",
 );
+/// The conntrack hits' name among the counters; the datapath counts them with the traffic
+/// ([`Traffic::hits`]), summed here over the slots.
+pub const HITS_NAME: &str = "nat_hit";
 static HITS: Metric = metric(
     "conntrack_hits_total",
     "conntrack hits",
@@ -239,7 +246,6 @@ fn counter_metric(c: Counter) -> (&'static Metric, Vec<(&'static str, &'static s
         Counter::DropSpoofed => (&DROPS, vec![("reason", "spoofed")]),
         Counter::NatNew => (&CONNECTIONS, vec![("kind", "published")]),
         Counter::MasqNew => (&CONNECTIONS, vec![("kind", "masquerade")]),
-        Counter::NatHit => (&HITS, vec![]),
         Counter::IcmpError => (&ICMP_ERRORS, vec![]),
         Counter::FragTranslated => (&FRAGMENTS, vec![]),
         Counter::CtInsert => (&CT_INSERTS, vec![]),
@@ -351,6 +357,7 @@ mod tests {
             Traffic {
                 packets: 5,
                 bytes: 300,
+                hits: 4,
             },
         )];
         Stats::new(&Reading {
@@ -379,6 +386,8 @@ mod tests {
              netpath_dropped_packets_total{reason=\"no_port\"} 0\n"
         ));
         assert!(text.contains("netpath_new_connections_total{kind=\"published\"} 3\n"));
+        // The traffic slots' hits, summed.
+        assert!(text.contains("netpath_conntrack_hits_total 4\n"));
         assert!(text.contains(
             "netpath_translated_bytes_total{direction=\"from_external\",proto=\"udp\"} 300\n"
         ));

@@ -194,6 +194,7 @@ impl Datapath {
                 let sum = per_cpu.iter().fold(Traffic::default(), |a, t| Traffic {
                     packets: a.packets + t.packets,
                     bytes: a.bytes + t.bytes,
+                    hits: a.hits + t.hits,
                 });
                 out.push((dir, proto, sum));
             }
