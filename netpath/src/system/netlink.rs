@@ -35,6 +35,8 @@ use thiserror::Error;
 
 use crate::system::netns::{self, Netns, NetnsError};
 
+mod detached;
+
 const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 const GET: u16 = NLM_F_REQUEST;
@@ -127,6 +129,8 @@ fn gateway_route(dst: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> RouteMessa
 /// An rtnetlink connection, bound to the network namespace it was opened in.
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    /// The namespace the connection talks to, for sockets opened beside it.
+    ns: Netns,
 }
 
 impl Netlink {
@@ -136,7 +140,10 @@ impl Netlink {
         let (connection, handle, _) =
             rtnetlink::new_connection().op(|| "opening rtnetlink socket")?;
         tokio::spawn(connection);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            ns: Netns::current()?,
+        })
     }
 
     /// Opens a connection that talks to `ns`: a netlink socket acts on the namespace it was
@@ -377,11 +384,30 @@ impl Netlink {
             .op(|| format!("deleting interface {index}"))
     }
 
-    /// Deletes link `name`; returns false if there was none.
+    /// Deletes link `name` (for a veth, its peer too); returns false if there was none.
+    ///
+    /// Returns once the kernel has unregistered the link, which it echoes within a few
+    /// milliseconds, rather than at its acknowledgement, which comes only after an
+    /// `rcu_barrier()` (15-30 ms) that frees memory: a detached process sends the request and
+    /// takes that wait ([`detached`]). Every error still reaches the caller, as the kernel
+    /// reports them before it unregisters anything.
     pub async fn delete_link_by_name(&self, name: &str) -> Result<bool> {
-        let msg = LinkUnspec::new_with_name(name).build();
-        let acked = ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?).await;
-        match acked.op_on(name, || format!("deleting interface {name}")) {
+        let deleting = || format!("deleting interface {name}");
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelLink(
+            LinkUnspec::new_with_name(name).build(),
+        ));
+        req.header.flags = CHANGE | NLM_F_ECHO;
+        req.header.sequence_number = 1;
+        req.finalize();
+        let mut buf = vec![0; req.buffer_len()];
+        req.serialize(&mut buf);
+        let sock = netns::run_in(&self.ns, detached::socket)?.op(deleting)?;
+        let deleted = detached::request(sock, &buf, |m| {
+            matches!(m, RouteNetlinkMessage::DelLink(l)
+                if l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == name)))
+        })
+        .await;
+        match deleted.op_on(name, deleting) {
             Err(NetlinkError::NoSuchDevice { .. }) => Ok(false),
             r => r.map(|()| true),
         }
