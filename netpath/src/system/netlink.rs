@@ -14,7 +14,8 @@ use std::pin::pin;
 use futures::{Stream, StreamExt};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
@@ -325,9 +326,17 @@ impl Netlink {
             .index)
     }
 
-    /// Sets `name` up, adds `addr/prefix_len` to it and, if given, a default route via `gateway`;
-    /// meant for a connection opened in a container's namespace. The three requests are sent
-    /// back to back and the kernel applies them in order, so each finds its predecessor done.
+    /// Turns IPv6 off on `name`, sets it up, adds `addr/prefix_len` to it and, if given, a
+    /// default route via `gateway`; meant for a connection opened in a container's namespace.
+    /// The three requests are sent back to back and the kernel applies them in order, so each
+    /// finds its predecessor done.
+    ///
+    /// netpath's networks are IPv4 only, and Docker too turns IPv6 off on the interfaces of
+    /// such networks (since 26.0.2, CVE-2024-32473). Without that, each container sent about
+    /// ten IPv6 packets (duplicate address detection, router solicitations, MLD reports) to
+    /// multicast groups in its first seconds, which the bridge floods to every port: with
+    /// 1,000 containers, some 10,000 deliveries per new container, a cost that grew with
+    /// every container.
     pub async fn configure_container_iface(
         &self,
         name: &str,
@@ -341,6 +350,10 @@ impl Netlink {
             .await?
             .ok_or_else(|| no_such_device(name))?
             .index;
+        let no_v6 = self.send(
+            RouteNetlinkMessage::SetLink(no_ipv6_addresses(index)),
+            CHANGE,
+        )?;
         let up = self.send(
             RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
             CHANGE,
@@ -352,6 +365,9 @@ impl Netlink {
                 self.send(RouteNetlinkMessage::NewRoute(msg), CREATE)
             })
             .transpose()?;
+        ack(no_v6)
+            .await
+            .op_on(name, || format!("turning off IPv6 addresses on {name}"))?;
         ack(up).await.op_on(name, || format!("setting {name} up"))?;
         ack(address).await.op_on(name, || {
             format!("adding address {addr}/{prefix_len} to {name}")
@@ -537,6 +553,17 @@ impl Netlink {
             .build();
         self.send(RouteNetlinkMessage::NewAddress(msg), CREATE)
     }
+}
+
+/// A request that link `index` get no IPv6 address of its own (IN6_ADDR_GEN_MODE_NONE): with
+/// none, it sends no IPv6 packet by itself.
+fn no_ipv6_addresses(index: u32) -> LinkMessage {
+    let mut msg = LinkUnspec::new_with_index(index).build();
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    msg
 }
 
 /// Turns IPv6 off on link `name` of the calling thread's namespace; nothing to do where the
