@@ -326,17 +326,19 @@ impl Netlink {
             .index)
     }
 
-    /// Turns IPv6 off on `name`, sets it up, adds `addr/prefix_len` to it and, if given, a
+    /// Gives `name` no IPv6 address, sets it up, adds `addr/prefix_len` to it and, if given, a
     /// default route via `gateway`; meant for a connection opened in a container's namespace.
-    /// The three requests are sent back to back and the kernel applies them in order, so each
+    /// The four requests are sent back to back and the kernel applies them in order, so each
     /// finds its predecessor done.
     ///
-    /// netpath's networks are IPv4 only, and Docker too turns IPv6 off on the interfaces of
-    /// such networks (since 26.0.2, CVE-2024-32473). Without that, each container sent about
-    /// ten IPv6 packets (duplicate address detection, router solicitations, MLD reports) to
-    /// multicast groups in its first seconds, which the bridge floods to every port: with
-    /// 1,000 containers, some 10,000 deliveries per new container, a cost that grew with
-    /// every container.
+    /// netpath's networks are IPv4 only, and Docker turns IPv6 off on the interfaces of such
+    /// networks (since 26.0.2, CVE-2024-32473). With an IPv6 link-local address, each
+    /// container sent about ten IPv6 packets (duplicate address detection, router
+    /// solicitations, MLD reports) to multicast groups in its first seconds, which the bridge
+    /// floods to every port: with 1,000 containers, some 10,000 deliveries per new container.
+    /// Without an address it sends none. This is done over netlink rather than with the
+    /// `disable_ipv6` sysctl: every container's `/proc/sys/net/ipv6/conf/eth0` is a dentry of
+    /// the same name under the same parent, so each lookup there walks all of them.
     pub async fn configure_container_iface(
         &self,
         name: &str,
