@@ -113,25 +113,30 @@ pub(super) async fn request(
 }
 
 /// The forked child: forks the process that sends `request`, then exits at once. The sender
-/// closes every file but `sock` and `report`, sends, writes the errno to `report` if sending
-/// failed, and exits when the kernel is done (reparented, so nothing waits for it).
+/// closes every file but `sock` and `report`, sends, and exits when the kernel is done
+/// (reparented, so nothing waits for it). A fork or a send that fails writes its errno to
+/// `report`.
 fn send_detached(sock: RawFd, report: RawFd, request: &[u8]) -> ! {
     // SAFETY: fork, close_range, send, write and _exit are system calls, safe after a fork;
     // `request` was allocated before it and is only read.
     unsafe {
-        if libc::fork() == 0 {
-            let (lo, hi) = (sock.min(report) as c_uint, sock.max(report) as c_uint);
-            if lo > 0 {
-                libc::close_range(0, lo - 1, 0);
+        let failed = match libc::fork() {
+            0 => {
+                let (lo, hi) = (sock.min(report) as c_uint, sock.max(report) as c_uint);
+                if lo > 0 {
+                    libc::close_range(0, lo - 1, 0);
+                }
+                if hi > lo + 1 {
+                    libc::close_range(lo + 1, hi - 1, 0);
+                }
+                libc::close_range(hi + 1, c_uint::MAX, 0);
+                libc::send(sock, request.as_ptr().cast(), request.len(), 0) < 0
             }
-            if hi > lo + 1 {
-                libc::close_range(lo + 1, hi - 1, 0);
-            }
-            libc::close_range(hi + 1, c_uint::MAX, 0);
-            if libc::send(sock, request.as_ptr().cast(), request.len(), 0) < 0 {
-                let errno = (*libc::__errno_location()).to_ne_bytes();
-                libc::write(report, errno.as_ptr().cast(), errno.len());
-            }
+            pid => pid < 0,
+        };
+        if failed {
+            let errno = (*libc::__errno_location()).to_ne_bytes();
+            libc::write(report, errno.as_ptr().cast(), errno.len());
         }
         libc::_exit(0)
     }
