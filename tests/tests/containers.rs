@@ -85,6 +85,19 @@ fn containers_on_one_network_reach_each_other_and_the_gateway() {
     assert!(iter(&routes).any(|r| r["dst"] == "default" && r["gateway"] == "172.17.0.1"));
     let ports = sb.ip_json(&["link", "show", "master", "netpath0"]);
     assert_eq!(iter(&ports).count(), 2);
+    // IPv4 only, as Docker's IPv4 networks: no IPv6 address on eth0 (so it sends nothing
+    // that the bridge would flood to every port), and no IPv6 route for any bridge port.
+    let v6 = ip_json(Some(&a), &["-6", "addr", "show", "dev", "eth0"]);
+    assert_eq!(iter(&v6).flat_map(|l| iter(&l["addr_info"])).count(), 0);
+    let v6_routes = sb.ip_json(&["-6", "route", "show", "table", "all"]);
+    let port_routes: Vec<&Value> = iter(&v6_routes)
+        .filter(|r| {
+            r["dev"]
+                .as_str()
+                .is_some_and(|d| d != "netpath0" && d != "lo")
+        })
+        .collect();
+    assert!(port_routes.is_empty(), "{port_routes:?}");
     let forward = sb.exec(&sb.host, &["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(String::from_utf8_lossy(&forward.stdout).trim(), "1");
 }

@@ -212,6 +212,15 @@ async fn netlink_bridge_veth_addresses_routes() {
     // Deleting one end takes the peer along.
     nl.delete_link(veth).await.unwrap();
     assert!(pnl.link_by_name("eth0").await.unwrap().is_none());
+    // Also by name, where the call returns at the kernel's echo, before its ack: both ends
+    // are gone by then, and the bridge has no port left.
+    nl.create_veth("vh1", br, &peer.ns, "eth0", mac)
+        .await
+        .unwrap();
+    assert!(nl.delete_link_by_name("vh1").await.unwrap());
+    assert!(pnl.link_by_name("eth0").await.unwrap().is_none());
+    let links = nl.links().await.unwrap();
+    assert!(!links.iter().any(|l| l.controller == Some(br)), "{links:?}");
     assert!(nl.delete_link_by_name("br0").await.unwrap());
     assert!(!nl.delete_link_by_name("br0").await.unwrap());
     assert!(nl.link_by_name("br0").await.unwrap().is_none());
@@ -250,6 +259,13 @@ async fn netlink_errors_name_the_device_and_the_operation() {
         format!("{:#}", anyhow::Error::from(e)),
         "creating bridge br0: File exists (os error 17)"
     );
+    // A deletion the kernel refuses reaches the caller, though another process sends it.
+    let e = nl.delete_link_by_name("lo").await.unwrap_err();
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(e)),
+        "deleting interface lo: Operation not supported (os error 95)"
+    );
+    assert!(nl.link_by_name("lo").await.unwrap().is_some());
 }
 
 #[test]

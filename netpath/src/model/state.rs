@@ -319,12 +319,13 @@ impl Store {
 }
 
 fn read(path: &Path) -> Result<Option<State>> {
-    let text = match fs::read(path) {
+    // Checked as UTF-8 once, which is faster than string by string.
+    let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let state: State = serde_json::from_slice(&text)
+    let state: State = serde_json::from_str(&text)
         .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
     if state.version != STATE_VERSION {
         bail!(

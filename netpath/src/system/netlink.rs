@@ -35,6 +35,8 @@ use thiserror::Error;
 
 use crate::system::netns::{self, Netns, NetnsError};
 
+mod detached;
+
 const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 const GET: u16 = NLM_F_REQUEST;
@@ -127,6 +129,8 @@ fn gateway_route(dst: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> RouteMessa
 /// An rtnetlink connection, bound to the network namespace it was opened in.
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    /// The namespace the connection talks to, for sockets opened beside it.
+    ns: Netns,
 }
 
 impl Netlink {
@@ -136,7 +140,10 @@ impl Netlink {
         let (connection, handle, _) =
             rtnetlink::new_connection().op(|| "opening rtnetlink socket")?;
         tokio::spawn(connection);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            ns: Netns::current()?,
+        })
     }
 
     /// Opens a connection that talks to `ns`: a netlink socket acts on the namespace it was
@@ -264,10 +271,12 @@ impl Netlink {
     /// clash with an existing `peer_name` there fails the whole request. Returns the host
     /// end's index.
     ///
-    /// A bridge port needs no IPv6 link-local address, and without one it adds no IPv6 routes:
-    /// with one, each port added 3 routes to the namespace, and the kernel walks all of them
-    /// whenever a port's carrier changes, so each container made the next one's start slower.
-    /// The three requests are sent back to back; the kernel applies them in order.
+    /// A bridge port needs no IPv6 at all, and without it adds no IPv6 route: with it, each
+    /// port added a multicast route (and with a link-local address two more), and the kernel
+    /// walks every IPv6 route of the namespace whenever a port goes down or its carrier
+    /// changes, so each container made the next one's start and removal slower. IPv6 is
+    /// turned off (sysctl `disable_ipv6`) before the port comes up, as the route comes with
+    /// that.
     pub async fn create_veth(
         &self,
         host_name: &str,
@@ -292,22 +301,16 @@ impl Netlink {
         // would first apply the port's pending carrier change, and with it walk every port
         // of the bridge (the kernel's link watcher does that later, off this path).
         let create = self.send(RouteNetlinkMessage::NewLink(msg), CREATE | NLM_F_ECHO)?;
-        let mut no_v6 = LinkUnspec::new_with_name(host_name).build();
-        no_v6
-            .attributes
-            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-            )]));
-        let no_v6 = self.send(RouteNetlinkMessage::SetLink(no_v6), CHANGE)?;
-        let up = self.send(
-            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_name(host_name).up().build()),
-            CHANGE,
-        )?;
         let created = first_link(replies(create).await)
             .op(|| format!("creating veth {host_name} (peer {peer_name})"))?;
-        let configured = match ack(no_v6).await {
-            Err(e) => Err(e).op(|| format!("turning off IPv6 addresses on {host_name}")),
-            Ok(()) => ack(up).await.op(|| format!("setting {host_name} up")),
+        let configured = match netns::run_in(&self.ns, || disable_ipv6(host_name))? {
+            Err(e) => Err(e).op(|| format!("turning off IPv6 on {host_name}")),
+            Ok(()) => {
+                let up = LinkUnspec::new_with_name(host_name).up().build();
+                ack(self.send(RouteNetlinkMessage::SetLink(up), CHANGE)?)
+                    .await
+                    .op(|| format!("setting {host_name} up"))
+            }
         };
         if let Err(e) = configured {
             let _ = self.delete_link_by_name(host_name).await;
@@ -323,9 +326,19 @@ impl Netlink {
             .index)
     }
 
-    /// Sets `name` up, adds `addr/prefix_len` to it and, if given, a default route via `gateway`;
-    /// meant for a connection opened in a container's namespace. The three requests are sent
-    /// back to back and the kernel applies them in order, so each finds its predecessor done.
+    /// Gives `name` no IPv6 address, sets it up, adds `addr/prefix_len` to it and, if given, a
+    /// default route via `gateway`; meant for a connection opened in a container's namespace.
+    /// The four requests are sent back to back and the kernel applies them in order, so each
+    /// finds its predecessor done.
+    ///
+    /// netpath's networks are IPv4 only, and Docker turns IPv6 off on the interfaces of such
+    /// networks (since 26.0.2, CVE-2024-32473). With an IPv6 link-local address, each
+    /// container sent about ten IPv6 packets (duplicate address detection, router
+    /// solicitations, MLD reports) to multicast groups in its first seconds, which the bridge
+    /// floods to every port: with 1,000 containers, some 10,000 deliveries per new container.
+    /// Without an address it sends none. This is done over netlink rather than with the
+    /// `disable_ipv6` sysctl: every container's `/proc/sys/net/ipv6/conf/eth0` is a dentry of
+    /// the same name under the same parent, so each lookup there walks all of them.
     pub async fn configure_container_iface(
         &self,
         name: &str,
@@ -339,6 +352,10 @@ impl Netlink {
             .await?
             .ok_or_else(|| no_such_device(name))?
             .index;
+        let no_v6 = self.send(
+            RouteNetlinkMessage::SetLink(no_ipv6_addresses(index)),
+            CHANGE,
+        )?;
         let up = self.send(
             RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
             CHANGE,
@@ -350,6 +367,9 @@ impl Netlink {
                 self.send(RouteNetlinkMessage::NewRoute(msg), CREATE)
             })
             .transpose()?;
+        ack(no_v6)
+            .await
+            .op_on(name, || format!("turning off IPv6 addresses on {name}"))?;
         ack(up).await.op_on(name, || format!("setting {name} up"))?;
         ack(address).await.op_on(name, || {
             format!("adding address {addr}/{prefix_len} to {name}")
@@ -377,11 +397,30 @@ impl Netlink {
             .op(|| format!("deleting interface {index}"))
     }
 
-    /// Deletes link `name`; returns false if there was none.
+    /// Deletes link `name` (for a veth, its peer too); returns false if there was none.
+    ///
+    /// Returns once the kernel has unregistered the link, which it echoes within a few
+    /// milliseconds, rather than at its acknowledgement, which comes only after an
+    /// `rcu_barrier()` (15-30 ms) that frees memory: a detached process sends the request and
+    /// takes that wait ([`detached`]). Every error still reaches the caller, as the kernel
+    /// reports them before it unregisters anything.
     pub async fn delete_link_by_name(&self, name: &str) -> Result<bool> {
-        let msg = LinkUnspec::new_with_name(name).build();
-        let acked = ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?).await;
-        match acked.op_on(name, || format!("deleting interface {name}")) {
+        let deleting = || format!("deleting interface {name}");
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelLink(
+            LinkUnspec::new_with_name(name).build(),
+        ));
+        req.header.flags = CHANGE | NLM_F_ECHO;
+        req.header.sequence_number = 1;
+        req.finalize();
+        let mut buf = vec![0; req.buffer_len()];
+        req.serialize(&mut buf);
+        let sock = netns::run_in(&self.ns, detached::socket)?.op(deleting)?;
+        let deleted = detached::request(sock, &buf, |m| {
+            matches!(m, RouteNetlinkMessage::DelLink(l)
+                if l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == name)))
+        })
+        .await;
+        match deleted.op_on(name, deleting) {
             Err(NetlinkError::NoSuchDevice { .. }) => Ok(false),
             r => r.map(|()| true),
         }
@@ -515,6 +554,26 @@ impl Netlink {
             .address(addr, prefix_len)
             .build();
         self.send(RouteNetlinkMessage::NewAddress(msg), CREATE)
+    }
+}
+
+/// A request that link `index` get no IPv6 address of its own (IN6_ADDR_GEN_MODE_NONE): with
+/// none, it sends no IPv6 packet by itself.
+fn no_ipv6_addresses(index: u32) -> LinkMessage {
+    let mut msg = LinkUnspec::new_with_index(index).build();
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    msg
+}
+
+/// Turns IPv6 off on link `name` of the calling thread's namespace; nothing to do where the
+/// kernel has no IPv6.
+fn disable_ipv6(name: &str) -> io::Result<()> {
+    match std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
