@@ -18,7 +18,7 @@ use crate::{
 /// IPv4 checksum computed here; the transport checksum takes one helper call for the
 /// addresses (pseudo-header) and one for the ports, each with the whole difference, because
 /// only the kernel knows whether the checksum is still partial (offloaded), where the ports
-/// must not be summed in. Fails only when a helper fails.
+/// must not be summed in. Fails only when a helper or a write fails.
 #[inline(always)]
 pub fn rewrite(
     ctx: &TcContext,
