@@ -395,6 +395,38 @@ fn down_and_rm_leave_the_host_as_they_found_it() {
     assert_eq!(snapshot(&sb), before);
 }
 
+/// As the init of its PID namespace (a plugin's container entrypoint), netpath would never
+/// reap the process that `rm` detaches to take the kernel's last wait: it waits itself, and
+/// the container goes all the same.
+#[test]
+fn rm_as_the_init_of_a_pid_namespace_removes_the_container() {
+    let sb = sandbox();
+    let a = sb.name("a");
+    sb.ok(&["up", "-d"]);
+    let up = snapshot(&sb);
+    sb.ok(&["run", &a]);
+    assert_ne!(snapshot(&sb), up);
+    let netpath = sb.command(&["rm", &a]);
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(netpath.get_program())
+        .args(netpath.get_args())
+        .output()
+        .expect("running unshare");
+    assert!(
+        out.status.success(),
+        "rm as PID 1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (The bridge keeps the IPv6 link-local address it got when its first port came up.)
+    let after = snapshot(&sb);
+    assert_eq!(
+        (after.links, after.netns),
+        (up.links, up.netns),
+        "the container's veth and namespace are gone"
+    );
+}
+
 #[test]
 fn an_existing_bridge_is_adopted_and_never_deleted() {
     let sb = sandbox();

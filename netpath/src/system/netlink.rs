@@ -404,8 +404,17 @@ impl Netlink {
     /// `rcu_barrier()` (15-30 ms) that frees memory: a detached process sends the request and
     /// takes that wait ([`detached`]). Every error still reaches the caller, as the kernel
     /// reports them before it unregisters anything.
+    ///
+    /// Not when netpath is the init of its PID namespace (`netpath docker-plugin` as a
+    /// container's entrypoint): the sender would be reparented to netpath, which never reaps
+    /// it, so each deletion would leave a zombie. It then waits for the ack.
     pub async fn delete_link_by_name(&self, name: &str) -> Result<bool> {
         let deleting = || format!("deleting interface {name}");
+        if std::process::id() == 1 {
+            let msg = LinkUnspec::new_with_name(name).build();
+            let acked = ack(self.send(RouteNetlinkMessage::DelLink(msg), CHANGE)?).await;
+            return existed(acked.op_on(name, deleting));
+        }
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelLink(
             LinkUnspec::new_with_name(name).build(),
         ));
@@ -420,10 +429,7 @@ impl Netlink {
                 if l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == name)))
         })
         .await;
-        match deleted.op_on(name, deleting) {
-            Err(NetlinkError::NoSuchDevice { .. }) => Ok(false),
-            r => r.map(|()| true),
-        }
+        existed(deleted.op_on(name, deleting))
     }
 
     /// Deletes the links `names` (for veths, their peers too) as one batch: each is put into a
@@ -467,16 +473,11 @@ impl Netlink {
                 })
                 .collect::<Result<Vec<_>>>()?;
             for (name, sent) in chunk.iter().zip(sent) {
-                moved.push(
-                    match ack(sent)
+                moved.push(existed(
+                    ack(sent)
                         .await
-                        .op_on(name, || format!("deleting interface {name}"))
-                    {
-                        Ok(()) => Ok(true),
-                        Err(NetlinkError::NoSuchDevice { .. }) => Ok(false),
-                        Err(e) => Err(e),
-                    },
-                );
+                        .op_on(name, || format!("deleting interface {name}")),
+                ));
             }
         }
         if moved.iter().any(|m| matches!(m, Ok(true))) {
@@ -606,6 +607,14 @@ async fn replies(
         }
     }
     Ok(out)
+}
+
+/// Whether a deleted link existed: its absence is no error.
+fn existed(deleted: Result<()>) -> Result<bool> {
+    match deleted {
+        Err(NetlinkError::NoSuchDevice { .. }) => Ok(false),
+        r => r.map(|()| true),
+    }
 }
 
 async fn ack(responses: impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>>) -> io::Result<()> {
