@@ -6,6 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
 };
+use bytemuck::Zeroable as _;
 use netpath_common::{
     CT_FLAG_NEXT_HOP, CT_FLAG_REPLY, Counter, CtEntry, CtKey, CtState, DEFAULT_NAT_PORTS,
     DropReason, ct_timeout_secs, same_next_hop_tick,
@@ -136,14 +137,9 @@ pub fn reply_to(orig: &CtKey) -> CtEntry {
         dst_addr: orig.src_addr,
         src_port: orig.dst_port,
         dst_port: orig.src_port,
-        redirect_ifindex: 0,
-        from_ifindex: 0,
         state: CtState::New as u8,
         flags: CT_FLAG_REPLY,
-        dst_mac: [0; 6],
-        src_mac: [0; 6],
-        _pad: [0; 6],
-        last_seen_ns: 0,
+        ..CtEntry::zeroed()
     }
 }
 

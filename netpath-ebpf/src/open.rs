@@ -5,6 +5,7 @@ use aya_ebpf::{
     btf_maps::lpm_trie::Key,
     programs::TcContext,
 };
+use bytemuck::Zeroable as _;
 use netpath_common::{BRIDGE_NO_MASQUERADE, CT_FLAG_PEER, Counter, CtEntry, CtKey, PublishTarget};
 
 use crate::{
@@ -27,14 +28,7 @@ fn to_target(t: &CtKey, target: PublishTarget, side: Side) -> CtEntry {
         dst_addr: target.container_addr,
         src_port: t.src_port,
         dst_port: target.container_port,
-        redirect_ifindex: 0,
-        from_ifindex: 0,
-        state: 0,
-        flags: 0,
-        dst_mac: [0; 6],
-        src_mac: [0; 6],
-        _pad: [0; 6],
-        last_seen_ns: 0,
+        ..CtEntry::zeroed()
     };
     deliver_to(&mut entry, target.container_addr, target.bridge_ifindex);
     entry
@@ -64,7 +58,7 @@ pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry
     // so userspace keeps the namespace's addresses in a map.
     // SAFETY: plain data.
     let local = || unsafe { NP_LOCAL_ADDRS.get(t.dst_addr) }.is_some();
-    let (xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
+    let (mut xlat, counter) = match (find_publish(t.dst_addr, t.dst_port, t.proto, local), side) {
         (Some(target), side) => (to_target(t, target, side), Counter::NatNew),
         (None, Side::Bridge | Side::Container) => {
             (masquerade(ctx, t, ifindex, bridge)?, Counter::MasqNew)
@@ -77,7 +71,6 @@ pub fn open(ctx: &TcContext, p: &Packet, side: Side) -> Option<(CtEntry, CtEntry
         Side::External => reply.redirect_ifindex = ifindex,
         Side::Bridge | Side::Container => deliver_to(&mut reply, t.src_addr, ifindex),
     }
-    let mut xlat = xlat;
     // Bound to the veths whose source check this connection's packets passed, or will
     // pass: this one (the opening packet's, checked before it got here), and the target
     // container's, whose replies come from the address they go to.
@@ -118,13 +111,7 @@ fn masquerade(ctx: &TcContext, t: &CtKey, ifindex: u32, bridge: u32) -> Option<C
         src_port: t.src_port,
         dst_port: t.dst_port,
         redirect_ifindex: route as u32,
-        from_ifindex: 0,
-        state: 0,
-        flags: 0,
-        dst_mac: [0; 6],
-        src_mac: [0; 6],
-        _pad: [0; 6],
-        last_seen_ns: 0,
+        ..CtEntry::zeroed()
     })
 }
 

@@ -54,25 +54,22 @@ pub fn translate(ctx: &TcContext, side: Side) -> Result<i32, DropReason> {
         return icmp_error(ctx, &p, quoted, now, side);
     }
     let t = &p.h.tuple;
-    let found = lookup(t, now);
-    let bound = found.as_ref().is_some_and(|e| {
-        // SAFETY: `skb` is the context pointer the kernel hands to every TC program.
-        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-        e.from_ifindex == ifindex && e.redirect_ifindex != 0 && !reopens(e, &p)
-    });
-    validate(ctx, side, bound)?;
     // An entry the packet does not reopen translates it; one it reopens (a SYN on a closed
     // connection) is renewed below, or forgotten.
-    let mut reopened = match found {
-        Some(e) => {
-            if !reopens(e, &p) {
-                track(e, &p, now);
-                return apply(ctx, &p, e, side, now, true);
-            }
-            Some(e)
-        }
-        None => None,
+    let (tracked, mut reopened) = match lookup(t, now) {
+        Some(e) if reopens(e, &p) => (None, Some(e)),
+        found => (found, None),
     };
+    let bound = tracked.as_ref().is_some_and(|e| {
+        // SAFETY: `skb` is the context pointer the kernel hands to every TC program.
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        e.from_ifindex == ifindex && e.redirect_ifindex != 0
+    });
+    validate(ctx, side, bound)?;
+    if let Some(e) = tracked {
+        track(e, &p, now);
+        return apply(ctx, &p, e, side, now, true);
+    }
     let mut opened = open(ctx, &p, side);
     // A client that reuses its source port (every connection, under load) usually gets the
     // same translation again: both entries are then rewritten in place, with no map updates.
