@@ -509,11 +509,7 @@ async fn install_routes(ctx: &mut Ctx, network: &str, plan: &[InstalledRoute]) -
 /// Removes the routes netpath installed for `network` and the cluster CIDR it holds in the
 /// masquerade exclusions once no pod uses it any more (the next ADD brings them back).
 async fn release_cluster(ctx: &mut Ctx, network: &str) -> Result<()> {
-    let in_use = ctx
-        .state
-        .containers
-        .values()
-        .any(|c| c.endpoints.iter().any(|e| e.network == network));
+    let in_use = ctx.state.users(network).next().is_some();
     let Some(net) = ctx.state.networks.get(network).filter(|_| !in_use) else {
         return Ok(());
     };
@@ -667,16 +663,14 @@ async fn gc(ctx: &mut Ctx, conf: &NetConf) -> Result<()> {
     let valid = conf.valid_attachments.clone().unwrap_or_default();
     let stale: Vec<String> = ctx
         .state
-        .containers
-        .iter()
-        .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == conf.name))
+        .users(&conf.name)
         .filter(|(_, c)| match &c.mode {
             NetMode::Cni(pod) => !valid
                 .iter()
                 .any(|a| a.container_id == pod.container_id && a.ifname == pod.ifname),
             _ => false,
         })
-        .map(|(n, _)| n.clone())
+        .map(|(n, _)| n.to_owned())
         .collect();
     let mut t = Teardown::default();
     for name in stale {

@@ -188,13 +188,7 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
 
 pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     let net = ctx.state.network(name)?.clone();
-    let users: Vec<&str> = ctx
-        .state
-        .containers
-        .iter()
-        .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == name))
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let users: Vec<&str> = ctx.state.users(name).map(|(n, _)| n).collect();
     if !users.is_empty() {
         bail!(
             "network {name} is in use by container(s) {}; remove or disconnect them first",

@@ -218,6 +218,14 @@ impl State {
             .collect()
     }
 
+    /// The containers with an endpoint on `network`, by name.
+    pub fn users<'a>(&'a self, network: &'a str) -> impl Iterator<Item = (&'a str, &'a Container)> {
+        self.containers
+            .iter()
+            .filter(move |(_, c)| c.endpoints.iter().any(|e| e.network == network))
+            .map(|(n, c)| (n.as_str(), c))
+    }
+
     /// Containers that use `name`'s network namespace (`--net container:NAME`).
     pub fn sharing(&self, name: &str) -> Vec<String> {
         self.containers
