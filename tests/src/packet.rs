@@ -541,6 +541,24 @@ impl Datapath {
             HashMap::try_from(self.ebpf.map(maps::CONNTRACK).unwrap()).unwrap();
         ct.iter().map(Result::unwrap).collect()
     }
+
+    /// The conntrack entry whose key `which` picks (the first, in map order).
+    pub fn ct_entry(&self, which: impl Fn(&CtKey) -> bool) -> CtEntry {
+        self.conntrack()
+            .into_iter()
+            .find(|(k, _)| which(k))
+            .expect("the conntrack entry")
+            .1
+    }
+
+    /// Rewrites every conntrack entry with `f` (which may leave one as it is).
+    pub fn edit_conntrack(&mut self, mut f: impl FnMut(&CtKey, &mut CtEntry)) {
+        let mut entries = self.conntrack();
+        for (k, e) in &mut entries {
+            f(k, e);
+        }
+        self.reset_conntrack(&entries);
+    }
 }
 
 /// The source MAC of every frame [`Pkt`] and [`ipv4_frame`] build.

@@ -313,15 +313,8 @@ fn ip_masq_false_leaves_with_the_pods_own_address() {
             .contains("the configuration gives bridge np-elsewhere"),
         "{err}"
     );
-    let links = sb.ip_json(&["link"]);
-    assert!(
-        !links
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["ifname"] == "np-elsewhere"),
-        "{links}"
-    );
+    let links = host_links(&sb);
+    assert!(!links.iter().any(|l| l == "np-elsewhere"), "{links:?}");
     assert_eq!(containers(&sb).len(), 1);
     pod.ok(&sb, "DEL", &conf);
 }

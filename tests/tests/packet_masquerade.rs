@@ -1,7 +1,7 @@
 //! Packet tests of masquerade: outgoing TCP and ICMP echo flows translated to the host's
 //! address and back, colliding source ports, excluded destinations, an exhausted port range
 //! and ICMP errors about translated flows. The harness is [`netpath_tests::packet`].
-use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, CtEntry, PROTO_TCP, programs};
+use netpath_common::{BRIDGE_NO_MASQUERADE, Counter, PROTO_TCP, programs};
 use netpath_tests::packet::{
     ACK, CONTAINER, Datapath, HOST, OTHER_CONTAINER, Pkt, ROUTER, SERVER, SYN, TC_ACT_OK,
     TC_ACT_REDIRECT, TC_ACT_SHOT, assert_checksums, assert_only_tuple_changed, bridge, echo, fold,
@@ -63,20 +63,7 @@ fn an_expired_connection_gives_its_port_to_a_colliding_one() {
         let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
         assert_eq!(dp.run(programs::BR_IN, dp.bridge, &syn).0, TC_ACT_REDIRECT);
         // Both of its entries idle since boot: long past any timeout.
-        let aged: Vec<_> = dp
-            .conntrack()
-            .into_iter()
-            .map(|(k, e)| {
-                (
-                    k,
-                    CtEntry {
-                        last_seen_ns: 1,
-                        ..e
-                    },
-                )
-            })
-            .collect();
-        dp.reset_conntrack(&aged);
+        dp.edit_conntrack(|_, e| e.last_seen_ns = 1);
 
         // The same source port from another container: the expired connection's tuple is
         // freed and claimed again, so the port is kept.

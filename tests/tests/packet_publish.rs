@@ -3,8 +3,8 @@
 //! the fast path straight into a known container, translation on a container's veth, the
 //! frame addressed to a resolved next hop and that next hop cached in the conntrack entry. The harness is [`netpath_tests::packet`].
 use netpath_common::{
-    CT_FLAG_NEXT_HOP, CT_FLAG_PEER, Counter, CtEntry, CtKey, CtState, NEXT_HOP_TICK_SHIFT,
-    PROTO_TCP, programs,
+    CT_FLAG_NEXT_HOP, CT_FLAG_PEER, Counter, CtKey, CtState, NEXT_HOP_TICK_SHIFT, PROTO_TCP,
+    programs,
 };
 use netpath_tests::packet::{
     ACK, CLIENT, CONTAINER, Datapath, ENDPOINT_MAC, GATEWAY, HOST, NEXT_HOP_MAC, OTHER_CONTAINER,
@@ -243,24 +243,14 @@ fn published_connections_go_straight_into_a_known_container() {
         expected[..6].copy_from_slice(&mac);
         assert_only_tuple_changed(&expected, &out);
         assert_checksums(&out);
-        let entry = dp
-            .conntrack()
-            .into_iter()
-            .find(|(k, _)| k.src_addr == CLIENT)
-            .unwrap()
-            .1;
+        let entry = dp.ct_entry(|k| k.src_addr == CLIENT);
         assert_eq!(
             (entry.redirect_ifindex, entry.flags, entry.dst_mac),
             (4242, CT_FLAG_PEER, mac)
         );
         // The replies come from the container's veth: their entry is bound to it, so that
         // they skip its source check there (`packet_spoofing`).
-        let reply = dp
-            .conntrack()
-            .into_iter()
-            .find(|(k, _)| k.src_addr == CONTAINER)
-            .unwrap()
-            .1;
+        let reply = dp.ct_entry(|k| k.src_addr == CONTAINER);
         assert_eq!((entry.from_ifindex, reply.from_ifindex), (0, 4242));
         // The rest of the connection follows the same way.
         let ack = Pkt::tcp(CLIENT, 40000, HOST, 8088, ACK).build();
@@ -389,17 +379,6 @@ fn early_in_a_tick() -> u64 {
     coarse_now_ns()
 }
 
-/// Rewrites the conntrack entry under `key` with `f`, leaving the others as they are.
-fn edit_entry(dp: &mut Datapath, key: &CtKey, f: impl FnOnce(&mut CtEntry)) {
-    let mut entries = dp.conntrack();
-    let (_, e) = entries
-        .iter_mut()
-        .find(|(k, _)| k == key)
-        .expect("the entry");
-    f(e);
-    dp.reset_conntrack(&entries);
-}
-
 #[test]
 fn an_established_flow_takes_its_next_hop_from_its_conntrack_entry() {
     in_fresh_netns(|| {
@@ -408,12 +387,7 @@ fn an_established_flow_takes_its_next_hop_from_its_conntrack_entry() {
         let ext_mac = interface_mac("ext0");
         let key = CtKey::new(CONTAINER, SERVER, 40000, 80, PROTO_TCP);
         let cached = |dp: &Datapath| {
-            let e = dp
-                .conntrack()
-                .into_iter()
-                .find(|(k, _)| *k == key)
-                .unwrap()
-                .1;
+            let e = dp.ct_entry(|k| *k == key);
             (e.flags & CT_FLAG_NEXT_HOP != 0, e.dst_mac, e.src_mac)
         };
         // Sends a packet of the flow through np_br_in: translated, redirected, every byte
@@ -448,15 +422,22 @@ fn an_established_flow_takes_its_next_hop_from_its_conntrack_entry() {
         // Within the tick, the frame is addressed from the entry alone: MACs put there (no
         // neighbour has them) are the ones it leaves with.
         let fake = ([0x02, 0, 0, 0, 0, 0x99], [0x02, 0, 0, 0, 0, 0x98]);
-        edit_entry(&mut dp, &key, |e| {
-            (e.dst_mac, e.src_mac, e.last_seen_ns) = (fake.0, fake.1, early_in_a_tick());
+        let now = early_in_a_tick();
+        dp.edit_conntrack(|k, e| {
+            if *k == key {
+                (e.dst_mac, e.src_mac, e.last_seen_ns) = (fake.0, fake.1, now);
+            }
         });
         send(&mut dp, ACK, Some(fake));
 
         // The first packet of a later tick asks the FIB again and refreshes the entry: a
         // neighbour or route change reaches an established flow that way.
         let earlier = early_in_a_tick() - (1 << NEXT_HOP_TICK_SHIFT);
-        edit_entry(&mut dp, &key, |e| e.last_seen_ns = earlier);
+        dp.edit_conntrack(|k, e| {
+            if *k == key {
+                e.last_seen_ns = earlier;
+            }
+        });
         send(&mut dp, ACK, fib);
         assert_eq!(cached(&dp), (true, NEXT_HOP_MAC, ext_mac));
 
@@ -464,7 +445,11 @@ fn an_established_flow_takes_its_next_hop_from_its_conntrack_entry() {
         // resolves the neighbour (bpf_redirect_neigh): the frame keeps its MACs.
         netpath_tests::ip(&["neigh", "del", "203.0.113.2", "dev", "ext0"]).unwrap();
         let earlier = early_in_a_tick() - (1 << NEXT_HOP_TICK_SHIFT);
-        edit_entry(&mut dp, &key, |e| e.last_seen_ns = earlier);
+        dp.edit_conntrack(|k, e| {
+            if *k == key {
+                e.last_seen_ns = earlier;
+            }
+        });
         send(&mut dp, ACK, None);
         assert!(!cached(&dp).0, "the stale next hop is forgotten");
     });
@@ -473,11 +458,5 @@ fn an_established_flow_takes_its_next_hop_from_its_conntrack_entry() {
 /// The MAC of `name` in the current namespace.
 fn interface_mac(name: &str) -> [u8; 6] {
     let link = netpath_tests::ip_json(None, &["link", "show", name]);
-    let mac: Vec<u8> = link[0]["address"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    mac.try_into().unwrap()
+    netpath::model::ipam::parse_mac(link[0]["address"].as_str().unwrap()).expect("a MAC")
 }

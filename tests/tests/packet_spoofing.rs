@@ -90,13 +90,9 @@ fn a_connection_is_bound_to_the_veth_it_opened_through() {
 
         let syn = Pkt::tcp(CONTAINER, 40000, SERVER, 80, SYN).build();
         assert_eq!(dp.run(programs::VETH_IN, veth, &syn).0, TC_ACT_REDIRECT);
-        let forward = dp
-            .conntrack()
-            .into_iter()
-            .find(|(k, _)| k.src_addr == CONTAINER)
-            .expect("the connection's forward entry");
+        let forward = dp.ct_entry(|k| k.src_addr == CONTAINER);
         assert_eq!(
-            forward.1.from_ifindex, veth,
+            forward.from_ifindex, veth,
             "bound to the veth it came through"
         );
 
