@@ -58,7 +58,7 @@ pub fn containers(bin: &Path, count: usize) -> Result<()> {
     );
     print!("{}", curve.table(false));
     println!("{}", curve.summary());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = crate::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
         dir.join("containers.json"),

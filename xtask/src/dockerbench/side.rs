@@ -23,7 +23,9 @@ use netpath_tests::{
 };
 use serde_json::Value;
 
-use crate::netbench::topo::{Server, check_http, in_netns, in_ns, ok, run_stdin, tune_client};
+use crate::netbench::topo::{
+    self, Server, check_http, in_netns, in_ns, ok, run_stdin, tune_client,
+};
 
 const IMAGE: &str = "netpath-bench-busybox";
 /// The measured container's published ports: busybox httpd (80) and nginx (8081, started
@@ -299,11 +301,7 @@ impl Side {
     /// Clears TIME_WAIT sockets in the server's and the client's namespaces: the previous
     /// run's would slow the next new-connection measurement (field guide, pitfalls).
     pub fn clear_time_wait(&self) -> Result<()> {
-        for ns in [&self.web.0, &self.client.netns] {
-            ok(&in_ns(ns, &["ss", "-Kn", "state", "time-wait"])?)
-                .with_context(|| format!("ss -K in {ns}"))?;
-        }
-        Ok(())
+        topo::clear_time_wait([&self.web.0, &self.client.netns]).map(drop)
     }
 
     /// Milliseconds from the start of `docker run -d -p` of a fresh httpd container to the

@@ -235,15 +235,15 @@ pub fn run(bin: &Path, forwarder: &Path, o: &Options) -> Result<()> {
         let mut results: Vec<measure::Pass> = cells.iter().map(|_| Default::default()).collect();
         for (test, (name, _)) in measure::TESTS.iter().enumerate() {
             println!("pass {}/{} {name}", pass + 1, plan.passes);
+            let churn = test == measure::NEW_CONN_TEST && plan.clear_time_wait;
+            if churn {
+                // Every configuration's, not only the next one's: all of them share the
+                // kernel's socket tables. Once: each run's own go right after it.
+                clear_time_wait(&cells, &mut results);
+            }
             for i in 0..count {
                 check_interrupted()?;
                 let at = (i + pass) % count;
-                let churn = test == measure::NEW_CONN_TEST && plan.clear_time_wait;
-                if churn {
-                    // Every configuration's, not only this one's: all of them share the
-                    // kernel's socket tables.
-                    clear_time_wait(&cells, &mut results);
-                }
                 if let Some(topo) = &cells[at].topo {
                     run_measured(test, topo, plan.secs, &mut results[at]);
                     // At once, so that each run's count is its own.

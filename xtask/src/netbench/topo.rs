@@ -127,13 +127,7 @@ impl Topology {
     /// and keeps one per connection for 60 s; left in place, they slow down the next
     /// connection-rate test of every configuration.
     pub fn clear_time_wait(&self) -> Result<usize> {
-        let mut closed = 0;
-        for netns in [&self.client, &self.server] {
-            let out = in_ns(netns, &["ss", "-H", "-K", "-t", "state", "time-wait"])?;
-            ok(&out).with_context(|| format!("ss -K state time-wait in {netns}"))?;
-            closed += String::from_utf8_lossy(&out.stdout).lines().count();
-        }
-        Ok(closed)
+        clear_time_wait([&self.client, &self.server])
     }
 
     /// One plain GET through the measured path, retried while the servers settle: proves
@@ -709,4 +703,15 @@ pub fn run_stdin(cmd: &mut Command, input: &str) -> Result<Output> {
     let out = child.wait_with_output()?;
     let _ = writer.join();
     Ok(out)
+}
+
+/// Closes every TIME_WAIT socket in `namespaces` (`ss -K`); how many there were.
+pub fn clear_time_wait(namespaces: [&str; 2]) -> Result<usize> {
+    let mut closed = 0;
+    for netns in namespaces {
+        let out = in_ns(netns, &["ss", "-H", "-K", "-t", "state", "time-wait"])?;
+        ok(&out).with_context(|| format!("ss -K state time-wait in {netns}"))?;
+        closed += String::from_utf8_lossy(&out.stdout).lines().count();
+    }
+    Ok(closed)
 }
