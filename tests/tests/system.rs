@@ -3,7 +3,7 @@
 use std::{fs, net::Ipv4Addr, path::Path, sync::mpsc, thread, time::Duration};
 
 use netpath::{
-    model::state::{STATE_VERSION, State, Store},
+    model::state::{Container, Endpoint, NetMode, Network, STATE_VERSION, State, Store},
     system::{
         netlink::{Netlink, NetlinkError, Route},
         netns::{self, NETNS_RUN_DIR, Netns, NetnsError},
@@ -305,15 +305,109 @@ fn store_load_save_peek_remove() {
     assert!(Store::peek(&scope.0).unwrap().is_none());
 }
 
+fn bridged(network: &str, ip: Ipv4Addr) -> Container {
+    Container {
+        mode: NetMode::Bridge,
+        endpoints: vec![Endpoint {
+            network: network.to_owned(),
+            ifname: "eth0".to_owned(),
+            host_veth: format!("np{ip}"),
+            ip,
+        }],
+        allow_spoofed_source: false,
+    }
+}
+
+#[test]
+fn store_keeps_each_container_in_a_record_of_its_own() {
+    let scope = TempScope::new();
+    let dir = Store::dir(&scope.0);
+    let ip = |d| Ipv4Addr::new(10, 9, 0, d);
+    let store = Store::open(&scope.0).unwrap();
+    let mut state = store.load().unwrap();
+    state.networks.insert(
+        "n".to_owned(),
+        Network {
+            id: 1,
+            subnet: "10.9.0.0/24".parse().unwrap(),
+            gateway: ip(1),
+            bridge: "br-n".to_owned(),
+            ifindex: 0,
+            bridge_created: true,
+            masquerade: true,
+            routes: vec![],
+            cluster_exclude: None,
+            addresses: Default::default(),
+        },
+    );
+    state.add_container("a", bridged("n", ip(2)));
+    let sharer = Container {
+        mode: NetMode::Container("a".to_owned()),
+        endpoints: vec![],
+        allow_spoofed_source: false,
+    };
+    state.add_container("b", sharer);
+    store.save(&state).unwrap();
+    let records = dir.join("containers");
+    assert!(records.join("a.json").exists() && records.join("b.json").exists());
+    let text = fs::read_to_string(dir.join("state.json")).unwrap();
+    assert!(!text.contains("\"containers\""), "{text}");
+    assert!(text.contains(r#""addresses":["10.9.0.2"]"#), "{text}");
+    assert!(text.contains(r#""sharers":{"a":["b"]}"#), "{text}");
+
+    // A load picks the next address and finds who shares a namespace without reading a
+    // record, and reads one by name.
+    let mut state = store.load().unwrap();
+    assert_eq!(state.networks["n"].next_free().unwrap(), ip(3));
+    assert_eq!(state.sharing("a"), ["b"]);
+    assert!(!state.containers.is_empty().unwrap());
+    assert_eq!(state.container("a").unwrap().endpoints[0].ip, ip(2));
+    assert!(!state.containers.contains("c").unwrap());
+    let e = state.container("../a").unwrap_err();
+    assert_eq!(format!("{e:#}"), "invalid container name \"../a\"");
+    state.remove_container("b").unwrap();
+    state.remove_container("a").unwrap();
+    assert!(state.containers.is_empty().unwrap());
+    assert!(state.sharing("a").is_empty() && state.networks["n"].addresses.is_empty());
+    store.save(&state).unwrap();
+    assert_eq!(fs::read_dir(&records).unwrap().count(), 0);
+
+    // A record the host's part does not know (a crash between the two writes) is indexed
+    // again by the next command that reads every record.
+    fs::write(
+        records.join("c.json"),
+        serde_json::to_vec(&bridged("n", ip(3))).unwrap(),
+    )
+    .unwrap();
+    assert!(store.load().unwrap().networks["n"].addresses.is_empty());
+    let mut full = store.load().unwrap();
+    assert_eq!(full.all_containers().unwrap().len(), 1);
+    assert_eq!(full.networks["n"].next_free().unwrap(), ip(2));
+    assert!(full.networks["n"].in_use(ip(3)));
+    full.remove_container("c").unwrap();
+    store.save(&full).unwrap();
+
+    // An older netpath's file, with the containers inside, is read whole and split.
+    let mut old: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    old["containers"] = serde_json::json!({"d": bridged("n", ip(4))});
+    fs::write(dir.join("state.json"), old.to_string()).unwrap();
+    let mut upgraded = store.load().unwrap();
+    assert!(upgraded.networks["n"].in_use(ip(4)));
+    assert_eq!(upgraded.container("d").unwrap().endpoints[0].ip, ip(4));
+    store.save(&upgraded).unwrap();
+    assert!(records.join("d.json").exists());
+    let text = fs::read_to_string(dir.join("state.json")).unwrap();
+    assert!(!text.contains("\"containers\""), "{text}");
+}
+
 #[test]
 fn store_refuses_other_versions_and_garbage() {
     let scope = TempScope::new();
     let store = Store::open(&scope.0).unwrap();
     let path = Store::dir(&scope.0).join("state.json");
-    let future = State {
-        version: STATE_VERSION + 1,
-        ..State::default()
-    };
+    let mut future = State::default();
+    future.version = STATE_VERSION + 1;
     store.save(&future).unwrap();
     let msg = format!("{:#}", store.load().unwrap_err());
     assert!(

@@ -163,7 +163,7 @@ fn run(env: &Env, stdin: &[u8], version: &mut String) -> Result<Answer> {
             "DEL" => del(&mut ctx, env, &conf, stdin)
                 .await
                 .map(|()| Answer::Nothing),
-            "CHECK" => check(&ctx, env, &conf).await.map(|()| Answer::Nothing),
+            "CHECK" => check(&mut ctx, env, &conf).await.map(|()| Answer::Nothing),
             "GC" => gc(&mut ctx, &conf).await.map(|()| Answer::Nothing),
             _ => Ok(Answer::Nothing),
         };
@@ -189,7 +189,7 @@ async fn add(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<Cni
     let netns_path = Env::require(&env.netns, "CNI_NETNS")?;
     check_ifname(ifname).map_err(|e| refusal(code::INVALID_ENV, format!("CNI_IFNAME: {e}")))?;
     let name = pod_name(id, ifname);
-    if ctx.state.containers.contains_key(&name) {
+    if ctx.state.containers.contains(&name)? {
         bail!("container {id} already has interface {ifname} (netpath container {name})");
     }
     let ns = Netns::open_path(Path::new(netns_path))
@@ -360,11 +360,10 @@ async fn add_steps(
         host::activate_as_up(ctx).await?;
     }
     let net = ctx.state.network(&conf.name)?.clone();
-    let taken = ctx.state.taken(&conf.name);
     let ip = match given {
         Some(ip) => {
             net.subnet.check_host(ip)?;
-            if taken.contains(&ip) {
+            if net.in_use(ip) {
                 bail!(
                     "address {ip} from IPAM is already in use on network {}",
                     conf.name
@@ -372,7 +371,8 @@ async fn add_steps(
             }
             ip
         }
-        None => ipam::next_free(&net.subnet, &taken)
+        None => net
+            .next_free()
             .with_context(|| format!("network {} is full", conf.name))?,
     };
     let specs = conf
@@ -399,8 +399,8 @@ async fn add_steps(
     if let Some(p) = publishes {
         p.commit(ctx)?;
     }
-    ctx.state.containers.insert(
-        name.to_owned(),
+    ctx.state.add_container(
+        name,
         Container {
             mode: NetMode::Cni(cni_pod(
                 env.container_id.as_deref().expect("checked"),
@@ -509,8 +509,12 @@ async fn install_routes(ctx: &mut Ctx, network: &str, plan: &[InstalledRoute]) -
 /// Removes the routes netpath installed for `network` and the cluster CIDR it holds in the
 /// masquerade exclusions once no pod uses it any more (the next ADD brings them back).
 async fn release_cluster(ctx: &mut Ctx, network: &str) -> Result<()> {
-    let in_use = ctx.state.users(network).next().is_some();
-    let Some(net) = ctx.state.networks.get(network).filter(|_| !in_use) else {
+    let Some(net) = ctx
+        .state
+        .networks
+        .get(network)
+        .filter(|n| n.addresses.is_empty())
+    else {
         return Ok(());
     };
     let mut t = network::remove_routes(ctx, net).await;
@@ -564,7 +568,7 @@ async fn del(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()>
     // Every step is tried whatever failed before, so that what can go goes; the runtime
     // repeats DEL until it succeeds.
     let mut t = Teardown::default();
-    match ctx.state.containers.get(&name).map(|c| &c.mode) {
+    match ctx.state.containers.get(&name)?.map(|c| &c.mode) {
         Some(NetMode::Cni(pod)) if pod.container_id == id => {
             let removed = container::rm(ctx, &name).await;
             t.step(format!("pod {name}"), removed);
@@ -591,7 +595,7 @@ async fn del(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()>
 
 /// CHECK: the interface, its address and default route in the pod's namespace, the host end
 /// and the datapath's entry are all still there.
-async fn check(ctx: &Ctx, env: &Env, conf: &NetConf) -> Result<()> {
+async fn check(ctx: &mut Ctx, env: &Env, conf: &NetConf) -> Result<()> {
     let id = Env::require(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = Env::require(&env.ifname, "CNI_IFNAME")?;
     let netns_path = Env::require(&env.netns, "CNI_NETNS")?;
@@ -599,8 +603,9 @@ async fn check(ctx: &Ctx, env: &Env, conf: &NetConf) -> Result<()> {
     let pod = ctx
         .state
         .containers
-        .get(&name)
-        .filter(|c| matches!(&c.mode, NetMode::Cni(pod) if pod.container_id == id));
+        .get(&name)?
+        .filter(|c| matches!(&c.mode, NetMode::Cni(pod) if pod.container_id == id))
+        .cloned();
     let pod = pod.ok_or_else(|| {
         refusal(
             code::UNKNOWN_CONTAINER,
@@ -663,7 +668,9 @@ async fn gc(ctx: &mut Ctx, conf: &NetConf) -> Result<()> {
     let valid = conf.valid_attachments.clone().unwrap_or_default();
     let stale: Vec<String> = ctx
         .state
-        .users(&conf.name)
+        .all_containers()?
+        .iter()
+        .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == conf.name))
         .filter(|(_, c)| match &c.mode {
             NetMode::Cni(pod) => !valid
                 .iter()

@@ -1,7 +1,6 @@
 //! Containers: a named network namespace (`ip netns` sees it) with one veth per network,
 //! or one of Docker's other network modes.
 use std::{
-    collections::BTreeSet,
     ffi::CString,
     fs,
     net::Ipv4Addr,
@@ -41,7 +40,7 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
     } = args;
     let name = name.as_str();
     check_name("container", name)?;
-    if ctx.state.containers.contains_key(name) {
+    if ctx.state.containers.contains(name)? {
         bail!("container {name} already exists");
     }
     let endpoints = match &mode {
@@ -99,7 +98,7 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
         .map(|e| attached(name, e))
         .chain(specs.iter().map(|spec| format!("{name}: published {spec}")))
         .collect();
-    ctx.state.containers.insert(name.to_owned(), container);
+    ctx.state.add_container(name, container);
     Ok(Response::Done(done))
 }
 
@@ -140,19 +139,19 @@ fn plan_endpoint(
             format!("cannot attach {container}")
         }
     })?;
-    let taken: BTreeSet<Ipv4Addr> = state.taken(network);
     let ip = match ip {
         Some(ip) => {
             net.subnet.check_host(ip)?;
             if ip == net.gateway {
                 bail!("address {ip} is the gateway of network {network}");
             }
-            if taken.contains(&ip) {
+            if net.in_use(ip) {
                 bail!("address {ip} is already in use on network {network}");
             }
             ip
         }
-        None => ipam::next_free(&net.subnet, &taken)
+        None => net
+            .next_free()
             .with_context(|| format!("network {network} is full"))?,
     };
     let ifname = format!("eth{slot}");
@@ -256,7 +255,7 @@ pub fn register(
 pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {
     let ConnectArgs { name, network, ip } = args;
     let (name, network) = (name.as_str(), network.as_str());
-    let container = ctx.state.container(name)?;
+    let container = ctx.state.container(name)?.clone();
     if !matches!(container.mode, NetMode::Bridge | NetMode::None) {
         bail!("container {name} shares another network namespace and cannot be connected");
     }
@@ -278,12 +277,7 @@ pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {
     let cnl = Netlink::open_in(&ns)?;
     wire_endpoint(ctx, &cnl, &ns, &endpoint, default_route, any_source).await?;
     let done = attached(name, &endpoint);
-    ctx.state
-        .containers
-        .get_mut(name)
-        .expect("checked above")
-        .endpoints
-        .push(endpoint);
+    ctx.state.add_endpoint(name, endpoint)?;
     Ok(Response::Done(vec![done]))
 }
 
@@ -302,7 +296,7 @@ pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     forget_flows(ctx, name, &container, &mut t);
     t.merge(teardown(ctx, name, &container).await);
     if t.errors.is_empty() {
-        ctx.state.containers.remove(name);
+        ctx.state.remove_container(name)?;
     }
     Ok(t.finish()?)
 }
@@ -437,14 +431,16 @@ pub struct ContainerView {
     pub missing: Vec<String>,
 }
 
-pub async fn ps(ctx: &Ctx) -> Result<Response> {
+pub async fn ps(ctx: &mut Ctx) -> Result<Response> {
+    ctx.state.all_containers()?;
     Ok(Response::Containers(views(
         &ctx.state,
         &ctx.nl.links().await?,
     )))
 }
 
-/// Every container as `ps` shows it; `links` are the interfaces of the scope's namespace.
+/// Every container as `ps` shows it, all read; `links` are the interfaces of the scope's
+/// namespace.
 pub(super) fn views(state: &State, links: &[Link]) -> Vec<ContainerView> {
     let published = state.publishes.specs();
     state
@@ -513,7 +509,7 @@ pub fn exec(scope: &str, args: &ExecArgs) -> Result<std::convert::Infallible> {
     let ExecArgs { name, command } = args;
     let netns_name = {
         let store = Store::open(scope)?;
-        let state = store.load()?;
+        let mut state = store.load()?;
         let container = state.container(name)?;
         match &container.mode {
             NetMode::Bridge | NetMode::None => Some(name.to_owned()),

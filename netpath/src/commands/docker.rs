@@ -167,7 +167,7 @@ pub async fn handle(scope: &str, sees: bool, call: &str, body: &[u8]) -> Result<
         "NetworkDriver.DeleteNetwork" => delete_network(&mut ctx, parse(body)?).await,
         "NetworkDriver.CreateEndpoint" => create_endpoint(&mut ctx, parse(body)?).await,
         "NetworkDriver.DeleteEndpoint" => delete_endpoint(&mut ctx, parse(body)?).await,
-        "NetworkDriver.EndpointOperInfo" => oper_info(&ctx, parse(body)?),
+        "NetworkDriver.EndpointOperInfo" => oper_info(&mut ctx, parse(body)?),
         "NetworkDriver.Join" => join(&mut ctx, sees, parse(body)?).await,
         "NetworkDriver.Leave" => leave(&mut ctx, parse(body)?).await,
         "NetworkDriver.ProgramExternalConnectivity" => program(&mut ctx, parse(body)?).await,
@@ -283,29 +283,33 @@ async fn delete_network(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     if ctx.state.networks.contains_key(&name) {
         // Docker deletes a network only once none of its endpoints is left: any still here
         // are stale.
-        let stale = docker_endpoints(ctx, |d, _| d.network_id == req.network_id);
+        let stale = docker_endpoints(ctx, |d, _| d.network_id == req.network_id)?;
         reclaim(ctx, stale).await?;
         network::rm(ctx, &name).await?;
     }
     // The last network gone: nothing of netpath stays behind (as `netpath down`).
     let s = &ctx.state;
-    if s.networks.is_empty() && s.containers.is_empty() && s.publishes.is_empty() {
+    if s.networks.is_empty() && s.publishes.is_empty() && s.containers.is_empty()? {
         host::down(ctx).await?;
     }
     Ok(json!({}))
 }
 
 /// The netpath containers of the Docker endpoints (with their interface) that `which` selects.
-fn docker_endpoints(ctx: &Ctx, which: impl Fn(&DockerEndpoint, &Endpoint) -> bool) -> Vec<String> {
-    ctx.state
-        .containers
+fn docker_endpoints(
+    ctx: &mut Ctx,
+    which: impl Fn(&DockerEndpoint, &Endpoint) -> bool,
+) -> Result<Vec<String>> {
+    Ok(ctx
+        .state
+        .all_containers()?
         .iter()
         .filter(|(_, c)| match &c.mode {
             NetMode::Docker(d) => c.endpoints.iter().any(|e| which(d, e)),
             _ => false,
         })
         .map(|(name, _)| name.clone())
-        .collect()
+        .collect())
 }
 
 /// Removes stale endpoints, their publishes and flows with them. A dockerd that was killed
@@ -323,26 +327,28 @@ async fn reclaim(ctx: &mut Ctx, stale: Vec<String>) -> Result<()> {
 }
 
 /// The endpoint's container in the state: its name, record and interface.
-fn endpoint<'a>(ctx: &'a Ctx, req: &EndpointCall) -> Result<(String, &'a Container, Endpoint)> {
+fn endpoint(ctx: &mut Ctx, req: &EndpointCall) -> Result<(String, Container, Endpoint)> {
     let name = docker::endpoint_name(&req.endpoint_id);
     let c = ctx
         .state
         .containers
-        .get(&name)
+        .get(&name)?
         .filter(|c| matches!(&c.mode, NetMode::Docker(d) if d.endpoint_id == req.endpoint_id))
+        .cloned()
         .with_context(|| format!("no endpoint {}", req.endpoint_id))?;
     let e = c
         .endpoints
         .first()
-        .context("the endpoint has no interface")?;
-    Ok((name, c, e.clone()))
+        .context("the endpoint has no interface")?
+        .clone();
+    Ok((name, c, e))
 }
 
 async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
     let network = docker::network_name(&req.network_id);
     let net = ctx.state.network(&network)?.clone();
     let name = docker::endpoint_name(&req.endpoint_id);
-    if ctx.state.containers.contains_key(&name) {
+    if ctx.state.containers.contains(&name)? {
         bail!("endpoint {} exists already", req.endpoint_id);
     }
     let iface = req.interface.unwrap_or_default();
@@ -362,9 +368,11 @@ async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
     net.subnet.check_host(ip)?;
     // Docker's IPAM owns the network's addresses: another of its endpoints that still holds
     // this one is stale.
-    let stale = docker_endpoints(ctx, |d, e| d.network_id == req.network_id && e.ip == ip);
-    reclaim(ctx, stale).await?;
-    if ctx.state.taken(&network).contains(&ip) {
+    if net.in_use(ip) {
+        let stale = docker_endpoints(ctx, |d, e| d.network_id == req.network_id && e.ip == ip)?;
+        reclaim(ctx, stale).await?;
+    }
+    if ctx.state.network(&network)?.in_use(ip) {
         bail!("address {ip} is already in use on network {network}");
     }
     let given_mac = !iface.mac_address.is_empty();
@@ -374,8 +382,8 @@ async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
         false => ipam::mac_for(ip),
     };
     let ifname = "eth".to_owned();
-    ctx.state.containers.insert(
-        name.clone(),
+    ctx.state.add_container(
+        &name,
         Container {
             mode: NetMode::Docker(DockerEndpoint {
                 network_id: req.network_id,
@@ -402,14 +410,14 @@ async fn create_endpoint(ctx: &mut Ctx, req: CreateEndpoint) -> Result<Value> {
 
 async fn delete_endpoint(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let name = docker::endpoint_name(&req.endpoint_id);
-    if ctx.state.containers.contains_key(&name) {
+    if ctx.state.containers.contains(&name)? {
         endpoint(ctx, &req)?;
         container::rm(ctx, &name).await?;
     }
     Ok(json!({}))
 }
 
-fn oper_info(ctx: &Ctx, req: EndpointCall) -> Result<Value> {
+fn oper_info(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (_, c, e) = endpoint(ctx, &req)?;
     let mac = match &c.mode {
         NetMode::Docker(d) => d.mac.clone(),
@@ -455,7 +463,7 @@ async fn join(ctx: &mut Ctx, sees: bool, req: EndpointCall) -> Result<Value> {
         && let Some(Container {
             mode: NetMode::Docker(d),
             ..
-        }) = ctx.state.containers.get_mut(&name)
+        }) = ctx.state.containers.get_mut(&name)?
     {
         d.sandbox = req.sandbox_key;
     }
@@ -473,7 +481,6 @@ async fn join(ctx: &mut Ctx, sees: bool, req: EndpointCall) -> Result<Value> {
 /// the endpoint stays until DeleteEndpoint.
 async fn leave(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (name, c, _) = endpoint(ctx, &req)?;
-    let c = c.clone();
     let mut t = Teardown::default();
     container::forget_flows(ctx, &name, &c, &mut t);
     t.merge(container::teardown(ctx, &name, &c).await);
@@ -530,14 +537,16 @@ async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         .mappings()
         .map(|m| m.container_ip)
         .collect();
-    let stale = docker_endpoints(ctx, |d, o| {
-        let unmounted = !d.sandbox.is_empty()
-            && !links.contains(&container_end(&o.host_veth))
-            && Netns::open_path(Path::new(&d.sandbox)).is_err();
-        let gone = unmounted || !links.contains(&o.host_veth);
-        d.endpoint_id != req.endpoint_id && published.contains(&o.ip) && gone
-    });
-    reclaim(ctx, stale).await?;
+    if !published.is_empty() {
+        let stale = docker_endpoints(ctx, |d, o| {
+            let unmounted = !d.sandbox.is_empty()
+                && !links.contains(&container_end(&o.host_veth))
+                && Netns::open_path(Path::new(&d.sandbox)).is_err();
+            let gone = unmounted || !links.contains(&o.host_veth);
+            d.endpoint_id != req.endpoint_id && published.contains(&o.ip) && gone
+        })?;
+        reclaim(ctx, stale).await?;
+    }
     let bindings: Vec<PortBinding> = match req.options.get(PORTMAP) {
         None | Some(Value::Null) => vec![],
         Some(v) => serde_json::from_value(v.clone()).context("invalid port bindings")?,

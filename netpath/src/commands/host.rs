@@ -129,7 +129,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
         net.subnet,
         net.gateway,
         s.networks.len(),
-        s.containers.len(),
+        s.containers.iter().len(),
         s.publishes.len(),
         s.masquerade_ports.unwrap_or(NatPorts::DEFAULT),
         s.masquerade_exclude.len(),
@@ -187,15 +187,15 @@ fn check_conntrack_size(ctx: &Ctx, wanted: Option<u32>) -> Result<()> {
 
 /// Loads the container-veth program (a new netpath's replaces the old one on every veth) and
 /// puts every container's veth on the fast path, those started before the datapath included.
-async fn register_containers(ctx: &Ctx) -> Result<()> {
+async fn register_containers(ctx: &mut Ctx) -> Result<()> {
     let dp = ctx.datapath()?;
     dp.load_veth_program()?;
-    if ctx.state.containers.is_empty() {
+    if ctx.state.all_containers()?.is_empty() {
         return Ok(());
     }
     // One dump for every container rather than a request per veth.
     let links = ctx.nl.links().await?;
-    for (name, c) in &ctx.state.containers {
+    for (name, c) in ctx.state.containers.iter() {
         for e in &c.endpoints {
             // A veth deleted behind netpath's back is reported by `ps`; `rm` cleans up.
             let bridge = ctx.state.networks.get(&e.network).map(|n| n.ifindex);
@@ -225,6 +225,7 @@ async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
             masquerade: true,
             routes: vec![],
             cluster_exclude: None,
+            addresses: BTreeSet::new(),
         }
     };
     if net.bridge_created {
@@ -255,7 +256,7 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
     // All containers at once: the kernel removes their veths in one batch.
     let containers: Vec<(String, Container)> = ctx
         .state
-        .containers
+        .all_containers()?
         .iter()
         .map(|(n, c)| (n.clone(), c.clone()))
         .collect();
@@ -268,7 +269,10 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
         t.merge(ct);
         // A container that failed to go stays in the state, and is not reported as removed.
         if removed {
-            ctx.state.containers.remove(name);
+            if let Err(e) = ctx.state.remove_container(name) {
+                t.step(format!("container {name}"), Err::<(), _>(e));
+                continue;
+            }
             t.step(format!("container {name}"), Ok(()));
         }
     }

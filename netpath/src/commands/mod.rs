@@ -40,6 +40,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The scope, locked, with no container's record read yet: a command reads those it
+    /// names, so that it costs the same however many others there are.
     pub fn open(scope: &str) -> Result<Ctx> {
         let store = Store::open(scope)?;
         let state = store.load()?;
@@ -67,10 +69,10 @@ impl Ctx {
     pub fn finish(self) -> Result<()> {
         let s = &self.state;
         if !s.networks.is_empty()
-            || !s.containers.is_empty()
             || s.ip_forward_before.is_some()
             || !s.externals.is_empty()
             || !s.publishes.is_empty()
+            || !s.containers.is_empty()?
         {
             return self.store.save(s);
         }

@@ -1,6 +1,8 @@
 //! `netpath network ...`: bridges with a gateway address, an IPAM subnet and the datapath
 //! attached.
 
+use std::collections::BTreeSet;
+
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
@@ -54,6 +56,7 @@ pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> 
         masquerade,
         routes: vec![],
         cluster_exclude: None,
+        addresses: BTreeSet::new(),
     };
     network.ifindex = realize(ctx, &network).await?;
     let done = format!(
@@ -153,6 +156,7 @@ pub async fn adopt(ctx: &Ctx, bridge: &str) -> Result<Network> {
         masquerade: true,
         routes: vec![],
         cluster_exclude: None,
+        addresses: BTreeSet::new(),
     })
 }
 
@@ -188,7 +192,7 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
 
 pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     let net = ctx.state.network(name)?.clone();
-    let users: Vec<&str> = ctx.state.users(name).map(|(n, _)| n).collect();
+    let users = ctx.state.users(name)?;
     if !users.is_empty() {
         bail!(
             "network {name} is in use by container(s) {}; remove or disconnect them first",

@@ -404,6 +404,7 @@ mod tests {
             masquerade: true,
             routes: vec![],
             cluster_exclude: None,
+            addresses: BTreeSet::new(),
         };
         BTreeMap::from([
             ("default".to_owned(), net(1, "172.17.0.0/16", "netpath0")),

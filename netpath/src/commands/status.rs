@@ -58,11 +58,12 @@ pub struct External {
     pub ifindex: Option<u32>,
 }
 
-pub async fn status(ctx: &Ctx) -> Result<Response> {
+pub async fn status(ctx: &mut Ctx) -> Result<Response> {
+    ctx.state.all_containers()?;
     let links = ctx.nl.links().await?;
     let state = &ctx.state;
     let mut veth_filters = Vec::new();
-    for e in state.containers.values().flat_map(|c| &c.endpoints) {
+    for e in state.containers.iter().flat_map(|(_, c)| &c.endpoints) {
         if let Some(link) = links.iter().find(|l| l.name == e.host_veth) {
             let ids = ctx.nl.ingress_bpf_programs(link.index).await?;
             veth_filters.push((e.host_veth.clone(), ids));

@@ -1,5 +1,5 @@
 //! IPv4 subnets and address assignment. Pure data: no netlink, no files.
-use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
+use std::{fmt, net::Ipv4Addr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -139,15 +139,63 @@ pub fn default_pools() -> impl Iterator<Item = Subnet> {
     b172.chain(b192).map(|s| s.expect("valid prefix"))
 }
 
-/// The lowest free host address of `subnet`, skipping everything in `taken` (the gateway
-/// included). Sequential so that the first container gets .2, as with Docker.
-pub fn next_free(subnet: &Subnet, taken: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
+/// The lowest host address of `subnet` not `in_use` (the gateway included). Sequential so
+/// that the first container gets .2, as with Docker.
+pub fn next_free(
+    subnet: &Subnet,
+    in_use: impl Fn(Ipv4Addr) -> bool,
+) -> Result<Ipv4Addr, IpamError> {
     let first = u32::from(subnet.network) + 1;
     let last = u32::from(subnet.broadcast()).saturating_sub(1);
     (first..=last)
         .map(Ipv4Addr::from)
-        .find(|ip| !taken.contains(ip))
+        .find(|ip| !in_use(*ip))
         .ok_or(IpamError::Exhausted { subnet: *subnet })
+}
+
+/// A set of addresses stored as ranges ("172.17.0.2-172.17.3.233"), for serde's `with`: a
+/// network's addresses are mostly handed out in a row, so the text stays short however many
+/// containers there are.
+pub mod ranges {
+    use std::{collections::BTreeSet, net::Ipv4Addr};
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    /// More than any one network holds (a Linux bridge takes 1,023 ports): a damaged file
+    /// cannot make netpath expand a range of billions.
+    const MAX: usize = 1 << 20;
+
+    pub fn serialize<S: Serializer>(set: &BTreeSet<Ipv4Addr>, s: S) -> Result<S::Ok, S::Error> {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for ip in set.iter().map(|ip| u32::from(*ip)) {
+            match runs.last_mut() {
+                Some((_, end)) if end.checked_add(1) == Some(ip) => *end = ip,
+                _ => runs.push((ip, ip)),
+            }
+        }
+        s.collect_seq(runs.iter().map(|&(a, b)| match a == b {
+            true => Ipv4Addr::from(a).to_string(),
+            false => format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b)),
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<Ipv4Addr>, D::Error> {
+        let mut set = BTreeSet::new();
+        for run in Vec::<String>::deserialize(d)? {
+            let (a, b) = run.split_once('-').unwrap_or((&run, &run));
+            let parse = |t: &str| {
+                t.parse::<Ipv4Addr>()
+                    .map(u32::from)
+                    .map_err(|_| D::Error::custom(format!("invalid address range {run:?}")))
+            };
+            let (a, b) = (parse(a)?, parse(b)?);
+            if a > b || set.len() + (b - a) as usize >= MAX {
+                return Err(D::Error::custom(format!("invalid address range {run:?}")));
+            }
+            set.extend((a..=b).map(Ipv4Addr::from));
+        }
+        Ok(set)
+    }
 }
 
 /// A stable MAC for a container address: locally administered, derived from the IP the way
@@ -176,7 +224,41 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Held(#[serde(with = "ranges")] BTreeSet<Ipv4Addr>);
+
+    #[test]
+    fn address_sets_are_stored_as_ranges() {
+        let ip = |d| Ipv4Addr::new(10, 0, 1, d);
+        let held = Held([2, 3, 4, 7, 9, 10].into_iter().map(ip).collect());
+        let text = serde_json::to_string(&held).unwrap();
+        assert_eq!(
+            text,
+            r#"["10.0.1.2-10.0.1.4","10.0.1.7","10.0.1.9-10.0.1.10"]"#
+        );
+        assert_eq!(serde_json::from_str::<Held>(&text).unwrap(), held);
+        let wide = Held(
+            (0..=255)
+                .map(ip)
+                .chain([Ipv4Addr::new(10, 0, 2, 0)])
+                .collect(),
+        );
+        let text = serde_json::to_string(&wide).unwrap();
+        assert_eq!(text, r#"["10.0.1.0-10.0.2.0"]"#);
+        assert_eq!(serde_json::from_str::<Held>(&text).unwrap(), wide);
+        for bad in [
+            r#"["10.0.1.9-10.0.1.2"]"#,
+            r#"["10.0.1.x"]"#,
+            r#"["0.0.0.0-255.255.255.255"]"#,
+        ] {
+            let e = serde_json::from_str::<Held>(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid address range"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn macs_as_text() {
@@ -288,10 +370,10 @@ mod tests {
     fn allocation_skips_taken_and_exhausts() {
         let s: Subnet = "192.0.2.0/30".parse().unwrap();
         let mut taken = BTreeSet::from([s.first_host()]);
-        let ip = next_free(&s, &taken).unwrap();
+        let ip = next_free(&s, |ip| taken.contains(&ip)).unwrap();
         assert_eq!(ip, Ipv4Addr::new(192, 0, 2, 2));
         taken.insert(ip);
-        let e = next_free(&s, &taken).unwrap_err();
+        let e = next_free(&s, |ip| taken.contains(&ip)).unwrap_err();
         assert_eq!(e, IpamError::Exhausted { subnet: s });
         assert_eq!(
             e.to_string(),

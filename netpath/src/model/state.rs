@@ -1,8 +1,11 @@
 //! netpath's record of what it created in one network namespace ("scope"), kept under
-//! `/run/netpath/<scope>/`. Every command holds the scope's lock from start to end, so
-//! concurrent invocations serialize; writes go to a temporary file renamed into place.
+//! `/run/netpath/<scope>/`: the host's part (networks, published ports, settings) in
+//! `state.json`, and each container in a file of its own under `containers/`, so that a
+//! command about one container reads and writes that one alone and costs the same with a
+//! thousand beside it. Every command holds the scope's lock from start to end, so concurrent
+//! invocations serialize; every write goes to a temporary file renamed into place.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, btree_map},
     fs::{self, File},
     io::Write as _,
     net::Ipv4Addr,
@@ -28,7 +31,17 @@ pub const STATE_VERSION: u32 = 1;
 pub struct State {
     pub version: u32,
     pub networks: BTreeMap<String, Network>,
-    pub containers: BTreeMap<String, Container>,
+    /// Containers as an older netpath kept them, inside this file: read once, then saved as
+    /// records of their own.
+    #[serde(default, rename = "containers", skip_serializing)]
+    inline_containers: BTreeMap<String, Container>,
+    /// The containers' records, read as the command needs them.
+    #[serde(skip)]
+    pub containers: Containers,
+    /// For each container whose namespace others share (`--net container:NAME`), their names:
+    /// here so that `rm` finds them without reading every record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sharers: BTreeMap<String, BTreeSet<String>>,
     /// The value of net.ipv4.ip_forward before `up` turned it on, restored by `down`.
     pub ip_forward_before: Option<String>,
     /// Interfaces that face clients, with port publishing attached to their ingress.
@@ -78,6 +91,26 @@ pub struct Network {
     /// pods keep their address within the cluster. Cleared with the last pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_exclude: Option<Subnet>,
+    /// The addresses its containers hold (the gateway aside): here so that a new container's
+    /// address is chosen without reading every container's record. Stored as ranges.
+    #[serde(
+        default,
+        with = "ipam::ranges",
+        skip_serializing_if = "BTreeSet::is_empty"
+    )]
+    pub addresses: BTreeSet<Ipv4Addr>,
+}
+
+impl Network {
+    /// Whether `ip` is the gateway or a container's.
+    pub fn in_use(&self, ip: Ipv4Addr) -> bool {
+        ip == self.gateway || self.addresses.contains(&ip)
+    }
+
+    /// The lowest address no container holds.
+    pub fn next_free(&self) -> Result<Ipv4Addr, ipam::IpamError> {
+        ipam::next_free(&self.subnet, |ip| self.in_use(ip))
+    }
 }
 
 /// A route netpath added: `dst` via `via`.
@@ -206,33 +239,31 @@ impl Container {
 }
 
 impl State {
-    /// Addresses of `network` already in use: its gateway and every container's.
-    pub fn taken(&self, network: &str) -> BTreeSet<Ipv4Addr> {
-        let gateway = self.networks.get(network).map(|n| n.gateway);
-        self.containers
-            .values()
-            .flat_map(|c| &c.endpoints)
-            .filter(|e| e.network == network)
-            .map(|e| e.ip)
-            .chain(gateway)
-            .collect()
+    /// Every container, all records read. What this file knows of them is rebuilt from them,
+    /// which repairs any drift a crash between two writes left.
+    pub fn all_containers(&mut self) -> Result<&BTreeMap<String, Container>> {
+        if !self.containers.complete {
+            self.containers.read_all()?;
+            self.reindex();
+        }
+        Ok(&self.containers.map)
     }
 
-    /// The containers with an endpoint on `network`, by name.
-    pub fn users<'a>(&'a self, network: &'a str) -> impl Iterator<Item = (&'a str, &'a Container)> {
-        self.containers
+    /// The containers with an endpoint on `network`, by name. Reads every record.
+    pub fn users(&mut self, network: &str) -> Result<Vec<String>> {
+        Ok(self
+            .all_containers()?
             .iter()
-            .filter(move |(_, c)| c.endpoints.iter().any(|e| e.network == network))
-            .map(|(n, c)| (n.as_str(), c))
+            .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == network))
+            .map(|(n, _)| n.clone())
+            .collect())
     }
 
     /// Containers that use `name`'s network namespace (`--net container:NAME`).
     pub fn sharing(&self, name: &str) -> Vec<String> {
-        self.containers
-            .iter()
-            .filter(|(_, c)| matches!(&c.mode, NetMode::Container(t) if t == name))
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.sharers
+            .get(name)
+            .map_or_else(Vec::new, |s| s.iter().cloned().collect())
     }
 
     pub fn next_network_id(&self) -> u32 {
@@ -245,10 +276,203 @@ impl State {
             .with_context(|| format!("no such network: {name}"))
     }
 
-    pub fn container(&self, name: &str) -> Result<&Container> {
+    /// The container's record, read if this command has not yet.
+    pub fn container(&mut self, name: &str) -> Result<&Container> {
         self.containers
-            .get(name)
+            .get(name)?
             .with_context(|| format!("no such container: {name}"))
+    }
+
+    /// Records a new container, with its addresses on their networks.
+    pub fn add_container(&mut self, name: &str, c: Container) {
+        self.index(name, &c, true);
+        self.containers.put(name, Some(c));
+    }
+
+    /// Forgets a container; its addresses become free.
+    pub fn remove_container(&mut self, name: &str) -> Result<Option<Container>> {
+        let c = self.containers.get(name)?.cloned();
+        if let Some(c) = &c {
+            self.index(name, c, false);
+            self.containers.put(name, None);
+        }
+        Ok(c)
+    }
+
+    /// Adds an interface to a container (`connect`).
+    pub fn add_endpoint(&mut self, name: &str, e: Endpoint) -> Result<()> {
+        let mut c = self.container(name)?.clone();
+        if let Some(net) = self.networks.get_mut(&e.network) {
+            net.addresses.insert(e.ip);
+        }
+        c.endpoints.push(e);
+        self.containers.put(name, Some(c));
+        Ok(())
+    }
+
+    /// Keeps what this file knows of `c` (addresses, sharers) in step with its record.
+    fn index(&mut self, name: &str, c: &Container, add: bool) {
+        for e in &c.endpoints {
+            if let Some(net) = self.networks.get_mut(&e.network) {
+                match add {
+                    true => net.addresses.insert(e.ip),
+                    false => net.addresses.remove(&e.ip),
+                };
+            }
+        }
+        if let NetMode::Container(target) = &c.mode {
+            let sharers = self.sharers.entry(target.clone()).or_default();
+            match add {
+                true => sharers.insert(name.to_owned()),
+                false => sharers.remove(name),
+            };
+            if sharers.is_empty() {
+                self.sharers.remove(target);
+            }
+        }
+    }
+
+    /// Rebuilds what this file knows of the containers from their records, all read.
+    fn reindex(&mut self) {
+        for net in self.networks.values_mut() {
+            net.addresses.clear();
+        }
+        self.sharers.clear();
+        let all = std::mem::take(&mut self.containers.map);
+        for (name, c) in &all {
+            self.index(name, c, true);
+        }
+        self.containers.map = all;
+    }
+}
+
+/// The containers' records (`containers/<name>.json`), read lazily: a command that names its
+/// containers reads those alone, and only one that looks at all of them reads every one.
+#[derive(Debug, Default)]
+pub struct Containers {
+    dir: PathBuf,
+    map: BTreeMap<String, Container>,
+    /// Whether `map` holds every record.
+    complete: bool,
+    /// Names already looked for on disk, found (in `map`) or not.
+    looked: BTreeSet<String>,
+    /// Names whose record `save` writes, or removes when it is not in `map`.
+    changed: BTreeSet<String>,
+}
+
+impl Containers {
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        // Names are checked where they are made; this keeps a bad one from escaping the
+        // directory all the same.
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            bail!("invalid container name {name:?}");
+        }
+        Ok(self.dir.join(format!("{name}.json")))
+    }
+
+    /// The container's record, if it exists.
+    pub fn get(&mut self, name: &str) -> Result<Option<&Container>> {
+        if !self.complete && self.looked.insert(name.to_owned()) {
+            let path = self.path(name)?;
+            if let Some(c) = read_json(&path)? {
+                self.map.insert(name.to_owned(), c);
+            }
+        }
+        Ok(self.map.get(name))
+    }
+
+    pub fn contains(&mut self, name: &str) -> Result<bool> {
+        Ok(self.get(name)?.is_some())
+    }
+
+    /// A record to change in place (what `add_endpoint` and the index do not cover).
+    pub fn get_mut(&mut self, name: &str) -> Result<Option<&mut Container>> {
+        if self.get(name)?.is_some() {
+            self.changed.insert(name.to_owned());
+        }
+        Ok(self.map.get_mut(name))
+    }
+
+    fn read_all(&mut self) -> Result<()> {
+        if !self.complete {
+            let entries = match fs::read_dir(&self.dir) {
+                Ok(entries) => entries.collect::<Result<Vec<_>, _>>()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {}", self.dir.display()));
+                }
+            };
+            for entry in entries {
+                let file = entry.file_name();
+                let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+                    continue;
+                };
+                if !self.looked.contains(name)
+                    && let Some(c) = read_json(&entry.path())?
+                {
+                    self.map.insert(name.to_owned(), c);
+                }
+            }
+            self.complete = true;
+        }
+        Ok(())
+    }
+
+    /// Whether there is no container at all (without reading any record).
+    pub fn is_empty(&self) -> Result<bool> {
+        if self.complete || !self.map.is_empty() {
+            return Ok(self.map.is_empty());
+        }
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
+        };
+        for entry in entries {
+            let file = entry?.file_name();
+            let name = file.to_str().and_then(|f| f.strip_suffix(".json"));
+            // A record this command removed is still on disk until `save`.
+            if name.is_some_and(|n| !self.changed.contains(n)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn put(&mut self, name: &str, c: Option<Container>) {
+        self.looked.insert(name.to_owned());
+        self.changed.insert(name.to_owned());
+        match c {
+            Some(c) => self.map.insert(name.to_owned(), c),
+            None => self.map.remove(name),
+        };
+    }
+
+    /// Writes the changed records and removes those of containers gone.
+    fn save(&self) -> Result<()> {
+        if !self.changed.is_empty() {
+            fs::create_dir_all(&self.dir)
+                .with_context(|| format!("creating {}", self.dir.display()))?;
+        }
+        for name in &self.changed {
+            let path = self.path(name)?;
+            match self.map.get(name) {
+                Some(c) => write_json(&path, c)?,
+                None => match fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Every container, once [`State::all_containers`] has read them.
+    pub fn iter(&self) -> btree_map::Iter<'_, String, Container> {
+        assert!(self.complete, "containers listed before all were read");
+        self.map.iter()
     }
 }
 
@@ -292,28 +516,36 @@ impl Store {
         self.dir.join("state.json")
     }
 
+    /// The scope's state, no container's record read yet: a command reads those it names
+    /// ([`Containers::get`]), or all of them ([`State::all_containers`]) if it needs them.
     pub fn load(&self) -> Result<State> {
-        Ok(read(&self.path())?.unwrap_or(State {
+        let mut state = read(&self.path())?.unwrap_or(State {
             version: STATE_VERSION,
             ..State::default()
-        }))
+        });
+        state.containers.dir = self.dir.join("containers");
+        if !state.inline_containers.is_empty() {
+            // An older netpath's file: every container is here, and each gets its record.
+            let inline = std::mem::take(&mut state.inline_containers);
+            state.containers.changed = inline.keys().cloned().collect();
+            state.containers.map = inline;
+            state.containers.complete = true;
+            state.reindex();
+        }
+        Ok(state)
     }
 
-    /// The scope's state as last saved, read without taking the lock (saves are atomic
+    /// The scope's host state as last saved, read without taking the lock (saves are atomic
     /// renames, so it is always whole): for a command that only looks and must not hold up
     /// the others for long (`stats --watch`). None when the scope has no state.
     pub fn peek(scope: &str) -> Result<Option<State>> {
         read(&Self::dir(scope).join("state.json"))
     }
 
+    /// Writes the changed container records, then the host's part.
     pub fn save(&self, state: &State) -> Result<()> {
-        let path = self.path();
-        let tmp = self.dir.join("state.json.tmp");
-        let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        // Compact: the state grows with every container, and every command reads and
-        // writes it whole.
-        file.write_all(&serde_json::to_vec(state)?)?;
-        fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+        state.containers.save()?;
+        write_json(&self.path(), state)
     }
 
     /// Removes the scope's directory: called by `down` once nothing is left.
@@ -327,14 +559,9 @@ impl Store {
 }
 
 fn read(path: &Path) -> Result<Option<State>> {
-    // Checked as UTF-8 once, which is faster than string by string.
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let Some(state) = read_json::<State>(path)? else {
+        return Ok(None);
     };
-    let state: State = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
     if state.version != STATE_VERSION {
         bail!(
             "{} has state version {}, this netpath understands {STATE_VERSION}",
@@ -343,6 +570,30 @@ fn read(path: &Path) -> Result<Option<State>> {
         );
     }
     Ok(Some(state))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    // Checked as UTF-8 once, which is faster than string by string.
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
+    Ok(Some(value))
+}
+
+/// Compact JSON through a temporary file renamed into place, so that a reader never sees
+/// half of it.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(&serde_json::to_vec(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 #[cfg(test)]
