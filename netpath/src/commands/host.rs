@@ -22,7 +22,7 @@ use super::{
 use crate::{
     cli::{LogLevel, UpArgs},
     model::conntrack,
-    model::ipam::Subnet,
+    model::ipam::{AddrSet, Subnet},
     model::masquerade::{NatPorts, plan_exclude},
     model::publish::Publishes,
     model::state::{Container, Network},
@@ -225,7 +225,7 @@ async fn plan_default(ctx: &Ctx, bridge: &str) -> Result<Network> {
             masquerade: true,
             routes: vec![],
             cluster_exclude: None,
-            addresses: BTreeSet::new(),
+            addresses: AddrSet::default(),
         }
     };
     if net.bridge_created {

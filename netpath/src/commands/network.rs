@@ -1,15 +1,13 @@
 //! `netpath network ...`: bridges with a gateway address, an IPAM subnet and the datapath
 //! attached.
 
-use std::collections::BTreeSet;
-
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
 use super::{Ctx, Teardown, check_ifname, check_name, masquerade, publish};
 use crate::{
     cli::NetworkCreateArgs,
-    model::ipam::{self, Subnet},
+    model::ipam::{self, AddrSet, Subnet},
     model::state::{Network, State},
     output::Response,
     system::datapath::Datapath,
@@ -56,7 +54,7 @@ pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> 
         masquerade,
         routes: vec![],
         cluster_exclude: None,
-        addresses: BTreeSet::new(),
+        addresses: AddrSet::default(),
     };
     network.ifindex = realize(ctx, &network).await?;
     let done = format!(
@@ -156,7 +154,7 @@ pub async fn adopt(ctx: &Ctx, bridge: &str) -> Result<Network> {
         masquerade: true,
         routes: vec![],
         cluster_exclude: None,
-        addresses: BTreeSet::new(),
+        addresses: AddrSet::default(),
     })
 }
 

@@ -391,7 +391,7 @@ pub fn teardown(ctx: &mut Ctx) -> Teardown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ipam::Subnet;
+    use crate::model::ipam::{AddrSet, Subnet};
 
     fn networks() -> BTreeMap<String, Network> {
         let net = |id, subnet: &str, bridge: &str| Network {
@@ -404,7 +404,7 @@ mod tests {
             masquerade: true,
             routes: vec![],
             cluster_exclude: None,
-            addresses: BTreeSet::new(),
+            addresses: AddrSet::default(),
         };
         BTreeMap::from([
             ("default".to_owned(), net(1, "172.17.0.0/16", "netpath0")),

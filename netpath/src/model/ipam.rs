@@ -139,60 +139,126 @@ pub fn default_pools() -> impl Iterator<Item = Subnet> {
     b172.chain(b192).map(|s| s.expect("valid prefix"))
 }
 
-/// The lowest host address of `subnet` not `in_use` (the gateway included). Sequential so
-/// that the first container gets .2, as with Docker.
-pub fn next_free(
-    subnet: &Subnet,
-    in_use: impl Fn(Ipv4Addr) -> bool,
-) -> Result<Ipv4Addr, IpamError> {
-    let first = u32::from(subnet.network) + 1;
-    let last = u32::from(subnet.broadcast()).saturating_sub(1);
-    (first..=last)
-        .map(Ipv4Addr::from)
-        .find(|ip| !in_use(*ip))
-        .ok_or(IpamError::Exhausted { subnet: *subnet })
-}
+/// A set of addresses kept as sorted ranges, apart and not adjacent. A network's addresses are
+/// mostly handed out in a row, so the set stays a few ranges however many containers there
+/// are, and so does its text in the state: `["172.17.0.2-172.17.3.233"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct AddrSet(Vec<(u32, u32)>);
 
-/// A set of addresses stored as ranges ("172.17.0.2-172.17.3.233"), for serde's `with`: a
-/// network's addresses are mostly handed out in a row, so the text stays short however many
-/// containers there are.
-pub mod ranges {
-    use std::{collections::BTreeSet, net::Ipv4Addr};
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    /// More than any one network holds (a Linux bridge takes 1,023 ports): a damaged file
-    /// cannot make netpath expand a range of billions.
-    const MAX: usize = 1 << 20;
-
-    pub fn serialize<S: Serializer>(set: &BTreeSet<Ipv4Addr>, s: S) -> Result<S::Ok, S::Error> {
-        let mut runs: Vec<(u32, u32)> = Vec::new();
-        for ip in set.iter().map(|ip| u32::from(*ip)) {
-            match runs.last_mut() {
-                Some((_, end)) if end.checked_add(1) == Some(ip) => *end = ip,
-                _ => runs.push((ip, ip)),
-            }
-        }
-        s.collect_seq(runs.iter().map(|&(a, b)| match a == b {
-            true => Ipv4Addr::from(a).to_string(),
-            false => format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b)),
-        }))
+impl AddrSet {
+    /// The range holding `x`, or where one starting at `x` would go.
+    fn find(&self, x: u32) -> Result<usize, usize> {
+        self.0.binary_search_by(|&(a, b)| match (b < x, a > x) {
+            (true, _) => std::cmp::Ordering::Less,
+            (_, true) => std::cmp::Ordering::Greater,
+            _ => std::cmp::Ordering::Equal,
+        })
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<Ipv4Addr>, D::Error> {
-        let mut set = BTreeSet::new();
-        for run in Vec::<String>::deserialize(d)? {
-            let (a, b) = run.split_once('-').unwrap_or((&run, &run));
-            let parse = |t: &str| {
-                t.parse::<Ipv4Addr>()
-                    .map(u32::from)
-                    .map_err(|_| D::Error::custom(format!("invalid address range {run:?}")))
-            };
-            let (a, b) = (parse(a)?, parse(b)?);
-            if a > b || set.len() + (b - a) as usize >= MAX {
-                return Err(D::Error::custom(format!("invalid address range {run:?}")));
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.find(ip.into()).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn insert(&mut self, ip: Ipv4Addr) {
+        let x = u32::from(ip);
+        let Err(i) = self.find(x) else {
+            return;
+        };
+        // Neighbours end below x and start above it, so the arithmetic cannot overflow.
+        let joins_prev = i > 0 && self.0[i - 1].1 + 1 == x;
+        let joins_next = i < self.0.len() && self.0[i].0 - 1 == x;
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                self.0[i - 1].1 = self.0[i].1;
+                self.0.remove(i);
             }
-            set.extend((a..=b).map(Ipv4Addr::from));
+            (true, false) => self.0[i - 1].1 = x,
+            (false, true) => self.0[i].0 = x,
+            (false, false) => self.0.insert(i, (x, x)),
+        }
+    }
+
+    pub fn remove(&mut self, ip: Ipv4Addr) {
+        let x = u32::from(ip);
+        let Ok(i) = self.find(x) else {
+            return;
+        };
+        let (a, b) = self.0[i];
+        match (a == x, b == x) {
+            (true, true) => {
+                self.0.remove(i);
+            }
+            (true, false) => self.0[i].0 = x + 1,
+            (false, true) => self.0[i].1 = x - 1,
+            (false, false) => {
+                self.0[i].1 = x - 1;
+                self.0.insert(i + 1, (x + 1, b));
+            }
+        }
+    }
+
+    /// The lowest host address of `subnet` that is neither in the set nor `gateway`.
+    /// Sequential so that the first container gets .2, as with Docker.
+    pub fn next_free(&self, subnet: &Subnet, gateway: Ipv4Addr) -> Result<Ipv4Addr, IpamError> {
+        let last = u64::from(u32::from(subnet.broadcast())) - 1;
+        let mut x = u64::from(u32::from(subnet.network)) + 1;
+        while x <= last {
+            // Ranges are never adjacent: the one after a range's end is free.
+            if let Ok(i) = self.find(x as u32) {
+                x = u64::from(self.0[i].1) + 1;
+            } else if x as u32 == u32::from(gateway) {
+                x += 1;
+            } else {
+                return Ok(Ipv4Addr::from(x as u32));
+            }
+        }
+        Err(IpamError::Exhausted { subnet: *subnet })
+    }
+}
+
+impl From<AddrSet> for Vec<String> {
+    fn from(set: AddrSet) -> Vec<String> {
+        let text = |x: u32| Ipv4Addr::from(x).to_string();
+        set.0
+            .into_iter()
+            .map(|(a, b)| match a == b {
+                true => text(a),
+                false => format!("{}-{}", text(a), text(b)),
+            })
+            .collect()
+    }
+}
+
+impl TryFrom<Vec<String>> for AddrSet {
+    type Error = String;
+
+    fn try_from(runs: Vec<String>) -> Result<AddrSet, String> {
+        let mut set = AddrSet::default();
+        for run in &runs {
+            let (a, b) = run.split_once('-').unwrap_or((run, run));
+            let (Ok(a), Ok(b)) = (a.parse::<Ipv4Addr>(), b.parse::<Ipv4Addr>()) else {
+                return Err(format!("invalid address range {run:?}"));
+            };
+            let (a, b) = (u32::from(a), u32::from(b));
+            // In order, apart and not adjacent, as netpath writes them.
+            if a > b
+                || set
+                    .0
+                    .last()
+                    .is_some_and(|&(_, end)| u64::from(end) + 1 >= u64::from(a))
+            {
+                return Err(format!("invalid address range {run:?}"));
+            }
+            set.0.push((a, b));
         }
         Ok(set)
     }
@@ -228,36 +294,71 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    struct Held(#[serde(with = "ranges")] BTreeSet<Ipv4Addr>);
-
     #[test]
-    fn address_sets_are_stored_as_ranges() {
+    fn address_sets_keep_ranges() {
         let ip = |d| Ipv4Addr::new(10, 0, 1, d);
-        let held = Held([2, 3, 4, 7, 9, 10].into_iter().map(ip).collect());
-        let text = serde_json::to_string(&held).unwrap();
+        let mut set = AddrSet::default();
+        for d in [2, 4, 3, 7, 9, 10] {
+            set.insert(ip(d));
+        }
+        set.insert(ip(3));
+        let text = serde_json::to_string(&set).unwrap();
         assert_eq!(
             text,
             r#"["10.0.1.2-10.0.1.4","10.0.1.7","10.0.1.9-10.0.1.10"]"#
         );
-        assert_eq!(serde_json::from_str::<Held>(&text).unwrap(), held);
-        let wide = Held(
-            (0..=255)
-                .map(ip)
-                .chain([Ipv4Addr::new(10, 0, 2, 0)])
-                .collect(),
+        assert_eq!(serde_json::from_str::<AddrSet>(&text).unwrap(), set);
+        set.remove(ip(3));
+        set.remove(ip(9));
+        set.remove(ip(8));
+        set.insert(ip(8));
+        let text = serde_json::to_string(&set).unwrap();
+        assert_eq!(
+            text,
+            r#"["10.0.1.2","10.0.1.4","10.0.1.7-10.0.1.8","10.0.1.10"]"#
         );
-        let text = serde_json::to_string(&wide).unwrap();
-        assert_eq!(text, r#"["10.0.1.0-10.0.2.0"]"#);
-        assert_eq!(serde_json::from_str::<Held>(&text).unwrap(), wide);
+        assert!(set.contains(ip(8)) && !set.contains(ip(9)) && !set.contains(ip(1)));
         for bad in [
             r#"["10.0.1.9-10.0.1.2"]"#,
             r#"["10.0.1.x"]"#,
-            r#"["0.0.0.0-255.255.255.255"]"#,
+            r#"["10.0.1.5","10.0.1.2"]"#,
+            r#"["10.0.1.2","10.0.1.3"]"#,
         ] {
-            let e = serde_json::from_str::<Held>(bad).unwrap_err().to_string();
+            let e = serde_json::from_str::<AddrSet>(bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("invalid address range"), "{bad}: {e}");
         }
+    }
+
+    /// Against a plain set of addresses, over random inserts and removes.
+    #[test]
+    fn address_sets_match_a_plain_set() {
+        let mut seed = 0x9e37_79b9_u32;
+        let mut set = AddrSet::default();
+        let mut plain = BTreeSet::new();
+        let s: Subnet = "10.0.0.0/26".parse().unwrap();
+        let gateway = s.first_host();
+        for _ in 0..5000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let ip = Ipv4Addr::new(10, 0, 0, (seed % 64) as u8);
+            if seed & 0x100 == 0 {
+                set.insert(ip);
+                plain.insert(ip);
+            } else {
+                set.remove(ip);
+                plain.remove(&ip);
+            }
+            let expected = (1..63)
+                .map(|d| Ipv4Addr::new(10, 0, 0, d))
+                .find(|ip| *ip != gateway && !plain.contains(ip));
+            assert_eq!(set.next_free(&s, gateway).ok(), expected);
+            let text = serde_json::to_string(&set).unwrap();
+            assert_eq!(serde_json::from_str::<AddrSet>(&text).unwrap(), set);
+        }
+        assert!(plain.iter().all(|ip| set.contains(*ip)));
     }
 
     #[test]
@@ -369,11 +470,11 @@ mod tests {
     #[test]
     fn allocation_skips_taken_and_exhausts() {
         let s: Subnet = "192.0.2.0/30".parse().unwrap();
-        let mut taken = BTreeSet::from([s.first_host()]);
-        let ip = next_free(&s, |ip| taken.contains(&ip)).unwrap();
+        let mut taken = AddrSet::default();
+        let ip = taken.next_free(&s, s.first_host()).unwrap();
         assert_eq!(ip, Ipv4Addr::new(192, 0, 2, 2));
         taken.insert(ip);
-        let e = next_free(&s, |ip| taken.contains(&ip)).unwrap_err();
+        let e = taken.next_free(&s, s.first_host()).unwrap_err();
         assert_eq!(e, IpamError::Exhausted { subnet: s });
         assert_eq!(
             e.to_string(),

@@ -18,7 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ipam::{self, Subnet},
+    ipam::{self, AddrSet, Subnet},
     masquerade::NatPorts,
     parse::ParseError,
     publish::Publishes,
@@ -92,24 +92,20 @@ pub struct Network {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_exclude: Option<Subnet>,
     /// The addresses its containers hold (the gateway aside): here so that a new container's
-    /// address is chosen without reading every container's record. Stored as ranges.
-    #[serde(
-        default,
-        with = "ipam::ranges",
-        skip_serializing_if = "BTreeSet::is_empty"
-    )]
-    pub addresses: BTreeSet<Ipv4Addr>,
+    /// address is chosen without reading every container's record.
+    #[serde(default, skip_serializing_if = "AddrSet::is_empty")]
+    pub addresses: AddrSet,
 }
 
 impl Network {
     /// Whether `ip` is the gateway or a container's.
     pub fn in_use(&self, ip: Ipv4Addr) -> bool {
-        ip == self.gateway || self.addresses.contains(&ip)
+        ip == self.gateway || self.addresses.contains(ip)
     }
 
     /// The lowest address no container holds.
     pub fn next_free(&self) -> Result<Ipv4Addr, ipam::IpamError> {
-        ipam::next_free(&self.subnet, |ip| self.in_use(ip))
+        self.addresses.next_free(&self.subnet, self.gateway)
     }
 }
 
@@ -316,8 +312,8 @@ impl State {
             if let Some(net) = self.networks.get_mut(&e.network) {
                 match add {
                     true => net.addresses.insert(e.ip),
-                    false => net.addresses.remove(&e.ip),
-                };
+                    false => net.addresses.remove(e.ip),
+                }
             }
         }
         if let NetMode::Container(target) = &c.mode {
