@@ -50,15 +50,21 @@ fn forward(ctx: &TcContext, slot: u32) -> i32 {
     let Some(hop) = NP_BENCH_FWD.get(slot) else {
         return TC_ACT_OK;
     };
-    if hop.ifindex == 0 || ctx.store(0, &hop.macs, 0).is_err() {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if hop.ifindex == 0 || start + 12 > end {
         return TC_ACT_OK;
     }
-    // SAFETY: no preconditions beyond running at TC ingress.
+    let [d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5] = hop.macs;
+    // Written in place, as netpath writes them, and only what the next hop reads: into the
+    // container the destination alone (its stack ignores the source).
+    // SAFETY: the 12 bytes are within the packet, checked against data_end just above; no
+    // other precondition beyond running at TC ingress.
     unsafe {
+        (start as *mut [u8; 6]).write_unaligned([d0, d1, d2, d3, d4, d5]);
         if slot == INTO_CONTAINER {
-            bpf_redirect_peer(hop.ifindex, 0) as i32
-        } else {
-            bpf_redirect(hop.ifindex, 0) as i32
+            return bpf_redirect_peer(hop.ifindex, 0) as i32;
         }
+        ((start + 6) as *mut [u8; 6]).write_unaligned([s0, s1, s2, s3, s4, s5]);
+        bpf_redirect(hop.ifindex, 0) as i32
     }
 }
