@@ -181,3 +181,40 @@ fn a_failed_teardown_reports_every_failure_and_only_what_it_removed() {
         "{again}"
     );
 }
+
+#[test]
+fn down_goes_on_past_a_container_record_that_does_not_read() {
+    let (sb, web) = setup();
+    let record = format!("/run/netpath/{}/containers/broken.json", sb.host);
+    std::fs::write(&record, "{\"mode\":").unwrap();
+    // A command that shows every container refuses, naming the file.
+    let ps = sb.netpath(&["ps"]);
+    assert!(!ps.status.success());
+    let stderr = String::from_utf8_lossy(&ps.stderr);
+    assert!(
+        stderr.starts_with(&format!("netpath: parsing {record}: ")),
+        "{stderr}"
+    );
+    // `down` removes everything else, and reports the record.
+    let out = sb.netpath(&["down"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "down succeeded: {stdout}");
+    assert!(
+        stderr.starts_with(&format!(
+            "netpath: 1 teardown step(s) failed\n  removing a container record: parsing {record}: "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("removed container {web}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("removed network default"), "{stdout}");
+    std::fs::remove_file(&record).unwrap();
+    sb.ok(&["down"]);
+    let dir = format!("/run/netpath/{}", sb.host);
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
+}

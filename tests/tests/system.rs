@@ -372,24 +372,48 @@ fn store_keeps_each_container_in_a_record_of_its_own() {
     store.save(&state).unwrap();
     assert_eq!(fs::read_dir(&records).unwrap().count(), 0);
 
-    // A record the host's part does not know (a crash between the two writes) is indexed
-    // again by the next command that reads every record.
+    // A save writes the records, then the host's part, with a marker spanning both: a load
+    // that finds the marker (a crash between the writes) rebuilds the index from the
+    // records; without it the index is trusted and no record is read.
     fs::write(
         records.join("c.json"),
         serde_json::to_vec(&bridged("n", ip(3))).unwrap(),
     )
     .unwrap();
     assert!(store.load().unwrap().networks["n"].addresses.is_empty());
-    let mut full = store.load().unwrap();
-    assert_eq!(full.all_containers().unwrap().len(), 1);
-    assert_eq!(full.networks["n"].next_free().unwrap(), ip(2));
-    assert!(full.networks["n"].in_use(ip(3)));
-    full.remove_container("c").unwrap();
-    store.save(&full).unwrap();
+    fs::write(dir.join("saving"), "").unwrap();
+    let mut repaired = store.load().unwrap();
+    assert_eq!(repaired.networks["n"].next_free().unwrap(), ip(2));
+    assert!(repaired.networks["n"].in_use(ip(3)));
+    store.save(&repaired).unwrap();
+    assert!(!dir.join("saving").exists());
+    assert!(store.load().unwrap().networks["n"].in_use(ip(3)));
+    repaired.remove_container("c").unwrap();
+    store.save(&repaired).unwrap();
+
+    // A record that does not read fails a command that needs them all, and a teardown gets
+    // the others and the reason.
+    state = store.load().unwrap();
+    state.add_container("e", bridged("n", ip(5)));
+    store.save(&state).unwrap();
+    fs::write(records.join("f.json"), "{\"mode\":").unwrap();
+    let mut state = store.load().unwrap();
+    let e = format!("{:#}", state.all_containers().unwrap_err());
+    assert!(
+        e.starts_with(&format!("parsing {}", records.join("f.json").display())),
+        "{e}"
+    );
+    let (readable, unreadable) = state.readable_containers().unwrap();
+    assert_eq!(readable.keys().collect::<Vec<_>>(), ["e"]);
+    assert_eq!(unreadable.len(), 1);
+    state.remove_container("e").unwrap();
+    store.save(&state).unwrap();
+    fs::remove_file(records.join("f.json")).unwrap();
 
     // An older netpath's file, with the containers inside, is read whole and split.
     let mut old: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    old["version"] = 1.into();
     old["containers"] = serde_json::json!({"d": bridged("n", ip(4))});
     fs::write(dir.join("state.json"), old.to_string()).unwrap();
     let mut upgraded = store.load().unwrap();
@@ -399,6 +423,10 @@ fn store_keeps_each_container_in_a_record_of_its_own() {
     assert!(records.join("d.json").exists());
     let text = fs::read_to_string(dir.join("state.json")).unwrap();
     assert!(!text.contains("\"containers\""), "{text}");
+    assert!(
+        text.starts_with(&format!("{{\"version\":{STATE_VERSION},")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -87,7 +87,7 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
     let created = match new_default {
         Some(mut net) => {
             net.ifindex = network::realize(ctx, &net).await?;
-            ctx.state.networks.insert(DEFAULT_NETWORK.to_owned(), net);
+            ctx.state.add_network(DEFAULT_NETWORK, net)?;
             true
         }
         None => false,
@@ -253,13 +253,14 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
             }
         }
     }
-    // All containers at once: the kernel removes their veths in one batch.
-    let containers: Vec<(String, Container)> = ctx
-        .state
-        .all_containers()?
-        .iter()
-        .map(|(n, c)| (n.clone(), c.clone()))
-        .collect();
+    // All containers at once: the kernel removes their veths in one batch. A record that
+    // does not read is reported, and the rest go.
+    let (all, unreadable) = ctx.state.readable_containers()?;
+    for why in unreadable {
+        t.step("a container record", Err::<(), _>(anyhow::anyhow!("{why}")));
+    }
+    let containers: Vec<(String, Container)> =
+        all.iter().map(|(n, c)| (n.clone(), c.clone())).collect();
     let each: Vec<(&str, &Container)> = containers.iter().map(|(n, c)| (n.as_str(), c)).collect();
     for ((name, _), ct) in containers
         .iter()
@@ -269,10 +270,7 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
         t.merge(ct);
         // A container that failed to go stays in the state, and is not reported as removed.
         if removed {
-            if let Err(e) = ctx.state.remove_container(name) {
-                t.step(format!("container {name}"), Err::<(), _>(e));
-                continue;
-            }
+            ctx.state.remove_container(name)?;
             t.step(format!("container {name}"), Ok(()));
         }
     }

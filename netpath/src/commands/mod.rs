@@ -72,7 +72,8 @@ impl Ctx {
             || s.ip_forward_before.is_some()
             || !s.externals.is_empty()
             || !s.publishes.is_empty()
-            || !s.containers.is_empty()?
+            // When in doubt, saved: removing the scope would forget what it holds.
+            || !s.containers.is_empty().unwrap_or(false)
         {
             return self.store.save(s);
         }

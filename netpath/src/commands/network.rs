@@ -62,7 +62,7 @@ pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> 
         network.bridge,
         if masquerade { "on" } else { "off" }
     );
-    ctx.state.networks.insert(name.to_owned(), network);
+    ctx.state.add_network(name, network)?;
     masquerade::resync(ctx)
         .context("excluding the new network from masquerade (`netpath up` repairs)")?;
     Ok(Response::Done(vec![done]))

@@ -209,7 +209,7 @@ impl AddrSet {
     /// The lowest host address of `subnet` that is neither in the set nor `gateway`.
     /// Sequential so that the first container gets .2, as with Docker.
     pub fn next_free(&self, subnet: &Subnet, gateway: Ipv4Addr) -> Result<Ipv4Addr, IpamError> {
-        let last = u64::from(u32::from(subnet.broadcast())) - 1;
+        let last = u64::from(u32::from(subnet.broadcast())).saturating_sub(1);
         let mut x = u64::from(u32::from(subnet.network)) + 1;
         while x <= last {
             // Ranges are never adjacent: the one after a range's end is free.
@@ -242,23 +242,23 @@ impl TryFrom<Vec<String>> for AddrSet {
     type Error = String;
 
     fn try_from(runs: Vec<String>) -> Result<AddrSet, String> {
-        let mut set = AddrSet::default();
+        let mut parsed = Vec::with_capacity(runs.len());
         for run in &runs {
             let (a, b) = run.split_once('-').unwrap_or((run, run));
-            let (Ok(a), Ok(b)) = (a.parse::<Ipv4Addr>(), b.parse::<Ipv4Addr>()) else {
-                return Err(format!("invalid address range {run:?}"));
-            };
-            let (a, b) = (u32::from(a), u32::from(b));
-            // In order, apart and not adjacent, as netpath writes them.
-            if a > b
-                || set
-                    .0
-                    .last()
-                    .is_some_and(|&(_, end)| u64::from(end) + 1 >= u64::from(a))
-            {
-                return Err(format!("invalid address range {run:?}"));
+            match (a.parse::<Ipv4Addr>(), b.parse::<Ipv4Addr>()) {
+                (Ok(a), Ok(b)) if a <= b => parsed.push((u32::from(a), u32::from(b))),
+                _ => return Err(format!("invalid address range {run:?}")),
             }
-            set.0.push((a, b));
+        }
+        // netpath writes them in order, apart and not adjacent; a file edited by hand is
+        // put back in that form rather than refused.
+        parsed.sort_unstable();
+        let mut set = AddrSet::default();
+        for (a, b) in parsed {
+            match set.0.last_mut() {
+                Some((_, end)) if u64::from(*end) + 1 >= u64::from(a) => *end = (*end).max(b),
+                _ => set.0.push((a, b)),
+            }
         }
         Ok(set)
     }
@@ -318,16 +318,22 @@ mod tests {
             r#"["10.0.1.2","10.0.1.4","10.0.1.7-10.0.1.8","10.0.1.10"]"#
         );
         assert!(set.contains(ip(8)) && !set.contains(ip(9)) && !set.contains(ip(1)));
-        for bad in [
-            r#"["10.0.1.9-10.0.1.2"]"#,
-            r#"["10.0.1.x"]"#,
-            r#"["10.0.1.5","10.0.1.2"]"#,
-            r#"["10.0.1.2","10.0.1.3"]"#,
-        ] {
+        for bad in [r#"["10.0.1.9-10.0.1.2"]"#, r#"["10.0.1.x"]"#] {
             let e = serde_json::from_str::<AddrSet>(bad)
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with("invalid address range"), "{bad}: {e}");
+        }
+        // Out of order, overlapping or adjacent: merged into the form netpath writes.
+        let edited = r#"["10.0.1.7","10.0.1.2-10.0.1.5","10.0.1.3","10.0.1.6","10.0.1.9"]"#;
+        let set: AddrSet = serde_json::from_str(edited).unwrap();
+        let text = serde_json::to_string(&set).unwrap();
+        assert_eq!(text, r#"["10.0.1.2-10.0.1.7","10.0.1.9"]"#);
+        // The smallest subnets have no host address to give, and say so.
+        for tiny in ["0.0.0.0/32", "10.0.0.0/31", "255.255.255.255/32"] {
+            let s: Subnet = tiny.parse().unwrap();
+            let e = set.next_free(&s, s.network()).unwrap_err();
+            assert_eq!(e, IpamError::Exhausted { subnet: s });
         }
     }
 

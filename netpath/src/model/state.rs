@@ -25,7 +25,12 @@ use crate::model::{
 };
 
 pub const RUN_DIR: &str = "/run/netpath";
-pub const STATE_VERSION: u32 = 1;
+/// Present in a scope's directory while a save writes container records and then
+/// `state.json`: two writes, so a load that finds it rebuilds the index from the records.
+const SAVING: &str = "saving";
+/// 2: containers in records of their own. A version-1 file (containers inline) is read and
+/// saved as 2; an older netpath refuses a version-2 file rather than misread it.
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
@@ -238,11 +243,30 @@ impl State {
     /// Every container, all records read. What this file knows of them is rebuilt from them,
     /// which repairs any drift a crash between two writes left.
     pub fn all_containers(&mut self) -> Result<&BTreeMap<String, Container>> {
+        let (all, unreadable) = self.readable_containers()?;
+        if let Some(why) = unreadable.first() {
+            bail!("{why}");
+        }
+        Ok(all)
+    }
+
+    /// [`State::all_containers`] for a teardown, which goes on past what it cannot read: the
+    /// containers whose records read, and why each of the others did not.
+    pub fn readable_containers(&mut self) -> Result<(&BTreeMap<String, Container>, &[String])> {
         if !self.containers.complete {
             self.containers.read_all()?;
             self.reindex();
         }
-        Ok(&self.containers.map)
+        Ok((&self.containers.map, &self.containers.unreadable))
+    }
+
+    /// Records a network. Containers a `down` could not remove from an earlier network of the
+    /// same name keep their addresses on it.
+    pub fn add_network(&mut self, name: &str, net: Network) -> Result<()> {
+        self.networks.insert(name.to_owned(), net);
+        self.containers.read_all()?;
+        self.reindex();
+        Ok(())
     }
 
     /// The containers with an endpoint on `network`, by name. Reads every record.
@@ -354,6 +378,8 @@ pub struct Containers {
     looked: BTreeSet<String>,
     /// Names whose record `save` writes, or removes when it is not in `map`.
     changed: BTreeSet<String>,
+    /// Why each record that did not read failed (once all were read).
+    unreadable: Vec<String>,
 }
 
 impl Containers {
@@ -363,16 +389,20 @@ impl Containers {
         if name.is_empty() || name.starts_with('.') || name.contains('/') {
             bail!("invalid container name {name:?}");
         }
+        if self.dir.as_os_str().is_empty() {
+            bail!("container {name}: this state was not loaded from a store");
+        }
         Ok(self.dir.join(format!("{name}.json")))
     }
 
     /// The container's record, if it exists.
     pub fn get(&mut self, name: &str) -> Result<Option<&Container>> {
-        if !self.complete && self.looked.insert(name.to_owned()) {
+        if !self.complete && !self.looked.contains(name) {
             let path = self.path(name)?;
-            if let Some(c) = read_json(&path)? {
+            if let Some(c) = read_json(&path, "")? {
                 self.map.insert(name.to_owned(), c);
             }
+            self.looked.insert(name.to_owned());
         }
         Ok(self.map.get(name))
     }
@@ -403,10 +433,15 @@ impl Containers {
                 let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
                     continue;
                 };
-                if !self.looked.contains(name)
-                    && let Some(c) = read_json(&entry.path())?
-                {
-                    self.map.insert(name.to_owned(), c);
+                if self.looked.contains(name) {
+                    continue;
+                }
+                match read_json(&entry.path(), "") {
+                    Ok(Some(c)) => {
+                        self.map.insert(name.to_owned(), c);
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.unreadable.push(format!("{e:#}")),
                 }
             }
             self.complete = true;
@@ -417,7 +452,7 @@ impl Containers {
     /// Whether there is no container at all (without reading any record).
     pub fn is_empty(&self) -> Result<bool> {
         if self.complete || !self.map.is_empty() {
-            return Ok(self.map.is_empty());
+            return Ok(self.map.is_empty() && self.unreadable.is_empty());
         }
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -527,6 +562,11 @@ impl Store {
             state.containers.map = inline;
             state.containers.complete = true;
             state.reindex();
+        } else if self.dir.join(SAVING).exists() {
+            // A save that did not finish: the records and this file's index of them may
+            // disagree, so the index is rebuilt from the records.
+            state.containers.read_all()?;
+            state.reindex();
         }
         Ok(state)
     }
@@ -540,8 +580,18 @@ impl Store {
 
     /// Writes the changed container records, then the host's part.
     pub fn save(&self, state: &State) -> Result<()> {
+        let saving = self.dir.join(SAVING);
+        if !state.containers.changed.is_empty() {
+            File::create(&saving).with_context(|| format!("creating {}", saving.display()))?;
+        }
         state.containers.save()?;
-        write_json(&self.path(), state)
+        write_json(&self.path(), state)?;
+        match fs::remove_file(&saving) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", saving.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Removes the scope's directory: called by `down` once nothing is left.
@@ -555,20 +605,22 @@ impl Store {
 }
 
 fn read(path: &Path) -> Result<Option<State>> {
-    let Some(state) = read_json::<State>(path)? else {
+    let Some(mut state) = read_json::<State>(path, " (remove it to start over)")? else {
         return Ok(None);
     };
-    if state.version != STATE_VERSION {
+    if !(1..=STATE_VERSION).contains(&state.version) {
         bail!(
             "{} has state version {}, this netpath understands {STATE_VERSION}",
             path.display(),
             state.version
         );
     }
+    state.version = STATE_VERSION;
     Ok(Some(state))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+/// The file's value, None if it does not exist; `advice` follows a parse error.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, advice: &str) -> Result<Option<T>> {
     // Checked as UTF-8 once, which is faster than string by string.
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
@@ -576,7 +628,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {} (remove it to start over)", path.display()))?;
+        .with_context(|| format!("parsing {}{advice}", path.display()))?;
     Ok(Some(value))
 }
 
