@@ -122,6 +122,51 @@ pub fn veth(a: (&str, &str, &str), b: (&str, &str, &str)) -> Result<()> {
     Ok(())
 }
 
+/// Bridge `many0` in the sandbox's host with more addresses than the socket programs' map
+/// of local addresses holds (256), so that bringing the datapath up fails halfway; deleting
+/// `many0` ends it.
+pub fn too_many_local_addresses(sb: &Sandbox) {
+    ip(&["-n", &sb.host, "link", "add", "many0", "type", "bridge"]).expect("many0");
+    let batch: String = (0..300)
+        .map(|i| format!("addr add 10.99.{}.{}/32 dev many0\n", i / 250, 1 + i % 250))
+        .collect();
+    let mut child = Command::new("ip")
+        .args(["-n", &sb.host, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    let written =
+        std::io::Write::write_all(&mut child.stdin.take().expect("piped"), batch.as_bytes());
+    assert!(child.wait().expect("ip -batch").success() && written.is_ok());
+}
+
+/// net.ipv4.ip_forward in the sandbox's host namespace.
+pub fn ip_forward(sb: &Sandbox) -> String {
+    sb.exec_ok(&sb.host, &["cat", "/proc/sys/net/ipv4/ip_forward"])
+        .trim()
+        .to_owned()
+}
+
+/// What bringing the datapath up changes, as `netpath status` and the sysctl show it: the
+/// external interfaces, how many socket programs are attached (4 when up) and
+/// net.ipv4.ip_forward.
+pub fn up_marks(sb: &Sandbox) -> (Vec<String>, usize, String) {
+    let status = sb.ok_json(&["status", "--json"]);
+    let names = |key: &str, field: &str| -> Vec<String> {
+        status[key]
+            .as_array()
+            .expect("status lists")
+            .iter()
+            .map(|v| v[field].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let sockets = names("attachments", "hook")
+        .iter()
+        .filter(|h| h.starts_with("cgroup"))
+        .count();
+    (names("externals", "name"), sockets, ip_forward(sb))
+}
+
 /// The sandbox's datapath, opened from its pins.
 #[cfg(feature = "datapath")]
 pub fn datapath(sb: &Sandbox) -> netpath::system::datapath::Datapath {

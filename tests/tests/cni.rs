@@ -11,7 +11,7 @@ use netpath_common::Counter;
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, SERVER_ADDR, Sandbox,
     cni::{Pod, cni, cni_bin, stdout_json},
-    helpers::{counter, curl},
+    helpers::{counter, curl, ip_forward, too_many_local_addresses, up_marks},
     ip, netpath_bin, sandbox,
     scripts::{one, server},
 };
@@ -456,4 +456,61 @@ fn pod_checks_notice_what_is_missing(sb: &Sandbox, pod: &Pod, conf: &Value) {
     assert!(removed.success());
     let err = pod.fails(sb, "CHECK", conf);
     assert!(err["msg"].as_str().unwrap().contains("datapath"), "{err}");
+}
+
+/// A first ADD after a bare `network create` brings the datapath up; when it then fails
+/// (refused after the datapath came up, or while bringing it up) the scope is as `network
+/// create` left it: no external interface attached, no socket program, the same map fill,
+/// IP forwarding as it was. The next good ADD brings the datapath up.
+#[test]
+fn a_failed_first_add_after_network_create_leaves_the_datapath_down() {
+    let sb = sandbox();
+    let _cl = sb.client().expect("client namespace");
+    sb.ok(&["network", "create", "pods", "--subnet", "10.89.12.0/24"]);
+    let bare = sb.ok_json(&["status", "--json"]);
+    assert_eq!(up_marks(&sb), (vec![], 0, "0".to_owned()));
+    let as_created = |after: &str| {
+        let status = sb.ok_json(&["status", "--json"]);
+        assert_eq!(status, bare, "after {after}");
+        assert_eq!(ip_forward(&sb), "0", "ip_forward after {after}");
+    };
+    let pod = Pod::new(&sb, "web");
+    let good = conf("pods", "10.89.12.0/24");
+
+    // Refused once the datapath is up: a port mapping without a host port.
+    let mut bad = good.clone();
+    bad["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]});
+    let err = pod.fails(&sb, "ADD", &bad);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("ports must be 1-65535"),
+        "{err}"
+    );
+    as_created("a refused port mapping");
+    // The same when the ADD made the network itself.
+    let mut more = bad.clone();
+    more["name"] = json!("more");
+    more["subnet"] = json!("10.89.13.0/24");
+    pod.fails(&sb, "ADD", &more);
+    as_created("a refused port mapping on a new network");
+
+    // Failing halfway through bringing the datapath up: more local addresses than the
+    // socket programs' map holds.
+    too_many_local_addresses(&sb);
+    let err = pod.fails(&sb, "ADD", &good);
+    assert!(
+        err["msg"].as_str().unwrap().contains("NP_LOCAL_ADDRS"),
+        "{err}"
+    );
+    as_created("too many local addresses");
+    sb.exec_ok(&sb.host, &["ip", "link", "del", "many0"]);
+
+    // A good ADD still brings the datapath up.
+    pod.add(&sb, &good);
+    let up = (vec!["ext0".to_owned()], 4, "1".to_owned());
+    assert_eq!(up_marks(&sb), up);
+    pod.ok(&sb, "DEL", &good);
 }

@@ -15,7 +15,9 @@ use std::{
 
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, SERVER_ADDR, Sandbox,
-    helpers::{self, busybox_rootfs, cgi_peer, curl},
+    helpers::{
+        self, busybox_rootfs, cgi_peer, curl, ip_forward, too_many_local_addresses, up_marks,
+    },
     netpath_bin, sandbox,
     scripts::{SERVER, client, connected, roundtrip, server},
     wait_until,
@@ -816,4 +818,36 @@ fn docker_given_mac_outlives_netpath_up() {
     // `up` puts every endpoint on the datapath again: with the MAC the interface has.
     sb.ok(&["up", "-d"]);
     assert!(reached(), "after netpath up");
+}
+
+/// After a bare `netpath network create` (pins, nothing attached), a first `docker network
+/// create` that fails while bringing the datapath up (more local addresses than the socket
+/// programs' map holds) leaves the scope as `network create` left it, IP forwarding
+/// included; once the cause is gone, the next one brings the datapath up.
+#[test]
+fn docker_network_create_failing_after_network_create_leaves_the_datapath_down() {
+    let sb = sandbox();
+    let _cl = sb.client().expect("client namespace");
+    let dk = Docker::new(&sb);
+    sb.ok(&["network", "create", "cli", "--subnet", "10.89.47.0/24"]);
+    let bare = sb.ok_json(&["status", "--json"]);
+    assert_eq!(up_marks(&sb), (vec![], 0, "0".to_owned()));
+    too_many_local_addresses(&sb);
+    let create = [
+        "network",
+        "create",
+        "-d",
+        dk.driver.as_str(),
+        "--subnet",
+        "10.89.48.0/24",
+        "web",
+    ];
+    let err = dk.fails(&create);
+    assert!(err.contains("NP_LOCAL_ADDRS"), "{err}");
+    assert_eq!(sb.ok_json(&["status", "--json"]), bare);
+    assert_eq!(ip_forward(&sb), "0");
+    sb.exec_ok(&sb.host, &["ip", "link", "del", "many0"]);
+    dk.ok(&create);
+    let up = (vec!["ext0".to_owned()], 4, "1".to_owned());
+    assert_eq!(up_marks(&sb), up);
 }

@@ -180,6 +180,8 @@ fn run(env: &Env, stdin: &[u8], version: &mut String) -> Result<Answer> {
 struct Progress {
     ipam_allocated: bool,
     network_created: bool,
+    /// The datapath was not up: what bringing it up found.
+    activated: Option<host::Inactive>,
     wired: Option<Endpoint>,
 }
 
@@ -219,11 +221,17 @@ async fn add(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<Cni
     }
     let undone = if first_use {
         host::down(ctx).await.map(drop)
-    } else if progress.network_created {
-        network::rm(ctx, &conf.name).await.map(drop)
     } else {
-        // Cluster routes and exclusion this ADD made for a network no pod uses.
-        release_cluster(ctx, &conf.name).await
+        // Pins from a bare `network create`: the datapath goes back down, pins kept.
+        if let Some(before) = progress.activated.take() {
+            t.merge(host::deactivate(ctx, before).await);
+        }
+        if progress.network_created {
+            network::rm(ctx, &conf.name).await.map(drop)
+        } else {
+            // Cluster routes and exclusion this ADD made for a network no pod uses.
+            release_cluster(ctx, &conf.name).await
+        }
     };
     t.step(format!("what ADD made of network {}", conf.name), undone);
     Err(match t.finish() {
@@ -357,7 +365,7 @@ async fn add_steps(
     }
     if !up {
         // As `netpath up -d` would: the datapath stays pinned with no daemon.
-        host::activate_as_up(ctx).await?;
+        host::activate_as_up(ctx, &mut progress.activated).await?;
     }
     let net = ctx.state.network(&conf.name)?.clone();
     let ip = match given {

@@ -253,26 +253,32 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
         bridge: opts.bridge,
         masquerade: opts.masquerade,
     };
+    let mut activated = None;
     let result = async {
         network::create(ctx, args).await?;
         if !up {
-            host::activate_as_up(ctx).await?;
+            host::activate_as_up(ctx, &mut activated).await?;
         }
         anyhow::Ok(())
     }
     .await;
     if let Err(e) = result {
-        // Nothing half-built: the network goes, and everything with it on first use.
-        let undone = if first_use {
-            host::down(ctx).await.map(drop)
-        } else if ctx.state.networks.contains_key(&name) {
-            network::rm(ctx, &name).await.map(drop)
+        // Nothing half-built: everything goes on first use; else the network, and the
+        // datapath goes back down if it was not up (pins from a bare `network create`).
+        let mut t = Teardown::default();
+        if first_use {
+            t.step("what the call made", host::down(ctx).await);
         } else {
-            Ok(())
-        };
-        return Err(match undone {
-            Ok(()) => e,
-            Err(u) => anyhow::anyhow!("{e:#} (and undoing it: {u:#})"),
+            if let Some(before) = activated {
+                t.merge(host::deactivate(ctx, before).await);
+            }
+            if ctx.state.networks.contains_key(&name) {
+                t.step(format!("network {name}"), network::rm(ctx, &name).await);
+            }
+        }
+        return Err(match t.finish() {
+            Ok(_) => e,
+            Err(u) => anyhow::anyhow!("{e:#} (and undoing it: {u})"),
         });
     }
     Ok(json!({}))

@@ -4,6 +4,7 @@ use std::{
     collections::BTreeSet,
     fs,
     io::Write,
+    net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,7 +18,8 @@ use anyhow::{Context as _, Result, bail};
 use netpath_common::MAX_CONNTRACK;
 
 use super::{
-    Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, check_ifname, container, masquerade, network, publish,
+    Ctx, DEFAULT_BRIDGE, DEFAULT_NETWORK, Teardown, check_ifname, container, masquerade, network,
+    publish,
 };
 use crate::{
     cli::{LogLevel, UpArgs},
@@ -136,14 +138,73 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
     )]))
 }
 
+/// What a datapath that is not up holds of what [`activate_as_up`] changes, so that a
+/// plugin's call that fails after bringing it up can put exactly that back ([`deactivate`]).
+pub(super) struct Inactive {
+    externals: BTreeSet<String>,
+    ip_forward_before: Option<String>,
+    local_addrs: Vec<Ipv4Addr>,
+}
+
 /// Brings the datapath up on what the state holds, as `netpath up -d` would with no options:
-/// for a plugin's first network, after which it stays pinned with no daemon.
-pub(super) async fn activate_as_up(ctx: &mut Ctx) -> Result<()> {
+/// for a plugin's first network, after which it stays pinned with no daemon. `before` gets
+/// what it finds first, for [`deactivate`], even if bringing it up then fails halfway.
+pub(super) async fn activate_as_up(ctx: &mut Ctx, before: &mut Option<Inactive>) -> Result<()> {
+    let local_addrs = match Datapath::existing(&ctx.scope) {
+        Some(dp) => dp.local_addrs()?,
+        None => vec![],
+    };
+    *before = Some(Inactive {
+        externals: ctx.state.externals.clone(),
+        ip_forward_before: ctx.state.ip_forward_before.clone(),
+        local_addrs,
+    });
     let externals = super::publish::plan_externals(ctx, vec![]).await?;
     let publishes = ctx.state.publishes.clone();
     let exclude = ctx.state.masquerade_exclude.clone();
     let nat_ports = ctx.state.masquerade_ports;
     activate(ctx, externals, publishes, exclude, nat_ports).await
+}
+
+/// Undoes [`activate_as_up`] on a datapath that was not up (pins from `netpath network
+/// create`), for a plugin's call that fails afterwards: the external interfaces it attached,
+/// the socket programs and their local addresses, and IP forwarding as it was. The rest of
+/// what it wrote is what the state already held (containers' entries, masquerade settings,
+/// publishes) or is read by the socket programs alone (the namespace's cookie). Goes on past
+/// failures; what failed stays in the state for `down`.
+pub(super) async fn deactivate(ctx: &mut Ctx, before: Inactive) -> Teardown {
+    let mut t = Teardown::default();
+    if let Some(dp) = Datapath::existing(&ctx.scope) {
+        let attached: Vec<String> = ctx
+            .state
+            .externals
+            .difference(&before.externals)
+            .cloned()
+            .collect();
+        for name in attached {
+            let detached = async {
+                // The map entry too: the pins, and the map, stay.
+                let index = ctx.nl.link_by_name(&name).await?.map(|l| l.index);
+                Ok(dp.detach_external(&name, index)?)
+            }
+            .await;
+            let step = format!("datapath on external interface {name}");
+            if t.step(step, detached).is_some() {
+                ctx.state.externals.remove(&name);
+            }
+        }
+        t.step("socket programs", dp.detach_sockets().map_err(Into::into));
+        let local = dp.set_local_addrs(&before.local_addrs);
+        t.step(
+            "local addresses of the socket programs",
+            local.map_err(Into::into),
+        );
+    }
+    // Only if this activation enabled it: otherwise it stays for `down` to restore.
+    if before.ip_forward_before.is_none() {
+        restore_ip_forward(ctx, &mut t);
+    }
+    t
 }
 
 /// What `up` does once the networks are realized (and the first `ADD` of netpath-cni, which
@@ -289,6 +350,13 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
     ctx.state.masquerade_exclude.clear();
     ctx.state.masquerade_ports = None;
     ctx.state.conntrack_max = None;
+    restore_ip_forward(ctx, &mut t);
+    Ok(t.finish()?)
+}
+
+/// Writes back the IP forwarding setting netpath changed, if it did; kept in the state if
+/// that fails, for the next try.
+fn restore_ip_forward(ctx: &mut Ctx, t: &mut Teardown) {
     if let Some(before) = ctx.state.ip_forward_before.take() {
         let restored =
             fs::write(IP_FORWARD, &before).with_context(|| format!("restoring {IP_FORWARD}"));
@@ -297,7 +365,6 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
         }
         t.step(format!("ip_forward=1 (restored to {before})"), restored);
     }
-    Ok(t.finish()?)
 }
 
 /// The foreground part of `up` (without -d): collects expired conntrack entries every

@@ -115,6 +115,19 @@ impl Datapath {
         Ok(())
     }
 
+    /// The local addresses the socket programs know (none before the map is pinned).
+    pub fn local_addrs(&self) -> Result<Vec<Ipv4Addr>> {
+        if !self.dir.join(maps::LOCAL_ADDRS).exists() {
+            return Ok(vec![]);
+        }
+        let (local, _) = self.open_pin::<LocalAddrs>(maps::LOCAL_ADDRS)?;
+        Ok(local
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(Ipv4Addr::from)
+            .collect())
+    }
+
     /// Replaces the set of local addresses the socket programs know.
     pub fn set_local_addrs(&self, addrs: &[Ipv4Addr]) -> Result<()> {
         let mut local: LocalAddrs = self.map(maps::LOCAL_ADDRS)?;
