@@ -529,30 +529,6 @@ fn port_spec(b: &PortBinding, container_ip: Ipv4Addr) -> Result<Spec> {
 
 async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
     let (_, _, e) = endpoint(ctx, &req)?;
-    // Publishes follow Join. An endpoint that still publishes has lost its container, and
-    // its ports may be the ones asked for now, when its veth is gone, or when dockerd moved
-    // the veth's end into the sandbox (which it mounts first) and that sandbox is no longer a
-    // network namespace: dockerd unmounted it. The veth outlives the unmount by as long as
-    // the kernel takes to destroy the namespace (a few hundred ms, more under load), so it
-    // alone is no timely sign. An endpoint whose container has not started yet still has
-    // its end here.
-    let links: BTreeSet<String> = ctx.nl.links().await?.into_iter().map(|l| l.name).collect();
-    let published: BTreeSet<Ipv4Addr> = ctx
-        .state
-        .publishes
-        .mappings()
-        .map(|m| m.container_ip)
-        .collect();
-    if !published.is_empty() {
-        let stale = docker_endpoints(ctx, |d, o| {
-            let unmounted = !d.sandbox.is_empty()
-                && !links.contains(&container_end(&o.host_veth))
-                && Netns::open_path(Path::new(&d.sandbox)).is_err();
-            let gone = unmounted || !links.contains(&o.host_veth);
-            d.endpoint_id != req.endpoint_id && published.contains(&o.ip) && gone
-        })?;
-        reclaim(ctx, stale).await?;
-    }
     let bindings: Vec<PortBinding> = match req.options.get(PORTMAP) {
         None | Some(Value::Null) => vec![],
         Some(v) => serde_json::from_value(v.clone()).context("invalid port bindings")?,
@@ -561,10 +537,47 @@ async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         .iter()
         .map(|b| port_spec(b, e.ip))
         .collect::<Result<Vec<_>>>()?;
-    if !specs.is_empty() {
-        publish::plan(ctx, &specs).await?.commit(ctx)?;
+    if specs.is_empty() {
+        return Ok(json!({}));
     }
+    let plan = match publish::plan(ctx, &specs).await {
+        Ok(plan) => plan,
+        // The ports may be held by an endpoint whose container is gone: only then are the
+        // others looked at, so that a start costs the same however many there are.
+        Err(refused) => {
+            let stale = stale_publishers(ctx, &req).await?;
+            if stale.is_empty() {
+                return Err(refused);
+            }
+            reclaim(ctx, stale).await?;
+            publish::plan(ctx, &specs).await?
+        }
+    };
+    plan.commit(ctx)?;
     Ok(json!({}))
+}
+
+/// Other endpoints that still publish though their container is gone: their veth is gone,
+/// or dockerd moved the veth's end into the sandbox (which it mounts first) and that sandbox
+/// is no longer a network namespace: dockerd unmounted it. The veth outlives the unmount by
+/// as long as the kernel takes to destroy the namespace (a few hundred ms, more under load),
+/// so it alone is no timely sign. An endpoint whose container has not started yet still has
+/// its end here.
+async fn stale_publishers(ctx: &mut Ctx, req: &EndpointCall) -> Result<Vec<String>> {
+    let links: BTreeSet<String> = ctx.nl.links().await?.into_iter().map(|l| l.name).collect();
+    let published: BTreeSet<Ipv4Addr> = ctx
+        .state
+        .publishes
+        .mappings()
+        .map(|m| m.container_ip)
+        .collect();
+    docker_endpoints(ctx, |d, o| {
+        let unmounted = !d.sandbox.is_empty()
+            && !links.contains(&container_end(&o.host_veth))
+            && Netns::open_path(Path::new(&d.sandbox)).is_err();
+        let gone = unmounted || !links.contains(&o.host_veth);
+        d.endpoint_id != req.endpoint_id && published.contains(&o.ip) && gone
+    })
 }
 
 /// Unpublishes what ProgramExternalConnectivity published (which forgets its UDP flows).
