@@ -192,7 +192,9 @@ fn down_goes_on_past_a_container_record_that_does_not_read() {
     assert!(!ps.status.success());
     let stderr = String::from_utf8_lossy(&ps.stderr);
     assert!(
-        stderr.starts_with(&format!("netpath: parsing {record}: ")),
+        stderr.starts_with(&format!(
+            "netpath: parsing {record} (a container's record: mend it, or remove it and netpath forgets the container): "
+        )),
         "{stderr}"
     );
     // `down` removes everything else, and reports the record.
@@ -204,7 +206,7 @@ fn down_goes_on_past_a_container_record_that_does_not_read() {
     assert!(!out.status.success(), "down succeeded: {stdout}");
     assert!(
         stderr.starts_with(&format!(
-            "netpath: 1 teardown step(s) failed\n  removing a container record: parsing {record}: "
+            "netpath: 1 teardown step(s) failed\n  removing a container record: parsing {record} (a container's record"
         )),
         "{stderr}"
     );

@@ -392,23 +392,32 @@ fn store_keeps_each_container_in_a_record_of_its_own() {
     store.save(&repaired).unwrap();
 
     // A record that does not read fails a command that needs them all, and a teardown gets
-    // the others and the reason.
+    // the others and the reason. Its container keeps its address and its name.
     state = store.load().unwrap();
     state.add_container("e", bridged("n", ip(5)));
+    state.add_container("f", bridged("n", ip(6)));
     store.save(&state).unwrap();
-    fs::write(records.join("f.json"), "{\"mode\":").unwrap();
+    let f = records.join("f.json");
+    fs::write(&f, "{\"mode\":").unwrap();
     let mut state = store.load().unwrap();
     let e = format!("{:#}", state.all_containers().unwrap_err());
-    assert!(
-        e.starts_with(&format!("parsing {}", records.join("f.json").display())),
-        "{e}"
-    );
-    let (readable, unreadable) = state.readable_containers().unwrap();
+    let expected = format!("parsing {} (a container's record", f.display());
+    assert!(e.starts_with(&expected), "{e}");
+    let readable = state.readable_containers().unwrap();
     assert_eq!(readable.keys().collect::<Vec<_>>(), ["e"]);
-    assert_eq!(unreadable.len(), 1);
+    let unreadable = state.containers.unreadable();
+    assert_eq!(unreadable.keys().collect::<Vec<_>>(), ["f"]);
+    assert!(state.containers.contains("f").is_err());
+    assert!(state.networks["n"].in_use(ip(6)));
+    store.save(&state).unwrap();
+    assert!(store.load().unwrap().networks["n"].in_use(ip(6)));
     state.remove_container("e").unwrap();
     store.save(&state).unwrap();
-    fs::remove_file(records.join("f.json")).unwrap();
+    fs::remove_file(&f).unwrap();
+    let mut state = store.load().unwrap();
+    state.all_containers().unwrap();
+    assert!(!state.networks["n"].in_use(ip(6)));
+    store.save(&state).unwrap();
 
     // An older netpath's file, with the containers inside, is read whole and split.
     let mut old: serde_json::Value =

@@ -545,10 +545,11 @@ async fn program(ctx: &mut Ctx, req: EndpointCall) -> Result<Value> {
         // The ports may be held by an endpoint whose container is gone: only then are the
         // others looked at, so that a start costs the same however many there are.
         Err(refused) => {
-            let stale = stale_publishers(ctx, &req).await?;
-            if stale.is_empty() {
-                return Err(refused);
-            }
+            let stale = match stale_publishers(ctx, &req).await {
+                Ok(stale) if !stale.is_empty() => stale,
+                Ok(_) => return Err(refused),
+                Err(e) => bail!("{refused:#} (and looking for endpoints that hold them: {e:#})"),
+            };
             reclaim(ctx, stale).await?;
             publish::plan(ctx, &specs).await?
         }

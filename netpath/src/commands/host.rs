@@ -316,12 +316,15 @@ pub async fn down(ctx: &mut Ctx) -> Result<Response> {
     }
     // All containers at once: the kernel removes their veths in one batch. A record that
     // does not read is reported, and the rest go.
-    let (all, unreadable) = ctx.state.readable_containers()?;
-    for why in unreadable {
+    let containers: Vec<(String, Container)> = ctx
+        .state
+        .readable_containers()?
+        .iter()
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    for why in ctx.state.containers.unreadable().values() {
         t.step("a container record", Err::<(), _>(anyhow::anyhow!("{why}")));
     }
-    let containers: Vec<(String, Container)> =
-        all.iter().map(|(n, c)| (n.clone(), c.clone())).collect();
     let each: Vec<(&str, &Container)> = containers.iter().map(|(n, c)| (n.as_str(), c)).collect();
     for ((name, _), ct) in containers
         .iter()

@@ -28,6 +28,9 @@ pub const RUN_DIR: &str = "/run/netpath";
 /// Present in a scope's directory while a save writes container records and then
 /// `state.json`: two writes, so a load that finds it rebuilds the index from the records.
 const SAVING: &str = "saving";
+/// After a container record's parse error: what removing it means.
+const RECORD_ADVICE: &str =
+    " (a container's record: mend it, or remove it and netpath forgets the container)";
 /// 2: containers in records of their own. A version-1 file (containers inline) is read and
 /// saved as 2; an older netpath refuses a version-2 file rather than misread it.
 pub const STATE_VERSION: u32 = 2;
@@ -243,21 +246,21 @@ impl State {
     /// Every container, all records read. What this file knows of them is rebuilt from them,
     /// which repairs any drift a crash between two writes left.
     pub fn all_containers(&mut self) -> Result<&BTreeMap<String, Container>> {
-        let (all, unreadable) = self.readable_containers()?;
-        if let Some(why) = unreadable.first() {
+        self.readable_containers()?;
+        if let Some(why) = self.containers.unreadable.values().next() {
             bail!("{why}");
         }
-        Ok(all)
+        Ok(&self.containers.map)
     }
 
     /// [`State::all_containers`] for a teardown, which goes on past what it cannot read: the
-    /// containers whose records read, and why each of the others did not.
-    pub fn readable_containers(&mut self) -> Result<(&BTreeMap<String, Container>, &[String])> {
+    /// containers whose records read ([`Containers::unreadable`] tells why the others did not).
+    pub fn readable_containers(&mut self) -> Result<&BTreeMap<String, Container>> {
         if !self.containers.complete {
             self.containers.read_all()?;
             self.reindex();
         }
-        Ok((&self.containers.map, &self.containers.unreadable))
+        Ok(&self.containers.map)
     }
 
     /// Records a network. Containers a `down` could not remove from an earlier network of the
@@ -354,10 +357,14 @@ impl State {
 
     /// Rebuilds what this file knows of the containers from their records, all read.
     fn reindex(&mut self) {
-        for net in self.networks.values_mut() {
-            net.addresses.clear();
+        // With a record that does not read, what the index holds of it is all there is: it
+        // is kept, so that its addresses are not given out again.
+        if self.containers.unreadable.is_empty() {
+            for net in self.networks.values_mut() {
+                net.addresses.clear();
+            }
+            self.sharers.clear();
         }
-        self.sharers.clear();
         let all = std::mem::take(&mut self.containers.map);
         for (name, c) in &all {
             self.index(name, c, true);
@@ -378,8 +385,8 @@ pub struct Containers {
     looked: BTreeSet<String>,
     /// Names whose record `save` writes, or removes when it is not in `map`.
     changed: BTreeSet<String>,
-    /// Why each record that did not read failed (once all were read).
-    unreadable: Vec<String>,
+    /// The records that did not read (once all were read), and why.
+    unreadable: BTreeMap<String, String>,
 }
 
 impl Containers {
@@ -397,9 +404,12 @@ impl Containers {
 
     /// The container's record, if it exists.
     pub fn get(&mut self, name: &str) -> Result<Option<&Container>> {
+        if let Some(why) = self.unreadable.get(name) {
+            bail!("{why}");
+        }
         if !self.complete && !self.looked.contains(name) {
             let path = self.path(name)?;
-            if let Some(c) = read_json(&path, "")? {
+            if let Some(c) = read_json(&path, RECORD_ADVICE)? {
                 self.map.insert(name.to_owned(), c);
             }
             self.looked.insert(name.to_owned());
@@ -436,12 +446,14 @@ impl Containers {
                 if self.looked.contains(name) {
                     continue;
                 }
-                match read_json(&entry.path(), "") {
+                match read_json(&entry.path(), RECORD_ADVICE) {
                     Ok(Some(c)) => {
                         self.map.insert(name.to_owned(), c);
                     }
                     Ok(None) => {}
-                    Err(e) => self.unreadable.push(format!("{e:#}")),
+                    Err(e) => {
+                        self.unreadable.insert(name.to_owned(), format!("{e:#}"));
+                    }
                 }
             }
             self.complete = true;
@@ -468,6 +480,11 @@ impl Containers {
             }
         }
         Ok(true)
+    }
+
+    /// The records that did not read, once all were read: name, and why.
+    pub fn unreadable(&self) -> &BTreeMap<String, String> {
+        &self.unreadable
     }
 
     fn put(&mut self, name: &str, c: Option<Container>) {
