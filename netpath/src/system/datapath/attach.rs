@@ -174,11 +174,19 @@ impl Datapath {
     pub fn attach_external(&self, ifname: &str, ifindex: u32) -> Result<()> {
         let pin = format!("ext_in_{ifname}");
         self.attach_tc(programs::EXT_IN, ifname, TcAttachType::Ingress, &pin)?;
-        let mut externals: Externals = self.map(maps::EXTERNALS)?;
-        externals.insert(ifindex, 1, 0).map_err(DatapathError::map(
-            maps::EXTERNALS,
-            format!("registering {ifname}"),
-        ))
+        let registered = self
+            .map(maps::EXTERNALS)
+            .and_then(|mut externals: Externals| {
+                externals.insert(ifindex, 1, 0).map_err(DatapathError::map(
+                    maps::EXTERNALS,
+                    format!("registering {ifname}"),
+                ))
+            });
+        // All or nothing: a caller that fails here records no external to detach later.
+        if registered.is_err() {
+            let _ = self.detach(&pin);
+        }
+        registered
     }
 
     /// The reverse of `attach_external`; `ifindex` is None when it is not known.
