@@ -11,6 +11,14 @@ use std::{
 use netpath_tests::{Sandbox, sandbox, wait_until};
 
 /// `up -d` with a published port and a container, so that every read command has rows.
+/// `netpath down` that must fail: what it printed on stdout and stderr.
+fn failed_down(sb: &Sandbox) -> (String, String) {
+    let out = sb.netpath(&["down"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "down succeeded: {stdout}");
+    (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 fn setup() -> (Sandbox, String) {
     let sb = sandbox();
     let web = sb.up_with_web(&["--publish", "8080:172.17.0.2:80"]);
@@ -154,12 +162,7 @@ fn a_failed_teardown_reports_every_failure_and_only_what_it_removed() {
         .expect("mount");
     assert!(mounted.success(), "bind-mounting over {}", resolv.display());
     let guard = BindMount(resolv);
-    let out = sb.netpath(&["down"]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(!out.status.success(), "down succeeded: {stdout}");
+    let (stdout, stderr) = failed_down(&sb);
     assert!(
         stderr.starts_with("netpath: 1 teardown step(s) failed\n  removing /etc/netns/"),
         "{stderr}"
@@ -188,9 +191,7 @@ fn down_goes_on_past_a_container_record_that_does_not_read() {
     let record = format!("/run/netpath/{}/containers/broken.json", sb.host);
     std::fs::write(&record, "{\"mode\":").unwrap();
     // A command that shows every container refuses, naming the file.
-    let ps = sb.netpath(&["ps"]);
-    assert!(!ps.status.success());
-    let stderr = String::from_utf8_lossy(&ps.stderr);
+    let stderr = sb.fails(&["ps"]);
     assert!(
         stderr.starts_with(&format!(
             "netpath: parsing {record} (a container's record: mend it, or remove it and netpath forgets the container): "
@@ -198,12 +199,7 @@ fn down_goes_on_past_a_container_record_that_does_not_read() {
         "{stderr}"
     );
     // `down` removes everything else, and reports the record.
-    let out = sb.netpath(&["down"]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(!out.status.success(), "down succeeded: {stdout}");
+    let (stdout, stderr) = failed_down(&sb);
     assert!(
         stderr.starts_with(&format!(
             "netpath: 1 teardown step(s) failed\n  removing a container record: parsing {record} (a container's record"

@@ -676,9 +676,7 @@ async fn gc(ctx: &mut Ctx, conf: &NetConf) -> Result<()> {
     let valid = conf.valid_attachments.clone().unwrap_or_default();
     let stale: Vec<String> = ctx
         .state
-        .all_containers()?
-        .iter()
-        .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == conf.name))
+        .users(&conf.name)?
         .filter(|(_, c)| match &c.mode {
             NetMode::Cni(pod) => !valid
                 .iter()

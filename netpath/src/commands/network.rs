@@ -190,7 +190,7 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
 
 pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
     let net = ctx.state.network(name)?.clone();
-    let users = ctx.state.users(name)?;
+    let users: Vec<&str> = ctx.state.users(name)?.map(|(n, _)| n).collect();
     if !users.is_empty() {
         bail!(
             "network {name} is in use by container(s) {}; remove or disconnect them first",

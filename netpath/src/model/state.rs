@@ -273,13 +273,15 @@ impl State {
     }
 
     /// The containers with an endpoint on `network`, by name. Reads every record.
-    pub fn users(&mut self, network: &str) -> Result<Vec<String>> {
+    pub fn users<'a>(
+        &'a mut self,
+        network: &'a str,
+    ) -> Result<impl Iterator<Item = (&'a str, &'a Container)>> {
         Ok(self
             .all_containers()?
             .iter()
-            .filter(|(_, c)| c.endpoints.iter().any(|e| e.network == network))
-            .map(|(n, _)| n.clone())
-            .collect())
+            .filter(move |(_, c)| c.endpoints.iter().any(|e| e.network == network))
+            .map(|(n, c)| (n.as_str(), c)))
     }
 
     /// Containers that use `name`'s network namespace (`--net container:NAME`).
@@ -325,11 +327,9 @@ impl State {
     /// Adds an interface to a container (`connect`).
     pub fn add_endpoint(&mut self, name: &str, e: Endpoint) -> Result<()> {
         let mut c = self.container(name)?.clone();
-        if let Some(net) = self.networks.get_mut(&e.network) {
-            net.addresses.insert(e.ip);
-        }
         c.endpoints.push(e);
-        self.containers.put(name, Some(c));
+        // Indexing is idempotent: what the container held already stays as it was.
+        self.add_container(name, c);
         Ok(())
     }
 
@@ -429,35 +429,42 @@ impl Containers {
         Ok(self.map.get_mut(name))
     }
 
+    /// The names of the records on disk (temporary files aside).
+    fn names_on_disk(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let file = entry?.file_name();
+            if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
     fn read_all(&mut self) -> Result<()> {
-        if !self.complete {
-            let entries = match fs::read_dir(&self.dir) {
-                Ok(entries) => entries.collect::<Result<Vec<_>, _>>()?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        if self.complete {
+            return Ok(());
+        }
+        for name in self.names_on_disk()? {
+            if self.looked.contains(&name) {
+                continue;
+            }
+            match self.path(&name).and_then(|p| read_json(&p, RECORD_ADVICE)) {
+                Ok(Some(c)) => {
+                    self.map.insert(name, c);
+                }
+                Ok(None) => {}
                 Err(e) => {
-                    return Err(e).with_context(|| format!("reading {}", self.dir.display()));
-                }
-            };
-            for entry in entries {
-                let file = entry.file_name();
-                let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
-                    continue;
-                };
-                if self.looked.contains(name) {
-                    continue;
-                }
-                match read_json(&entry.path(), RECORD_ADVICE) {
-                    Ok(Some(c)) => {
-                        self.map.insert(name.to_owned(), c);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.unreadable.insert(name.to_owned(), format!("{e:#}"));
-                    }
+                    self.unreadable.insert(name, format!("{e:#}"));
                 }
             }
-            self.complete = true;
         }
+        self.complete = true;
         Ok(())
     }
 
@@ -466,20 +473,11 @@ impl Containers {
         if self.complete || !self.map.is_empty() {
             return Ok(self.map.is_empty() && self.unreadable.is_empty());
         }
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
-        };
-        for entry in entries {
-            let file = entry?.file_name();
-            let name = file.to_str().and_then(|f| f.strip_suffix(".json"));
-            // A record this command removed is still on disk until `save`.
-            if name.is_some_and(|n| !self.changed.contains(n)) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        // A record this command removed is still on disk until `save`.
+        Ok(self
+            .names_on_disk()?
+            .iter()
+            .all(|n| self.changed.contains(n)))
     }
 
     /// The records that did not read, once all were read: name, and why.
@@ -506,12 +504,7 @@ impl Containers {
             let path = self.path(name)?;
             match self.map.get(name) {
                 Some(c) => write_json(&path, c)?,
-                None => match fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(e).with_context(|| format!("removing {}", path.display()));
-                    }
-                    _ => {}
-                },
+                None => remove_if_present(&path)?,
             }
         }
         Ok(())
@@ -582,8 +575,7 @@ impl Store {
         } else if self.dir.join(SAVING).exists() {
             // A save that did not finish: the records and this file's index of them may
             // disagree, so the index is rebuilt from the records.
-            state.containers.read_all()?;
-            state.reindex();
+            state.readable_containers()?;
         }
         Ok(state)
     }
@@ -603,12 +595,7 @@ impl Store {
         }
         state.containers.save()?;
         write_json(&self.path(), state)?;
-        match fs::remove_file(&saving) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {}", saving.display()))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&saving)
     }
 
     /// Removes the scope's directory: called by `down` once nothing is left.
@@ -647,6 +634,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, advice: &str) -> Resul
     let value = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}{advice}", path.display()))?;
     Ok(Some(value))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Compact JSON through a temporary file renamed into place, so that a reader never sees
