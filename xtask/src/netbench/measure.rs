@@ -247,8 +247,10 @@ pub fn wrk(client: &str, url: &str, close: bool, secs: u32) -> Result<Rate> {
 }
 
 /// sockperf ping-pong: one message in flight, round-trip times (`--full-rtt`) in µs; `fig`
-/// is the p50 figure, the p99 one follows it.
+/// is the p50 figure, the p99 one follows it. Both ends busy-poll (see
+/// `Topology::sockperf_server`).
 fn latency(topo: &Topology, tcp: bool, secs: u32, fig: usize, pass: &mut Pass) -> Result<()> {
+    let _server = topo.sockperf_server(tcp)?;
     let t = &topo.target;
     let (port, time) = (t.sockperf.to_string(), secs.to_string());
     let mut cmd = vec![
@@ -261,6 +263,7 @@ fn latency(topo: &Topology, tcp: bool, secs: u32, fig: usize, pass: &mut Pass) -
         "-t",
         &time,
         "--full-rtt",
+        "--nonblocked",
     ];
     if tcp {
         cmd.push("--tcp");
