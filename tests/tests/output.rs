@@ -38,6 +38,43 @@ fn closed_pipe(sb: &Sandbox, args: &[&str]) -> Output {
     child.wait_with_output().expect("waiting for netpath")
 }
 
+/// `ps`, `network ls` and `status` look up by name the interfaces the state names (not from
+/// a dump of every link): each reports exactly what was deleted behind netpath's back.
+#[test]
+fn read_commands_report_interfaces_deleted_behind_netpaths_back() {
+    let sb = sandbox();
+    // Its `ext0` becomes the external interface.
+    let _client = sb.client().unwrap();
+    let web = sb.up_with_web(&[]);
+    let ps = sb.ok_json(&["ps", "--json"]);
+    assert_eq!(ps[0]["missing"], serde_json::json!([]), "{ps}");
+    let veth = ps[0]["endpoints"][0]["host_veth"]
+        .as_str()
+        .expect("a host veth")
+        .to_owned();
+    netpath_tests::ip(&["-n", &sb.host, "link", "del", &veth]).unwrap();
+    let ps = sb.ok_json(&["ps", "--json"]);
+    assert_eq!(ps[0]["name"], web.as_str());
+    assert_eq!(
+        ps[0]["missing"],
+        serde_json::json!([format!("veth {veth}")]),
+        "{ps}"
+    );
+
+    netpath_tests::ip(&["-n", &sb.host, "link", "del", "ext0"]).unwrap();
+    let status = sb.ok_json(&["status", "--json"]);
+    assert_eq!(
+        status["externals"],
+        serde_json::json!([{"name": "ext0", "ifindex": null}]),
+        "{status}"
+    );
+    assert_eq!(status["networks"][0]["bridge_present"], true, "{status}");
+
+    netpath_tests::ip(&["-n", &sb.host, "link", "del", "netpath0"]).unwrap();
+    let networks = sb.ok_json(&["network", "ls", "--json"]);
+    assert_eq!(networks[0]["bridge_present"], false, "{networks}");
+}
+
 #[test]
 fn every_read_command_has_json_that_parses() {
     let (sb, web) = setup();

@@ -1,6 +1,7 @@
 //! Containers: a named network namespace (`ip netns` sees it) with one veth per network,
 //! or one of Docker's other network modes.
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     fs,
     net::Ipv4Addr,
@@ -22,7 +23,7 @@ use crate::{
     model::state::{Container, Endpoint, NetMode, State, Store},
     output::Response,
     system::datapath::Datapath,
-    system::netlink::{Link, Netlink, NetlinkError},
+    system::netlink::{Netlink, NetlinkError},
     system::netns::{self, Netns},
 };
 
@@ -433,15 +434,21 @@ pub struct ContainerView {
 
 pub async fn ps(ctx: &mut Ctx) -> Result<Response> {
     ctx.state.all_containers()?;
-    Ok(Response::Containers(views(
-        &ctx.state,
-        &ctx.nl.links().await?,
-    )))
+    let present = ctx.nl.indexes(host_veths(&ctx.state))?;
+    Ok(Response::Containers(views(&ctx.state, &present)))
 }
 
-/// Every container as `ps` shows it, all read; `links` are the interfaces of the scope's
-/// namespace.
-pub(super) fn views(state: &State, links: &[Link]) -> Vec<ContainerView> {
+/// The host ends of every container's veths, all read.
+pub(super) fn host_veths(state: &State) -> impl Iterator<Item = &str> {
+    state
+        .containers
+        .iter()
+        .flat_map(|(_, c)| c.endpoints.iter().map(|e| e.host_veth.as_str()))
+}
+
+/// Every container as `ps` shows it, all read; `present` are the interfaces of the scope's
+/// namespace among those the state names (`Netlink::indexes`).
+pub(super) fn views(state: &State, present: &BTreeMap<String, u32>) -> Vec<ContainerView> {
     let published = state.publishes.specs();
     state
         .containers
@@ -452,7 +459,7 @@ pub(super) fn views(state: &State, links: &[Link]) -> Vec<ContainerView> {
                 missing.push(format!("network namespace {name}"));
             }
             for e in &c.endpoints {
-                if !links.iter().any(|l| l.name == e.host_veth) {
+                if !present.contains_key(&e.host_veth) {
                     missing.push(format!("veth {}", e.host_veth));
                 }
             }

@@ -254,16 +254,13 @@ async fn register_containers(ctx: &mut Ctx) -> Result<()> {
     if ctx.state.all_containers()?.is_empty() {
         return Ok(());
     }
-    // One dump for every container rather than a request per veth.
-    let links = ctx.nl.links().await?;
+    let present = ctx.nl.indexes(container::host_veths(&ctx.state))?;
     for (name, c) in ctx.state.containers.iter() {
         for e in &c.endpoints {
             // A veth deleted behind netpath's back is reported by `ps`; `rm` cleans up.
             let bridge = ctx.state.networks.get(&e.network).map(|n| n.ifindex);
-            if let (Some(link), Some(bridge)) =
-                (links.iter().find(|l| l.name == e.host_veth), bridge)
-            {
-                container::register(&dp, e, c.mac(e), link.index, bridge, c.allow_spoofed_source)
+            if let (Some(&index), Some(bridge)) = (present.get(&e.host_veth), bridge) {
+                container::register(&dp, e, c.mac(e), index, bridge, c.allow_spoofed_source)
                     .with_context(|| format!("container {name}"))?;
             }
         }

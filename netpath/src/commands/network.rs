@@ -1,6 +1,8 @@
 //! `netpath network ...`: bridges with a gateway address, an IPAM subnet and the datapath
 //! attached.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
@@ -11,7 +13,6 @@ use crate::{
     model::state::{Network, State},
     output::Response,
     system::datapath::Datapath,
-    system::netlink::Link,
 };
 
 pub async fn create(ctx: &mut Ctx, args: NetworkCreateArgs) -> Result<Response> {
@@ -277,22 +278,24 @@ pub struct NetworkView {
     pub bridge_present: bool,
 }
 
-/// Every network as `network ls` shows it; `links` are the interfaces of the namespace.
-pub(super) fn views(state: &State, links: &[Link]) -> Vec<NetworkView> {
+/// Every network as `network ls` shows it; `present` are the interfaces of the namespace
+/// among those the state names (`Netlink::indexes`).
+pub(super) fn views(state: &State, present: &BTreeMap<String, u32>) -> Vec<NetworkView> {
     state
         .networks
         .iter()
         .map(|(name, network)| NetworkView {
             name: name.clone(),
             network: network.clone(),
-            bridge_present: links.iter().any(|l| l.name == network.bridge),
+            bridge_present: present.contains_key(&network.bridge),
         })
         .collect()
 }
 
 pub async fn ls(ctx: &Ctx) -> Result<Response> {
+    let bridges = ctx.state.networks.values().map(|n| n.bridge.as_str());
     Ok(Response::Networks(views(
         &ctx.state,
-        &ctx.nl.links().await?,
+        &ctx.nl.indexes(bridges)?,
     )))
 }

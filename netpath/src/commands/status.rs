@@ -60,13 +60,16 @@ pub struct External {
 
 pub async fn status(ctx: &mut Ctx) -> Result<Response> {
     ctx.state.all_containers()?;
-    let links = ctx.nl.links().await?;
     let state = &ctx.state;
+    let bridges = state.networks.values().map(|n| n.bridge.as_str());
+    let externals = state.externals.iter().map(String::as_str);
+    let veths = container::host_veths(state);
+    let present = ctx.nl.indexes(bridges.chain(externals).chain(veths))?;
     let mut veth_filters = Vec::new();
-    for e in state.containers.iter().flat_map(|(_, c)| &c.endpoints) {
-        if let Some(link) = links.iter().find(|l| l.name == e.host_veth) {
-            let ids = ctx.nl.ingress_bpf_programs(link.index).await?;
-            veth_filters.push((e.host_veth.clone(), ids));
+    for veth in container::host_veths(state) {
+        if let Some(&index) = present.get(veth) {
+            let ids = ctx.nl.ingress_bpf_programs(index).await?;
+            veth_filters.push((veth.to_owned(), ids));
         }
     }
     let (attachments, maps) = match Datapath::existing(&ctx.scope) {
@@ -81,8 +84,8 @@ pub async fn status(ctx: &mut Ctx) -> Result<Response> {
         scope: ctx.scope.clone(),
         state_dir: Store::dir(&ctx.scope).display().to_string(),
         pin_dir: Datapath::pin_dir(&ctx.scope).display().to_string(),
-        networks: network::views(state, &links),
-        containers: container::views(state, &links),
+        networks: network::views(state, &present),
+        containers: container::views(state, &present),
         publishes: Publishes {
             ports: state.publishes.len(),
             specs: state.publishes.specs(),
@@ -97,7 +100,7 @@ pub async fn status(ctx: &mut Ctx) -> Result<Response> {
             .iter()
             .map(|name| External {
                 name: name.clone(),
-                ifindex: links.iter().find(|l| &l.name == name).map(|l| l.index),
+                ifindex: present.get(name).copied(),
             })
             .collect(),
         attachments,

@@ -5,6 +5,8 @@
 //! socket's messages in order), and so that kernel errors surface as `io::Error`s ("File
 //! exists") kept in [`NetlinkError::Kernel`], where callers can match on `raw_os_error()`.
 
+use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
@@ -160,6 +162,37 @@ impl Netlink {
             Err(NetlinkError::NoSuchDevice { .. }) => Ok(None),
             r => r,
         }
+    }
+
+    /// The interfaces among `names` that exist, with their indexes: asked one by one
+    /// (`if_nametoindex`, the SIOCGIFINDEX ioctl) rather than read from a dump of every link.
+    /// For each veth a dump looks up its peer's namespace id in a list of every id the
+    /// namespace has given (`peernet2id`), so with a veth per container it grows with the
+    /// square of their number: 30 ms of `netpath ps`'s 55 at 1,000 containers.
+    pub fn indexes<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeMap<String, u32>> {
+        netns::run_in(&self.ns, || {
+            let mut found = BTreeMap::new();
+            for name in names {
+                // A name holding a NUL names no interface.
+                let Ok(c_name) = CString::new(name) else {
+                    continue;
+                };
+                // SAFETY: `c_name` is a NUL-terminated string that outlives the call.
+                let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+                if index != 0 {
+                    found.insert(name.to_owned(), index);
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ENODEV) {
+                    return Err(e).op(|| format!("looking up interface {name}"));
+                }
+            }
+            Ok(found)
+        })?
     }
 
     pub async fn links(&self) -> Result<Vec<Link>> {
