@@ -125,11 +125,12 @@ pub fn track(entry: &mut CtEntry, p: &Packet, now: u64) {
     if !same_next_hop_tick(now, entry.last_seen_ns) {
         entry.flags &= !CT_FLAG_NEXT_HOP;
     }
-    // Written only when the coarse clock has moved (once per tick, not per packet): a store
-    // takes the cache line from every other CPU, and a connection's two entries, made
-    // together, usually share lines of the map's memory while its two directions are
-    // handled on different CPUs. Stored on every packet, that false sharing made the lookup's
-    // first read of an entry the costliest instruction of an established packet.
+    // Written only when the coarse clock has moved (once per tick of it, 1-4 ms by the
+    // kernel's HZ), not per packet: a store takes the cache line from every other CPU, and
+    // a connection's two entries, made together, usually share lines of the map's memory
+    // while its two directions are handled on different CPUs. Stored on every packet, that
+    // false sharing made the lookup's first read of an entry the costliest instruction of
+    // an established packet.
     if entry.last_seen_ns != now {
         entry.last_seen_ns = now;
     }

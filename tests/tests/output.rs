@@ -46,31 +46,36 @@ fn read_commands_report_interfaces_deleted_behind_netpaths_back() {
     // Its `ext0` becomes the external interface.
     let _client = sb.client().unwrap();
     let web = sb.up_with_web(&[]);
-    let ps = sb.ok_json(&["ps", "--json"]);
-    assert_eq!(ps[0]["missing"], serde_json::json!([]), "{ps}");
-    let veth = ps[0]["endpoints"][0]["host_veth"]
+    let status = sb.ok_json(&["status", "--json"]);
+    let ext0 = &sb.ip_json(&["link", "show", "ext0"])[0];
+    assert_eq!(
+        status["externals"],
+        serde_json::json!([{"name": "ext0", "ifindex": ext0["ifindex"]}]),
+        "{status}"
+    );
+    assert_eq!(status["containers"][0]["missing"], serde_json::json!([]));
+    let veth = status["containers"][0]["endpoints"][0]["host_veth"]
         .as_str()
         .expect("a host veth")
         .to_owned();
-    netpath_tests::ip(&["-n", &sb.host, "link", "del", &veth]).unwrap();
+
+    let del = |name: &str| netpath_tests::ip(&["-n", &sb.host, "link", "del", name]).unwrap();
+    del(&veth);
+    let missing = serde_json::json!([format!("veth {veth}")]);
     let ps = sb.ok_json(&["ps", "--json"]);
     assert_eq!(ps[0]["name"], web.as_str());
-    assert_eq!(
-        ps[0]["missing"],
-        serde_json::json!([format!("veth {veth}")]),
-        "{ps}"
-    );
+    assert_eq!(ps[0]["missing"], missing, "{ps}");
 
-    netpath_tests::ip(&["-n", &sb.host, "link", "del", "ext0"]).unwrap();
+    del("ext0");
+    del("netpath0");
     let status = sb.ok_json(&["status", "--json"]);
+    assert_eq!(status["containers"][0]["missing"], missing, "{status}");
     assert_eq!(
         status["externals"],
         serde_json::json!([{"name": "ext0", "ifindex": null}]),
         "{status}"
     );
-    assert_eq!(status["networks"][0]["bridge_present"], true, "{status}");
-
-    netpath_tests::ip(&["-n", &sb.host, "link", "del", "netpath0"]).unwrap();
+    assert_eq!(status["networks"][0]["bridge_present"], false, "{status}");
     let networks = sb.ok_json(&["network", "ls", "--json"]);
     assert_eq!(networks[0]["bridge_present"], false, "{networks}");
 }

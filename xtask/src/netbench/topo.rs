@@ -62,9 +62,11 @@ const CONTAINER_IP: &str = "172.17.0.2";
 const PUBLISHED: [(&str, u16, u16); 4] = [
     ("tcp", 8080, 80),
     ("tcp", 5201, 5201),
-    ("tcp", 11111, 11111),
-    ("udp", 11111, 11111),
+    ("tcp", 11111, SOCKPERF_PORT),
+    ("udp", 11111, SOCKPERF_PORT),
 ];
+/// The sockperf server's port in the container.
+const SOCKPERF_PORT: u16 = 11111;
 /// The most extra publishes: every other TCP port, so that all 65,535 are published.
 pub const MAX_EXTRA: usize = 65535 - 3;
 
@@ -490,7 +492,7 @@ fn direct_target() -> Target {
         addr: CONTAINER_IP,
         http: 80,
         iperf: 5201,
-        sockperf: 11111,
+        sockperf: SOCKPERF_PORT,
     }
 }
 
@@ -533,26 +535,28 @@ fn finish(
 }
 
 impl Topology {
-    /// A sockperf server in the container for one latency test, on the port the target
-    /// names. It busy-polls its socket (`--nonblocked`), as the client does, so that a
+    /// A sockperf server in the container for one latency test, on its port there
+    /// ([`SOCKPERF_PORT`]). It busy-polls its socket (`--nonblocked`), as the client does, so that a
     /// round trip is what the path costs and not a sleeping process's wake-up (on this
     /// kind of virtual machine 50-60 µs of a 60 µs round trip, against 8-9 µs spinning,
     /// on one veth pair). It spins while it lives, hence one per test, not one per topology.
     pub fn sockperf_server(&self, tcp: bool) -> Result<Server> {
+        let port = SOCKPERF_PORT.to_string();
         let mut cmd = vec![
             "sockperf",
             "server",
             "-i",
             "0.0.0.0",
             "-p",
-            "11111",
+            &port,
             "--nonblocked",
         ];
         if tcp {
             cmd.push("--tcp");
         }
         let server = Server::spawn(&self.server, &cmd, None)?;
-        wait_listening(&self.server, &[(if tcp { "tcp" } else { "udp" }, 11111)])?;
+        let proto = if tcp { "tcp" } else { "udp" };
+        wait_listening(&self.server, &[(proto, SOCKPERF_PORT)])?;
         Ok(server)
     }
 }
