@@ -114,6 +114,12 @@ impl Pod {
     }
 }
 
+/// Asserts that the plugin's error message (`fails`) says `fragment`.
+pub fn assert_says(err: &Value, fragment: &str) {
+    let msg = err["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(fragment), "{fragment:?} not in {err}");
+}
+
 /// One pod as a runtime names it to the plugins of a list.
 pub struct Attachment {
     pub id: String,

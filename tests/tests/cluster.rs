@@ -6,8 +6,11 @@
 //! cluster. An "outside" namespace on the fabric is the client of the hostPorts, the
 //! nodes' default gateway and, on its `lo`, a server beyond the cluster.
 use netpath_tests::{
-    CLIENT_ADDR, Client, EXT_ADDR, SERVER_ADDR, Sandbox, cni::Pod, helpers::curl, ip, sandbox,
-    scripts, scripts::server,
+    CLIENT_ADDR, Client, EXT_ADDR, SERVER_ADDR, Sandbox,
+    cni::{Pod, assert_says},
+    helpers::curl,
+    ip, sandbox, scripts,
+    scripts::server,
 };
 use serde_json::{Value, json};
 
@@ -192,7 +195,7 @@ fn a_bad_cluster_is_refused_and_leaves_nothing() {
     bad["subnet"] = json!("10.245.0.0/24");
     let err = pod.fails(&sb, "ADD", &bad);
     assert_eq!(err["code"], 7, "{err}");
-    assert!(err["msg"].as_str().unwrap().contains("cluster"), "{err}");
+    assert_says(&err, "cluster");
     assert!(!std::path::Path::new(&format!("/run/netpath/{}", sb.host)).exists());
 }
 
@@ -245,13 +248,7 @@ fn cluster_routes_go_with_the_last_pod_and_down_and_others_stay() {
         .push(node("n3", 13, 3));
     route(&["add", "10.244.3.0/24", "via", "203.0.113.99"]);
     let err = a.fails(&sb, "ADD", &conf);
-    assert!(
-        err["msg"]
-            .as_str()
-            .unwrap()
-            .contains("that netpath did not install"),
-        "{err}"
-    );
+    assert_says(&err, "that netpath did not install");
     assert_eq!(routes_to(&sb, "10.244.3.0/24"), ["via 203.0.113.99"]);
     route(&["del", "10.244.3.0/24"]);
 

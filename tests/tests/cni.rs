@@ -10,7 +10,7 @@ use std::{
 use netpath_common::Counter;
 use netpath_tests::{
     CLIENT_ADDR, EXT_ADDR, SERVER_ADDR, Sandbox,
-    cni::{Pod, cni, cni_bin, stdout_json},
+    cni::{Pod, assert_says, cni, cni_bin, stdout_json},
     helpers::{counter, curl, ip_forward, too_many_local_addresses, up_marks},
     ip, netpath_bin, sandbox,
     scripts::{one, server},
@@ -90,7 +90,7 @@ fn add_check_del_twice_and_the_namespace_stays() {
     // CHECK notices a missing address.
     sb.exec_ok(&pod.ns.netns, &["ip", "addr", "flush", "dev", "eth0"]);
     let err = pod.fails(&sb, "CHECK", &conf);
-    assert!(err["msg"].as_str().unwrap().contains("address"), "{err}");
+    assert_says(&err, "address");
 
     pod.ok(&sb, "DEL", &conf);
     pod.ok(&sb, "DEL", &conf);
@@ -130,7 +130,7 @@ fn bad_input_gets_the_specs_error_and_leaves_nothing() {
     let err = stdout_json(&out);
     assert!(!out.status.success());
     assert_eq!(err["code"], 6, "{err}");
-    assert!(err["msg"].as_str().unwrap().contains("not valid JSON"));
+    assert_says(&err, "not valid JSON");
 
     let mut old = good.clone();
     old["cniVersion"] = json!("0.1.0");
@@ -147,7 +147,7 @@ fn bad_input_gets_the_specs_error_and_leaves_nothing() {
     );
     let err = stdout_json(&out);
     assert_eq!(err["code"], 4, "{err}");
-    assert!(err["msg"].as_str().unwrap().contains("CNI_NETNS"));
+    assert_says(&err, "CNI_NETNS");
     // Nothing of a failed first ADD is left: no state, no pins, no bridge.
     assert!(!PathBuf::from(format!("/run/netpath/{}", sb.host)).exists());
     assert!(!host_links(&sb).iter().any(|l| l == "np-pods"));
@@ -156,13 +156,7 @@ fn bad_input_gets_the_specs_error_and_leaves_nothing() {
     pod.add(&sb, &good);
     let other = Pod::new(&sb, "other");
     let err = other.fails(&sb, "ADD", &conf("more", "10.89.0.0/16"));
-    assert!(
-        err["msg"]
-            .as_str()
-            .unwrap()
-            .contains("overlaps network pods"),
-        "{err}"
-    );
+    assert_says(&err, "overlaps network pods");
 
     // A hostPort already published: the second pod fails and leaves no trace.
     let mut ports = good.clone();
@@ -171,10 +165,7 @@ fn bad_input_gets_the_specs_error_and_leaves_nothing() {
     let third = Pod::new(&sb, "third");
     third.add(&sb, &ports);
     let err = other.fails(&sb, "ADD", &ports);
-    assert!(
-        err["msg"].as_str().unwrap().contains("already published"),
-        "{err}"
-    );
+    assert_says(&err, "already published");
     assert_eq!(containers(&sb).len(), 2);
     assert_eq!(sb.ok(&["publish"]).trim(), "8088:10.89.2.3:80/tcp");
     let veths = host_links(&sb)
@@ -297,22 +288,13 @@ fn ip_masq_false_leaves_with_the_pods_own_address() {
     on["ipMasq"] = json!(true);
     let err = other.fails(&sb, "ADD", &on);
     assert_eq!(err["code"], 7, "{err}");
-    assert!(
-        err["msg"].as_str().unwrap().contains("masquerade off"),
-        "{err}"
-    );
+    assert_says(&err, "masquerade off");
     // So is one that names another bridge.
     let mut elsewhere = conf.clone();
     elsewhere["bridge"] = json!("np-elsewhere");
     let err = other.fails(&sb, "ADD", &elsewhere);
     assert_eq!(err["code"], 7, "{err}");
-    assert!(
-        err["msg"]
-            .as_str()
-            .unwrap()
-            .contains("the configuration gives bridge np-elsewhere"),
-        "{err}"
-    );
+    assert_says(&err, "the configuration gives bridge np-elsewhere");
     let links = host_links(&sb);
     assert!(!links.iter().any(|l| l == "np-elsewhere"), "{links:?}");
     assert_eq!(containers(&sb).len(), 1);
@@ -440,10 +422,7 @@ fn pod_checks_notice_what_is_missing(sb: &Sandbox, pod: &Pod, conf: &Value) {
     let ns = pod.ns.netns.as_str();
     sb.exec_ok(ns, &["ip", "route", "del", "default"]);
     let err = pod.fails(sb, "CHECK", conf);
-    assert!(
-        err["msg"].as_str().unwrap().contains("default route"),
-        "{err}"
-    );
+    assert_says(&err, "default route");
     sb.exec_ok(ns, &["ip", "route", "add", "default", "via", "10.89.10.1"]);
     pod.ok(sb, "CHECK", conf);
     let endpoints = format!("/sys/fs/bpf/netpath/{}/NP_ENDPOINTS", sb.host);
@@ -455,7 +434,7 @@ fn pod_checks_notice_what_is_missing(sb: &Sandbox, pod: &Pod, conf: &Value) {
         .unwrap();
     assert!(removed.success());
     let err = pod.fails(sb, "CHECK", conf);
-    assert!(err["msg"].as_str().unwrap().contains("datapath"), "{err}");
+    assert_says(&err, "datapath");
 }
 
 /// A first ADD after a bare `network create` brings the datapath up; when it then fails
@@ -482,13 +461,7 @@ fn a_failed_first_add_after_network_create_leaves_the_datapath_down() {
     bad["runtimeConfig"] =
         json!({"portMappings": [{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]});
     let err = pod.fails(&sb, "ADD", &bad);
-    assert!(
-        err["msg"]
-            .as_str()
-            .unwrap()
-            .contains("ports must be 1-65535"),
-        "{err}"
-    );
+    assert_says(&err, "ports must be 1-65535");
     as_created("a refused port mapping");
     // The same when the ADD made the network itself.
     let mut more = bad.clone();
@@ -501,10 +474,7 @@ fn a_failed_first_add_after_network_create_leaves_the_datapath_down() {
     // socket programs' map holds.
     too_many_local_addresses(&sb);
     let err = pod.fails(&sb, "ADD", &good);
-    assert!(
-        err["msg"].as_str().unwrap().contains("NP_LOCAL_ADDRS"),
-        "{err}"
-    );
+    assert_says(&err, "NP_LOCAL_ADDRS");
     as_created("too many local addresses");
     sb.exec_ok(&sb.host, &["ip", "link", "del", "many0"]);
 

@@ -432,7 +432,7 @@ pub struct ContainerView {
     pub missing: Vec<String>,
 }
 
-pub async fn ps(ctx: &mut Ctx) -> Result<Response> {
+pub fn ps(ctx: &mut Ctx) -> Result<Response> {
     ctx.state.all_containers()?;
     let present = ctx.nl.indexes(host_veths(&ctx.state))?;
     Ok(Response::Containers(views(&ctx.state, &present)))

@@ -217,7 +217,7 @@ pub(super) async fn activate(
     exclude: BTreeSet<Subnet>,
     nat_ports: Option<NatPorts>,
 ) -> Result<()> {
-    register_containers(ctx).await?;
+    register_containers(ctx)?;
     let forward =
         fs::read_to_string(IP_FORWARD).with_context(|| format!("reading {IP_FORWARD}"))?;
     if forward.trim() != "1" {
@@ -248,7 +248,7 @@ fn check_conntrack_size(ctx: &Ctx, wanted: Option<u32>) -> Result<()> {
 
 /// Loads the container-veth program (a new netpath's replaces the old one on every veth) and
 /// puts every container's veth on the fast path, those started before the datapath included.
-async fn register_containers(ctx: &mut Ctx) -> Result<()> {
+fn register_containers(ctx: &mut Ctx) -> Result<()> {
     let dp = ctx.datapath()?;
     dp.load_veth_program()?;
     if ctx.state.all_containers()?.is_empty() {

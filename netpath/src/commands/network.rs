@@ -292,7 +292,7 @@ pub(super) fn views(state: &State, present: &BTreeMap<String, u32>) -> Vec<Netwo
         .collect()
 }
 
-pub async fn ls(ctx: &Ctx) -> Result<Response> {
+pub fn ls(ctx: &Ctx) -> Result<Response> {
     let bridges = ctx.state.networks.values().map(|n| n.bridge.as_str());
     Ok(Response::Networks(views(
         &ctx.state,
