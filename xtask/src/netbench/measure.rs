@@ -73,6 +73,8 @@ pub struct Pass {
     pub errors: Vec<String>,
     /// Per test and program: (test, program, nanoseconds, runs).
     pub run_time: Vec<(usize, String, u64, u64)>,
+    /// Per test: the programs' run time over the machine's busy CPU time (`cpu_busy`).
+    pub cpu_share: Vec<(usize, f64)>,
     /// TIME_WAIT sockets the connection-rate test left in this configuration's namespaces
     /// (closed right after it).
     pub time_wait: usize,
@@ -149,7 +151,7 @@ fn gist(text: &str) -> String {
 
 /// Busy CPU time of the whole machine so far, in seconds (all CPUs; idle and iowait
 /// excluded): client, host and server all run here, so this is the cost of the path.
-fn cpu_busy() -> Result<f64> {
+pub fn cpu_busy() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let f: Vec<f64> = line

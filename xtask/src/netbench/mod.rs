@@ -103,6 +103,8 @@ pub struct Cell {
     samples: [Vec<(usize, f64)>; FIGURES.len()],
     /// Per test and program, every pass: nanoseconds and runs from the kernel's accounting.
     run_time: Vec<ProgramSample>,
+    /// Per test, every pass: the programs' share of the machine's busy CPU time.
+    cpu_share: Vec<(usize, f64)>,
     errors: Vec<String>,
     setup_secs: f64,
 }
@@ -115,6 +117,7 @@ impl Cell {
             topo: None,
             samples: Default::default(),
             run_time: Vec::new(),
+            cpu_share: Vec::new(),
             errors: Vec::new(),
             setup_secs: 0.0,
         }
@@ -283,6 +286,7 @@ pub fn run(bin: &Path, forwarder: &Path, o: &Options) -> Result<()> {
                         runs,
                     }),
             );
+            cell.cpu_share.extend(result.cpu_share);
             println!("  {:<16} {}", cell.legend(), shown.join(", "));
             for e in result.errors {
                 println!("  error: {e}");
@@ -330,16 +334,32 @@ impl Machine {
     }
 }
 
-/// Runs test `test` through `topo` with the programs' run-time accounting read around it.
+/// Runs test `test` through `topo` with the programs' run-time accounting and the machine's
+/// busy CPU time read around it.
 fn run_measured(test: usize, topo: &Topology, secs: u32, pass: &mut measure::Pass) {
     let before = stats::read(&topo.programs);
+    let busy_before = measure::cpu_busy();
     measure::run(test, topo, secs, pass);
+    let busy = match (busy_before, measure::cpu_busy()) {
+        (Ok(b), Ok(a)) => a - b,
+        (Err(e), _) | (_, Err(e)) => {
+            pass.errors.push(format!("/proc/stat: {e:#}"));
+            0.0
+        }
+    };
     match (before, stats::read(&topo.programs)) {
-        (Ok(before), Ok(after)) => pass.run_time.extend(
-            stats::delta(&topo.programs, &before, &after)
-                .into_iter()
-                .map(|(name, ns, runs)| (test, name, ns, runs)),
-        ),
+        (Ok(before), Ok(after)) => {
+            let spent = stats::delta(&topo.programs, &before, &after);
+            let ns: u64 = spent.iter().map(|(_, ns, _)| ns).sum();
+            if busy > 0.0 && !spent.is_empty() {
+                pass.cpu_share.push((test, ns as f64 / (busy * 1e9)));
+            }
+            pass.run_time.extend(
+                spent
+                    .into_iter()
+                    .map(|(name, ns, runs)| (test, name, ns, runs)),
+            );
+        }
         (Err(e), _) | (_, Err(e)) => pass.errors.push(format!("bpf_stats: {e:#}")),
     }
 }

@@ -106,11 +106,49 @@ impl<'a> Summary<'a> {
         }
         let title = "eBPF run time, ns per packet (bpf_stats run_time_ns / run_cnt over each \
                      test, median of the passes)";
-        if markdown {
-            format!("{title}:\n\n{}", markdown_table(&header, &rows))
-        } else {
-            format!("{title}:\n{}", text_table(&header, &rows))
-        }
+        titled(title, &header, &rows, markdown)
+    }
+
+    /// Per test: the median over passes of the share of the machine's busy CPU time that
+    /// `cell`'s programs took.
+    fn cpu_share(&self, cell: usize) -> Vec<Option<f64>> {
+        (0..TESTS.len())
+            .map(|test| {
+                let shares: Vec<f64> = self.cells[cell]
+                    .cpu_share
+                    .iter()
+                    .filter(|&&(t, _)| t == test)
+                    .map(|&(_, share)| share)
+                    .collect();
+                median(&shares)
+            })
+            .collect()
+    }
+
+    /// What share of the CPU each configuration's programs take per test: how much a
+    /// cheaper program could gain at most.
+    fn cpu_share_table(&self, markdown: bool) -> String {
+        let mut header = vec!["config".to_owned(), "N".to_owned()];
+        header.extend(TESTS.iter().map(|(name, _)| (*name).to_owned()));
+        let rows: Vec<Vec<String>> = (0..self.cells.len())
+            .filter(|&c| !self.cells[c].cpu_share.is_empty())
+            .map(|c| {
+                let mut row = vec![
+                    self.cells[c].config.name().to_owned(),
+                    self.cells[c].n_label(),
+                ];
+                row.extend(
+                    self.cpu_share(c)
+                        .into_iter()
+                        .map(|v| v.map_or("-".into(), |share| format!("{:.1}", share * 100.0))),
+                );
+                row
+            })
+            .collect();
+        let title = "eBPF share of the machine's busy CPU time, % (the programs' bpf_stats \
+                     run_time_ns over /proc/stat's busy time during each test, median of the \
+                     passes)";
+        titled(title, &header, &rows, markdown)
     }
 
     /// The median over passes of value / base, each pair measured in the same pass, minutes
@@ -139,8 +177,8 @@ impl<'a> Summary<'a> {
         }
     }
 
-    /// Three tables (medians, ratio to iptables, ratio to the limit), aligned for the
-    /// terminal or in Markdown.
+    /// Every table (medians, the ratios, the programs' cost per packet and share of the CPU),
+    /// aligned for the terminal or in Markdown.
     pub fn tables(&self, markdown: bool) -> String {
         let mut out = String::new();
         type Value<'b> = &'b dyn Fn(usize, usize) -> Option<String>;
@@ -186,7 +224,7 @@ impl<'a> Summary<'a> {
             }
             out += "\n";
         }
-        out + &self.run_time_table(markdown)
+        out + &self.run_time_table(markdown) + "\n" + &self.cpu_share_table(markdown)
     }
 
     pub fn json(&self, plan: &Plan, meta: Value) -> Value {
@@ -229,6 +267,11 @@ impl<'a> Summary<'a> {
                         json!({"program": program, "ns_per_packet": tests})
                     })
                     .collect();
+                let cpu_share: serde_json::Map<String, Value> = TESTS
+                    .iter()
+                    .zip(self.cpu_share(c))
+                    .map(|((name, _), share)| ((*name).to_owned(), json!(share)))
+                    .collect();
                 json!({
                     "config": cell.config.name(),
                     "n": cell.config.has_n().then_some(cell.n),
@@ -236,6 +279,7 @@ impl<'a> Summary<'a> {
                     "errors": cell.errors,
                     "figures": figs,
                     "run_time": run_time,
+                    "ebpf_cpu_share": cpu_share,
                 })
             })
             .collect();
@@ -415,6 +459,15 @@ pub fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
         out += &line(row);
     }
     out
+}
+
+/// A table under its title, aligned for the terminal or in Markdown.
+fn titled(title: &str, header: &[String], rows: &[Vec<String>], markdown: bool) -> String {
+    if markdown {
+        format!("{title}:\n\n{}", markdown_table(header, rows))
+    } else {
+        format!("{title}:\n{}", text_table(header, rows))
+    }
 }
 
 pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
