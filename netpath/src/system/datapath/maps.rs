@@ -74,13 +74,25 @@ impl Datapath {
             .iter()
             .map(|(addr, len)| (addr.octets(), u32::from(*len)))
             .collect();
-        let stale: Vec<Key<[u8; 4]>> = trie
-            .keys()
-            .filter_map(|k| k.ok())
+        let listed: Vec<Key<[u8; 4]>> =
+            trie.keys()
+                .collect::<Result<_, _>>()
+                .map_err(DatapathError::map(
+                    maps::MASQ_EXCLUDE,
+                    "listing the exclusions",
+                ))?;
+        for key in listed
+            .iter()
             .filter(|k| !wanted.contains(&(k.data(), k.prefix_len())))
-            .collect();
-        for key in stale {
-            let _ = trie.remove(&key);
+        {
+            absent_ok(trie.remove(key)).map_err(DatapathError::map(
+                maps::MASQ_EXCLUDE,
+                format!(
+                    "removing {}/{}",
+                    Ipv4Addr::from(key.data()),
+                    key.prefix_len()
+                ),
+            ))?;
         }
         for (data, len) in wanted {
             trie.insert(&Key::new(len, data), 1, 0)
@@ -121,23 +133,20 @@ impl Datapath {
             return Ok(vec![]);
         }
         let (local, _) = self.open_pin::<LocalAddrs>(maps::LOCAL_ADDRS)?;
-        Ok(local
-            .keys()
-            .filter_map(|k| k.ok())
-            .map(Ipv4Addr::from)
-            .collect())
+        list_local_addrs(&local)
     }
 
     /// Replaces the set of local addresses the socket programs know.
     pub fn set_local_addrs(&self, addrs: &[Ipv4Addr]) -> Result<()> {
         let mut local: LocalAddrs = self.map(maps::LOCAL_ADDRS)?;
-        let stale: Vec<[u8; 4]> = local
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !addrs.contains(&Ipv4Addr::from(*k)))
-            .collect();
-        for key in stale {
-            let _ = local.remove(&key);
+        for addr in list_local_addrs(&local)?
+            .into_iter()
+            .filter(|a| !addrs.contains(a))
+        {
+            remove_key(&mut local, &addr.octets()).map_err(DatapathError::map(
+                maps::LOCAL_ADDRS,
+                format!("removing {addr}"),
+            ))?;
         }
         for addr in addrs {
             local
@@ -250,9 +259,25 @@ impl Datapath {
     /// have deleted some of those it listed meanwhile).
     pub fn flush_conntrack(&self) -> Result<usize> {
         let ct: Conntrack = self.map(maps::CONNTRACK)?;
-        let keys: Vec<CtKey> = ct.keys().filter_map(|k| k.ok()).collect();
+        let keys: Vec<CtKey> = ct
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(DatapathError::map(maps::CONNTRACK, "listing the entries"))?;
         self.remove_conntrack(&keys)
     }
+}
+
+/// The local addresses in the map: all of them, or an error (a key listing that fails
+/// halfway would otherwise look like a shorter list).
+fn list_local_addrs(local: &LocalAddrs) -> Result<Vec<Ipv4Addr>> {
+    local
+        .keys()
+        .map(|k| k.map(Ipv4Addr::from))
+        .collect::<Result<_, _>>()
+        .map_err(DatapathError::map(
+            maps::LOCAL_ADDRS,
+            "listing the addresses",
+        ))
 }
 
 /// Removes `key` from `map`; an absent key is no error. Returns whether it was there.
@@ -260,7 +285,12 @@ pub(super) fn remove_key<K: aya::Pod, V: aya::Pod>(
     map: &mut HashMap<MapData, K, V>,
     key: &K,
 ) -> Result<bool, MapError> {
-    match map.remove(key) {
+    absent_ok(map.remove(key))
+}
+
+/// A removal's result, an absent key being no error; whether the key was there.
+fn absent_ok(removed: Result<(), MapError>) -> Result<bool, MapError> {
+    match removed {
         Ok(()) => Ok(true),
         // aya reports a missing key on delete as the syscall's ENOENT.
         Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
