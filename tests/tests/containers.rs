@@ -526,3 +526,39 @@ fn non_root_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"));
 }
+
+/// A `run` that fails once its namespace exists (here: the name of its host veth is taken by
+/// an interface that is not netpath's) removes what it made, and only that: not the other
+/// interface, which undoing by name would have deleted.
+#[test]
+fn a_run_failing_halfway_removes_what_it_made_and_nothing_else() {
+    let sb = sandbox();
+    sb.ok(&["up", "-d"]);
+    let x = sb.name("x");
+    sb.ok(&["run", &x]);
+    let ps = sb.ok_json(&["ps", "--json"]);
+    let veth = iter(&ps)
+        .flat_map(|c| iter(&c["endpoints"]))
+        .find_map(|e| e["host_veth"].as_str())
+        .expect("the container's host veth in ps --json")
+        .to_owned();
+    sb.ok(&["rm", &x]);
+    netpath_tests::ip(&["-n", &sb.host, "link", "add", &veth, "type", "bridge"]).unwrap();
+    let before = snapshot(&sb);
+    let err = sb.fails(&["run", &x]);
+    assert!(err.contains(&veth), "the error names the interface: {err}");
+    assert!(!err.contains("undoing"), "the undo failed: {err}");
+    assert_eq!(
+        snapshot(&sb),
+        before,
+        "the failed run left something, or took the bridge"
+    );
+    assert!(before.links.contains(&veth));
+    let endpoints = sb.map_dump("NP_ENDPOINTS").expect("dumping NP_ENDPOINTS");
+    assert_eq!(
+        endpoints,
+        serde_json::json!([]),
+        "an endpoint outlived the run"
+    );
+    assert_eq!(sb.ok_json(&["ps", "--json"]), serde_json::json!([]));
+}

@@ -365,7 +365,8 @@ async fn add_steps(
     }
     if !up {
         // As `netpath up -d` would: the datapath stays pinned with no daemon.
-        host::activate_as_up(ctx, &mut progress.activated).await?;
+        progress.activated = Some(host::inactive(ctx)?);
+        host::activate_as_up(ctx).await?;
     }
     let net = ctx.state.network(&conf.name)?.clone();
     let ip = match given {

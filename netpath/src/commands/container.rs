@@ -81,16 +81,26 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
         }
         .await;
         if let Err(e) = built {
-            // The veths go with the namespace; the datapath's entries for them do not.
+            // The veths go with the namespace (not by name: a failure may be a name taken by
+            // an interface that is not ours); the datapath's entries for them do not.
+            let mut t = Teardown::default();
             if let Some(dp) = Datapath::existing(&ctx.scope) {
                 for e in &container.endpoints {
-                    let _ = dp.remove_endpoint(e.ip);
+                    let what = format!("datapath endpoint {}", e.ip);
+                    t.step(what, dp.remove_endpoint(e.ip).map_err(Into::into));
                 }
             }
             drop(ns);
-            let _ = netns::delete_named(name);
-            let _ = fs::remove_dir_all(etc_dir(name));
-            return Err(e);
+            let deleted = netns::delete_named(name);
+            t.step(
+                format!("network namespace {name}"),
+                deleted.map_err(Into::into),
+            );
+            let etc = etc_dir(name);
+            if etc.exists() {
+                t.step(etc.display(), fs::remove_dir_all(&etc).map_err(Into::into));
+            }
+            return Err(t.undoing(e));
         }
     }
     let done = container
@@ -225,14 +235,18 @@ pub(super) async fn wire_endpoint(
         }
     }
     .await;
-    if configured.is_err() {
-        // The veth takes its filter with it.
-        if let Some(dp) = &dp {
-            let _ = dp.remove_endpoint(e.ip);
-        }
-        let _ = ctx.nl.delete_link(index).await;
+    let Err(failed) = configured else {
+        return configured;
+    };
+    // The veth takes its filter with it.
+    let mut t = Teardown::default();
+    if let Some(dp) = &dp {
+        let what = format!("datapath endpoint {}", e.ip);
+        t.step(what, dp.remove_endpoint(e.ip).map_err(Into::into));
     }
-    configured
+    let deleted = ctx.nl.delete_link(index).await;
+    t.step(format!("veth {}", e.host_veth), deleted.map_err(Into::into));
+    Err(t.undoing(failed))
 }
 
 /// Puts a container's veth on the fast path: translated packets from the container leave

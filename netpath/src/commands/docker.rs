@@ -257,7 +257,8 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
     let result = async {
         network::create(ctx, args).await?;
         if !up {
-            host::activate_as_up(ctx, &mut activated).await?;
+            activated = Some(host::inactive(ctx)?);
+            host::activate_as_up(ctx).await?;
         }
         anyhow::Ok(())
     }
@@ -276,10 +277,7 @@ async fn create_network(ctx: &mut Ctx, req: CreateNetwork) -> Result<Value> {
                 t.step(format!("network {name}"), network::rm(ctx, &name).await);
             }
         }
-        return Err(match t.finish() {
-            Ok(_) => e,
-            Err(u) => anyhow::anyhow!("{e:#} (and undoing it: {u})"),
-        });
+        return Err(t.undoing(e));
     }
     Ok(json!({}))
 }
@@ -458,9 +456,12 @@ async fn join(ctx: &mut Ctx, sees: bool, req: EndpointCall) -> Result<Value> {
         .await?;
     let dp = ctx.datapath()?;
     if let Err(err) = container::register(&dp, &e, mac, index, bridge.index, false) {
-        let _ = dp.remove_endpoint(e.ip);
-        let _ = ctx.nl.delete_link(index).await;
-        return Err(err.context(format!("putting {name} on the datapath")));
+        let mut t = Teardown::default();
+        let what = format!("datapath endpoint {}", e.ip);
+        t.step(what, dp.remove_endpoint(e.ip).map_err(Into::into));
+        let deleted = ctx.nl.delete_link(index).await;
+        t.step(format!("veth {}", e.host_veth), deleted.map_err(Into::into));
+        return Err(t.undoing(err.context(format!("putting {name} on the datapath"))));
     }
     // Recorded only if the plugin sees it as dockerd does (a plugin in another mount
     // namespace does not), so that its absence later means something. For `docker run` it

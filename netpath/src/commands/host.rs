@@ -138,27 +138,30 @@ pub async fn up(ctx: &mut Ctx, args: UpArgs) -> Result<Response> {
     )]))
 }
 
-/// What a datapath that is not up holds of what [`activate_as_up`] changes, so that a
-/// plugin's call that fails after bringing it up can put exactly that back ([`deactivate`]).
+/// What a datapath that is not up holds of what [`activate_as_up`] changes ([`inactive`]).
 pub(super) struct Inactive {
     externals: BTreeSet<String>,
     ip_forward_before: Option<String>,
     local_addrs: Vec<Ipv4Addr>,
 }
 
-/// Brings the datapath up on what the state holds, as `netpath up -d` would with no options:
-/// for a plugin's first network, after which it stays pinned with no daemon. `before` gets
-/// what it finds first, for [`deactivate`], even if bringing it up then fails halfway.
-pub(super) async fn activate_as_up(ctx: &mut Ctx, before: &mut Option<Inactive>) -> Result<()> {
+/// What [`activate_as_up`] would change, as it is now: taken before it, so that a plugin's
+/// call that fails afterwards, even halfway through it, can put that back ([`deactivate`]).
+pub(super) fn inactive(ctx: &Ctx) -> Result<Inactive> {
     let local_addrs = match Datapath::existing(&ctx.scope) {
         Some(dp) => dp.local_addrs()?,
         None => vec![],
     };
-    *before = Some(Inactive {
+    Ok(Inactive {
         externals: ctx.state.externals.clone(),
         ip_forward_before: ctx.state.ip_forward_before.clone(),
         local_addrs,
-    });
+    })
+}
+
+/// Brings the datapath up on what the state holds, as `netpath up -d` would with no options:
+/// for a plugin's first network, after which it stays pinned with no daemon.
+pub(super) async fn activate_as_up(ctx: &mut Ctx) -> Result<()> {
     let externals = super::publish::plan_externals(ctx, vec![]).await?;
     let publishes = ctx.state.publishes.clone();
     let exclude = ctx.state.masquerade_exclude.clone();

@@ -164,6 +164,15 @@ impl Teardown {
         self.errors.extend(other.errors);
     }
 
+    /// `failed`, the error this teardown undid the work of, telling also what the teardown
+    /// could not remove.
+    pub fn undoing(self, failed: anyhow::Error) -> anyhow::Error {
+        match self.finish() {
+            Ok(_) => failed,
+            Err(u) => anyhow::anyhow!("{failed:#} (and undoing it: {u})"),
+        }
+    }
+
     /// What was removed, one line each; a [`TeardownError`] with every failure (and what
     /// was removed all the same) if there was any.
     pub fn finish(self) -> Result<Response, TeardownError> {

@@ -183,10 +183,19 @@ pub async fn realize(ctx: &Ctx, net: &Network) -> Result<u32> {
             .attach_bridge(&net.bridge, index, net.id, net.masquerade)?)
     }
     .await;
-    if result.is_err() && created {
-        let _ = ctx.nl.delete_link(index).await;
+    match result {
+        Ok(()) => Ok(index),
+        Err(failed) if created => {
+            let mut t = Teardown::default();
+            let deleted = ctx.nl.delete_link(index).await;
+            t.step(
+                format!("bridge {}", net.bridge),
+                deleted.map_err(Into::into),
+            );
+            Err(t.undoing(failed))
+        }
+        Err(failed) => Err(failed),
     }
-    result.map(|()| index)
 }
 
 pub async fn rm(ctx: &mut Ctx, name: &str) -> Result<Response> {
