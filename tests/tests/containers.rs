@@ -554,11 +554,15 @@ fn a_run_failing_halfway_removes_what_it_made_and_nothing_else() {
         "the failed run left something, or took the bridge"
     );
     assert!(before.links.contains(&veth));
-    let endpoints = sb.map_dump("NP_ENDPOINTS").expect("dumping NP_ENDPOINTS");
-    assert_eq!(
-        endpoints,
-        serde_json::json!([]),
-        "an endpoint outlived the run"
-    );
+    for map in ["NP_ENDPOINTS", "NP_SOURCES"] {
+        let dump = sb.map_dump(map).expect("dumping the map");
+        assert_eq!(
+            dump,
+            serde_json::json!([]),
+            "{map} kept an entry of the run"
+        );
+    }
+    let etc = std::path::Path::new("/etc/netns").join(&x);
+    assert!(!etc.exists(), "{} outlived the run", etc.display());
     assert_eq!(sb.ok_json(&["ps", "--json"]), serde_json::json!([]));
 }

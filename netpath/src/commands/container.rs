@@ -85,9 +85,9 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
             // an interface that is not ours); the datapath's entries for them do not.
             let mut t = Teardown::default();
             if let Some(dp) = Datapath::existing(&ctx.scope) {
-                for e in &container.endpoints {
-                    let what = format!("datapath endpoint {}", e.ip);
-                    t.step(what, dp.remove_endpoint(e.ip).map_err(Into::into));
+                for ep in &container.endpoints {
+                    let what = format!("datapath endpoint {}", ep.ip);
+                    t.step(what, dp.remove_endpoint(ep.ip).map_err(Into::into));
                 }
             }
             drop(ns);
@@ -263,8 +263,21 @@ pub fn register(
     any_source: bool,
 ) -> Result<()> {
     dp.set_source(host_ifindex, e.ip, mac, any_source)?;
-    dp.attach_veth(&e.host_veth)?;
-    Ok(dp.set_endpoint(e.ip, host_ifindex, bridge_ifindex, mac)?)
+    let rest = dp
+        .attach_veth(&e.host_veth)
+        .and_then(|()| dp.set_endpoint(e.ip, host_ifindex, bridge_ifindex, mac));
+    let Err(failed) = rest else {
+        return Ok(());
+    };
+    // Undone here: `remove_endpoint` finds the source entry through the endpoint entry,
+    // which this failure may not have written.
+    let mut t = Teardown::default();
+    let forgot = dp.forget_source(host_ifindex, e.ip);
+    t.step(
+        format!("source entry of veth {}", e.host_veth),
+        forgot.map_err(Into::into),
+    );
+    Err(t.undoing(failed.into()))
 }
 
 pub async fn connect(ctx: &mut Ctx, args: ConnectArgs) -> Result<Response> {

@@ -164,12 +164,16 @@ impl Teardown {
         self.errors.extend(other.errors);
     }
 
-    /// `failed`, the error this teardown undid the work of, telling also what the teardown
-    /// could not remove.
+    /// `failed`, the error this teardown undid the work of, telling also (on the same line)
+    /// what the teardown could not remove. That makes a new error, which keeps `failed`'s
+    /// message but not its type: the CNI plugin, whose refusals carry a code, has its own.
     pub fn undoing(self, failed: anyhow::Error) -> anyhow::Error {
         match self.finish() {
             Ok(_) => failed,
-            Err(u) => anyhow::anyhow!("{failed:#} (and undoing it: {u})"),
+            Err(u) => {
+                let undo = u.to_string().replace('\n', ";");
+                anyhow::anyhow!("{failed:#} (and undoing it: {undo})")
+            }
         }
     }
 

@@ -212,32 +212,37 @@ impl Datapath {
     /// The registration of `addr` (host-side ifindex and MAC), if there is one.
     pub fn endpoint(&self, addr: Ipv4Addr) -> Result<Option<(u32, [u8; 6])>> {
         let endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
-        Ok(endpoints
-            .get(&addr.octets(), 0)
-            .ok()
-            .map(|e| (e.host_ifindex, e.mac)))
+        let found = get_key(&endpoints, &addr.octets()).map_err(DatapathError::map(
+            maps::ENDPOINTS,
+            format!("reading endpoint {addr}"),
+        ))?;
+        Ok(found.map(|e| (e.host_ifindex, e.mac)))
     }
 
     /// Forgets a container interface: its delivery entry, and the source entry of its veth.
     pub fn remove_endpoint(&self, addr: Ipv4Addr) -> Result<()> {
-        let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
-        if let Ok(ep) = endpoints.get(&addr.octets(), 0) {
-            let mut sources: Sources = self.map(maps::SOURCES)?;
-            // Only the veth's own entry: its ifindex may belong to a newer veth by now.
-            let mine = sources
-                .get(&ep.host_ifindex, 0)
-                .is_ok_and(|g| g.addr == addr.octets());
-            if mine {
-                remove_key(&mut sources, &ep.host_ifindex).map_err(DatapathError::map(
-                    maps::SOURCES,
-                    format!("forgetting the source of endpoint {addr}"),
-                ))?;
-            }
+        if let Some((host_ifindex, _)) = self.endpoint(addr)? {
+            self.forget_source(host_ifindex, addr)?;
         }
+        let mut endpoints: Endpoints = self.map(maps::ENDPOINTS)?;
         remove_key(&mut endpoints, &addr.octets()).map_err(DatapathError::map(
             maps::ENDPOINTS,
             format!("forgetting endpoint {addr}"),
         ))?;
+        Ok(())
+    }
+
+    /// Removes the source entry of the veth `host_ifindex` if it is `addr`'s: only the
+    /// veth's own, as its ifindex may belong to a newer veth by now.
+    pub fn forget_source(&self, host_ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+        let mut sources: Sources = self.map(maps::SOURCES)?;
+        let forgetting = || format!("forgetting the source of endpoint {addr}");
+        let found = get_key(&sources, &host_ifindex)
+            .map_err(DatapathError::map(maps::SOURCES, forgetting()))?;
+        if found.is_some_and(|g| g.addr == addr.octets()) {
+            remove_key(&mut sources, &host_ifindex)
+                .map_err(DatapathError::map(maps::SOURCES, forgetting()))?;
+        }
         Ok(())
     }
 
@@ -278,6 +283,18 @@ fn list_local_addrs(local: &LocalAddrs) -> Result<Vec<Ipv4Addr>> {
             maps::LOCAL_ADDRS,
             "listing the addresses",
         ))
+}
+
+/// The value under `key` in `map`, if there is one; an absent key is no error.
+fn get_key<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    key: &K,
+) -> Result<Option<V>, MapError> {
+    match map.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes `key` from `map`; an absent key is no error. Returns whether it was there.
