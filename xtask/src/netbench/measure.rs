@@ -150,17 +150,18 @@ fn gist(text: &str) -> String {
 }
 
 /// Busy CPU time of the whole machine so far, in seconds (all CPUs; idle and iowait
-/// excluded): client, host and server all run here, so this is the cost of the path.
+/// excluded, and steal, the time the hypervisor ran something else): client, host and server
+/// all run here, so this is the cost of the path.
 pub fn cpu_busy() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let f: Vec<f64> = line
         .split_whitespace()
         .skip(1)
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
+        .map(|v| v.parse().with_context(|| format!("/proc/stat: {line}")))
+        .collect::<Result<_>>()?;
     // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(busy / hz)

@@ -339,8 +339,11 @@ impl Machine {
 fn run_measured(test: usize, topo: &Topology, secs: u32, pass: &mut measure::Pass) {
     let before = stats::read(&topo.programs);
     let busy_before = measure::cpu_busy();
+    let errors = pass.errors.len();
     measure::run(test, topo, secs, pass);
+    // A failed test's share would be of whatever ran instead.
     let busy = match (busy_before, measure::cpu_busy()) {
+        _ if pass.errors.len() > errors => 0.0,
         (Ok(b), Ok(a)) => a - b,
         (Err(e), _) | (_, Err(e)) => {
             pass.errors.push(format!("/proc/stat: {e:#}"));

@@ -145,9 +145,9 @@ impl<'a> Summary<'a> {
                 row
             })
             .collect();
-        let title = "eBPF share of the machine's busy CPU time, % (the programs' bpf_stats \
-                     run_time_ns over /proc/stat's busy time during each test, median of the \
-                     passes)";
+        let title = "eBPF share of the machine's busy CPU time, % (the TC programs' bpf_stats \
+                     run_time_ns over /proc/stat's busy time during each test, steal excluded, \
+                     median of the passes)";
         titled(title, &header, &rows, markdown)
     }
 
@@ -267,11 +267,14 @@ impl<'a> Summary<'a> {
                         json!({"program": program, "ns_per_packet": tests})
                     })
                     .collect();
-                let cpu_share: serde_json::Map<String, Value> = TESTS
-                    .iter()
-                    .zip(self.cpu_share(c))
-                    .map(|((name, _), share)| ((*name).to_owned(), json!(share)))
-                    .collect();
+                let cpu_fraction: Option<serde_json::Map<String, Value>> =
+                    (!cell.cpu_share.is_empty()).then(|| {
+                        TESTS
+                            .iter()
+                            .zip(self.cpu_share(c))
+                            .map(|((name, _), share)| ((*name).to_owned(), json!(share)))
+                            .collect()
+                    });
                 json!({
                     "config": cell.config.name(),
                     "n": cell.config.has_n().then_some(cell.n),
@@ -279,7 +282,7 @@ impl<'a> Summary<'a> {
                     "errors": cell.errors,
                     "figures": figs,
                     "run_time": run_time,
-                    "ebpf_cpu_share": cpu_share,
+                    "ebpf_cpu_fraction": cpu_fraction,
                 })
             })
             .collect();
