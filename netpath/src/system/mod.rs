@@ -3,3 +3,45 @@
 pub mod datapath;
 pub mod netlink;
 pub mod netns;
+
+/// An error with its sources, "outer: inner: ...", as a report prints it: for an error that
+/// has to be told inside another's message.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        out.push_str(": ");
+        out.push_str(&source.to_string());
+        next = source.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::{chain, netlink::NetlinkError};
+
+    #[test]
+    fn chain_tells_every_source_in_order() {
+        let failed = NetlinkError::Kernel {
+            op: "setting np0 up".into(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(
+            chain(&failed),
+            "setting np0 up: Operation not permitted (os error 1)"
+        );
+        let undo = NetlinkError::NoSuchDevice { name: "np0".into() };
+        let both = NetlinkError::Undo {
+            failed: chain(&failed),
+            undo: chain(&undo),
+        };
+        assert_eq!(
+            chain(&both),
+            "setting np0 up: Operation not permitted (os error 1) (and undoing it: no such \
+             interface np0)"
+        );
+    }
+}

@@ -61,6 +61,10 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// A request that failed after others had changed something, and the undo of those that
+    /// failed too: both told, each with its sources.
+    #[error("{failed} (and undoing it: {undo})")]
+    Undo { failed: String, undo: String },
 }
 
 type Result<T> = std::result::Result<T, NetlinkError>;
@@ -359,12 +363,23 @@ impl Netlink {
                     .op(|| format!("setting {host_name} up"))
             }
         };
-        if let Err(e) = configured {
-            let _ = self.delete_link_by_name(host_name).await;
-            return Err(e);
+        let echoed = created.filter(|l| l.name == host_name).map(|l| l.index);
+        if let Err(failed) = configured {
+            // By the index the kernel gave it where known: the name may be another's by now.
+            let undone = match echoed {
+                Some(index) => self.delete_link(index).await,
+                None => self.delete_link_by_name(host_name).await.map(drop),
+            };
+            return Err(match undone {
+                Ok(()) => failed,
+                Err(undo) => NetlinkError::Undo {
+                    failed: super::chain(&failed),
+                    undo: super::chain(&undo),
+                },
+            });
         }
-        if let Some(link) = created.filter(|l| l.name == host_name) {
-            return Ok(link.index);
+        if let Some(index) = echoed {
+            return Ok(index);
         }
         // An older kernel does not echo.
         Ok(first_link(replies(self.send_get_link(host_name)?).await)

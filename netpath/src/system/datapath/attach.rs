@@ -151,10 +151,8 @@ impl Datapath {
         let attached = self
             .attach_tc(programs::ISOLATE, bridge, TcAttachType::Egress, &isolate)
             .and_then(|()| self.attach_tc(programs::BR_IN, bridge, TcAttachType::Ingress, &br_in));
-        if attached.is_err() {
-            let _ = self.detach_bridge(bridge, ifindex);
-        }
         attached
+            .map_err(|failed| DatapathError::undone(failed, self.detach_bridge(bridge, ifindex)))
     }
 
     /// Detaches the bridge's programs and forgets the bridge.
@@ -183,10 +181,7 @@ impl Datapath {
                 ))
             });
         // All or nothing: a caller that fails here records no external to detach later.
-        if registered.is_err() {
-            let _ = self.detach(&pin);
-        }
-        registered
+        registered.map_err(|failed| DatapathError::undone(failed, self.detach(&pin)))
     }
 
     /// The reverse of `attach_external`; `ifindex` is None when it is not known.

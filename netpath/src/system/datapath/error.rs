@@ -108,10 +108,25 @@ pub enum DatapathError {
     NoCgroup2,
     #[error("opening the programs' log")]
     Log(#[source] aya_log::Error),
+    /// A step that failed after others had changed something, and the undo of those that
+    /// failed too: both told, each with its sources.
+    #[error("{failed} (and undoing it: {undo})")]
+    Undo { failed: String, undo: String },
 }
 
 /// Closures for `map_err` that wrap an aya or io error with what failed, and on what.
 impl DatapathError {
+    /// `failed`, or, if `undone` (the undo of the steps before it) failed, both.
+    pub(super) fn undone(failed: DatapathError, undone: Result<()>) -> DatapathError {
+        match undone {
+            Ok(()) => failed,
+            Err(undo) => DatapathError::Undo {
+                failed: crate::system::chain(&failed),
+                undo: crate::system::chain(&undo),
+            },
+        }
+    }
+
     pub(super) fn io(
         what: &'static str,
         path: impl Into<PathBuf>,
