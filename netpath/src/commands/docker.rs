@@ -445,10 +445,18 @@ async fn join(ctx: &mut Ctx, sees: bool, req: EndpointCall) -> Result<Value> {
             net.bridge, e.network
         )
     })?;
-    // A veth left by a Join whose sandbox never took it.
+    // A veth left by a Join whose sandbox never took it goes; anything else under these
+    // names is not netpath's to delete.
     let peer = container_end(&e.host_veth);
-    ctx.nl.delete_link_by_name(&e.host_veth).await?;
-    ctx.nl.delete_link_by_name(&peer).await?;
+    for stale in [e.host_veth.as_str(), peer.as_str()] {
+        let Some(link) = ctx.nl.link_by_name(stale).await? else {
+            continue;
+        };
+        if link.kind.as_deref() != Some("veth") {
+            bail!("interface {stale} exists and is not a veth netpath left; remove or rename it");
+        }
+        ctx.nl.delete_link_by_name(stale).await?;
+    }
     let here = Netns::current()?;
     let index = ctx
         .nl
