@@ -234,15 +234,14 @@ async fn add(ctx: &mut Ctx, env: &Env, conf: &NetConf, raw: &[u8]) -> Result<Cni
         }
     };
     t.step(format!("what ADD made of network {}", conf.name), undone);
-    Err(match t.finish() {
-        Ok(_) => failed,
-        Err(undo) => with_undo_failure(failed, &undo.to_string()),
+    Err(match t.failures() {
+        None => failed,
+        Some(undo) => with_undo_failure(failed, &undo),
     })
 }
 
 /// `failed`, its code kept, telling also what undoing the call could not remove.
 fn with_undo_failure(failed: anyhow::Error, undo: &str) -> anyhow::Error {
-    let undo = undo.replace('\n', ";");
     match failed.downcast::<Refusal>() {
         Ok(mut r) => {
             r.msg = format!("{} (and undoing it: {undo})", r.msg);

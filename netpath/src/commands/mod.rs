@@ -164,17 +164,21 @@ impl Teardown {
         self.errors.extend(other.errors);
     }
 
-    /// `failed`, the error this teardown undid the work of, telling also (on the same line)
-    /// what the teardown could not remove. That makes a new error, which keeps `failed`'s
-    /// message but not its type: the CNI plugin, whose refusals carry a code, has its own.
+    /// `failed`, the error this teardown undid the work of, telling also what the teardown
+    /// could not remove. That makes a new error, which keeps `failed`'s message but not its
+    /// type: the CNI plugin, whose refusals carry a code, adds [`Teardown::failures`] itself.
     pub fn undoing(self, failed: anyhow::Error) -> anyhow::Error {
-        match self.finish() {
-            Ok(_) => failed,
-            Err(u) => {
-                let undo = u.to_string().replace('\n', ";");
-                anyhow::anyhow!("{failed:#} (and undoing it: {undo})")
-            }
+        match self.failures() {
+            None => failed,
+            Some(undo) => anyhow::anyhow!("{failed:#} (and undoing it: {undo})"),
         }
+    }
+
+    /// Every failure of this teardown on one line, or None if there was none.
+    pub fn failures(self) -> Option<String> {
+        self.finish()
+            .err()
+            .map(|u| u.to_string().replace('\n', ";"))
     }
 
     /// What was removed, one line each; a [`TeardownError`] with every failure (and what
