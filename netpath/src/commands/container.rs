@@ -86,20 +86,11 @@ pub async fn run(ctx: &mut Ctx, args: RunArgs) -> Result<Response> {
             let mut t = Teardown::default();
             if let Some(dp) = Datapath::existing(&ctx.scope) {
                 for ep in &container.endpoints {
-                    let what = format!("datapath endpoint {}", ep.ip);
-                    t.step(what, dp.remove_endpoint(ep.ip).map_err(Into::into));
+                    forget_endpoint(&mut t, &dp, ep);
                 }
             }
             drop(ns);
-            let deleted = netns::delete_named(name);
-            t.step(
-                format!("network namespace {name}"),
-                deleted.map_err(Into::into),
-            );
-            let etc = etc_dir(name);
-            if etc.exists() {
-                t.step(etc.display(), fs::remove_dir_all(&etc).map_err(Into::into));
-            }
+            t.merge(remove_namespace(name));
             return Err(t.undoing(e));
         }
     }
@@ -238,15 +229,25 @@ pub(super) async fn wire_endpoint(
     let Err(failed) = configured else {
         return configured;
     };
-    // The veth takes its filter with it.
+    Err(unwire(ctx, dp.as_ref(), e, index).await.undoing(failed))
+}
+
+/// Undoes a wired endpoint `e` whose host veth has `index`: its datapath entries (with a
+/// datapath), then the veth, which takes its filter with it.
+pub(super) async fn unwire(ctx: &Ctx, dp: Option<&Datapath>, e: &Endpoint, index: u32) -> Teardown {
     let mut t = Teardown::default();
-    if let Some(dp) = &dp {
-        let what = format!("datapath endpoint {}", e.ip);
-        t.step(what, dp.remove_endpoint(e.ip).map_err(Into::into));
+    if let Some(dp) = dp {
+        forget_endpoint(&mut t, dp, e);
     }
     let deleted = ctx.nl.delete_link(index).await;
     t.step(format!("veth {}", e.host_veth), deleted.map_err(Into::into));
-    Err(t.undoing(failed))
+    t
+}
+
+/// Forgets `e` in the datapath (its delivery and source entries), as a step of `t`.
+fn forget_endpoint(t: &mut Teardown, dp: &Datapath, e: &Endpoint) {
+    let forgotten = dp.remove_endpoint(e.ip).map_err(Into::into);
+    t.step(format!("datapath endpoint {}", e.ip), forgotten);
 }
 
 /// Puts a container's veth on the fast path: translated packets from the container leave
@@ -349,6 +350,24 @@ pub fn forget_flows(ctx: &mut Ctx, name: &str, container: &Container, t: &mut Te
     }
 }
 
+/// Removes a container's namespace and its /etc/netns directory, each if it is there.
+fn remove_namespace(name: &str) -> Teardown {
+    let mut t = Teardown::default();
+    if Path::new(netns::NETNS_RUN_DIR).join(name).exists() {
+        let deleted = netns::delete_named(name);
+        t.step(
+            format!("network namespace {name}"),
+            deleted.map_err(Into::into),
+        );
+    }
+    let etc = etc_dir(name);
+    if etc.exists() {
+        let removed = fs::remove_dir_all(&etc).with_context(|| etc.display().to_string());
+        t.step(etc.display(), removed);
+    }
+    t
+}
+
 /// Removes the container's host-side veths (their peers go with them), its namespace and its
 /// /etc/netns directory. Pieces already gone are skipped, not errors.
 pub async fn teardown(ctx: &Ctx, name: &str, container: &Container) -> Teardown {
@@ -366,10 +385,7 @@ pub async fn teardown_all(ctx: &Ctx, containers: &[(&str, &Container)]) -> Vec<T
     for (i, (_, c)) in containers.iter().enumerate() {
         for e in &c.endpoints {
             if let Some(dp) = &dp {
-                ts[i].step(
-                    format!("datapath endpoint {}", e.ip),
-                    dp.remove_endpoint(e.ip).map_err(Into::into),
-                );
+                forget_endpoint(&mut ts[i], dp, e);
             }
             veths.push((i, &e.host_veth));
         }
@@ -397,31 +413,13 @@ pub async fn teardown_all(ctx: &Ctx, containers: &[(&str, &Container)]) -> Vec<T
         .filter(|(_, c)| c.owns_netns())
         .map(|(name, _)| *name)
         .collect();
-    let removed = in_parallel(&owners, |name| {
-        let netns = Path::new(netns::NETNS_RUN_DIR)
-            .join(name)
-            .exists()
-            .then(|| netns::delete_named(name));
-        let etc = etc_dir(name);
-        let etc_removed = etc
-            .exists()
-            .then(|| fs::remove_dir_all(&etc).with_context(|| etc.display().to_string()));
-        (netns, etc, etc_removed)
-    });
-    let mut owners_ts = ts
+    let removed = in_parallel(&owners, |name| remove_namespace(name));
+    let owners_ts = ts
         .iter_mut()
         .zip(containers)
         .filter(|(_, (_, c))| c.owns_netns());
-    for ((netns, etc, etc_removed), (t, (name, _))) in removed.into_iter().zip(&mut owners_ts) {
-        if let Some(deleted) = netns {
-            t.step(
-                format!("network namespace {name}"),
-                deleted.map_err(Into::into),
-            );
-        }
-        if let Some(removed) = etc_removed {
-            t.step(etc.display(), removed);
-        }
+    for (done, (t, _)) in removed.into_iter().zip(owners_ts) {
+        t.merge(done);
     }
     ts
 }

@@ -464,11 +464,7 @@ async fn join(ctx: &mut Ctx, sees: bool, req: EndpointCall) -> Result<Value> {
         .await?;
     let dp = ctx.datapath()?;
     if let Err(err) = container::register(&dp, &e, mac, index, bridge.index, false) {
-        let mut t = Teardown::default();
-        let what = format!("datapath endpoint {}", e.ip);
-        t.step(what, dp.remove_endpoint(e.ip).map_err(Into::into));
-        let deleted = ctx.nl.delete_link(index).await;
-        t.step(format!("veth {}", e.host_veth), deleted.map_err(Into::into));
+        let t = container::unwire(ctx, Some(&dp), &e, index).await;
         return Err(t.undoing(err.context(format!("putting {name} on the datapath"))));
     }
     // Recorded only if the plugin sees it as dockerd does (a plugin in another mount

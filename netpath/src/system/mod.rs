@@ -4,6 +4,19 @@ pub mod datapath;
 pub mod netlink;
 pub mod netns;
 
+/// `failed`, or, if `undone` (the undo of the steps before it) failed, the error `both`
+/// makes of the two, each told with its sources.
+fn undone<E: std::error::Error, U: std::error::Error>(
+    failed: E,
+    undone: Result<(), U>,
+    both: impl FnOnce(String, String) -> E,
+) -> E {
+    match undone {
+        Ok(()) => failed,
+        Err(undo) => both(chain(&failed), chain(&undo)),
+    }
+}
+
 /// An error with its sources, "outer: inner: ...", as a report prints it: for an error that
 /// has to be told inside another's message.
 fn chain(e: &dyn std::error::Error) -> String {

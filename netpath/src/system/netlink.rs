@@ -370,13 +370,9 @@ impl Netlink {
                 Some(index) => self.delete_link(index).await,
                 None => self.delete_link_by_name(host_name).await.map(drop),
             };
-            return Err(match undone {
-                Ok(()) => failed,
-                Err(undo) => NetlinkError::Undo {
-                    failed: super::chain(&failed),
-                    undo: super::chain(&undo),
-                },
-            });
+            return Err(super::undone(failed, undone, |failed, undo| {
+                NetlinkError::Undo { failed, undo }
+            }));
         }
         if let Some(index) = echoed {
             return Ok(index);

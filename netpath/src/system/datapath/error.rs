@@ -118,13 +118,10 @@ pub enum DatapathError {
 impl DatapathError {
     /// `failed`, or, if `undone` (the undo of the steps before it) failed, both.
     pub(super) fn undone(failed: DatapathError, undone: Result<()>) -> DatapathError {
-        match undone {
-            Ok(()) => failed,
-            Err(undo) => DatapathError::Undo {
-                failed: crate::system::chain(&failed),
-                undo: crate::system::chain(&undo),
-            },
-        }
+        crate::system::undone(failed, undone, |failed, undo| DatapathError::Undo {
+            failed,
+            undo,
+        })
     }
 
     pub(super) fn io(
